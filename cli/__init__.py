@@ -1,0 +1,1 @@
+"""The ``rerank`` command-line interface (installed as ``pillar_rerank.cli``)."""

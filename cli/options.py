@@ -1,0 +1,59 @@
+"""Click options shared by several subcommands (data inputs, outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from pillar_rerank.inputs import RetrievalSet, load_retrieval_set
+
+# Existence is checked by the loaders so a missing file exits with the I/O code (3).
+EXISTING_FILE = click.Path(dir_okay=False)
+
+
+def data_options(prefix: str = "", *, help_side: str = "") -> Callable:
+    """Add --{prefix}sims / --{prefix}image-emb / --{prefix}text-emb / --{prefix}txt2img /
+    --{prefix}captions-per-image options; the command receives them as keyword arguments."""
+    p = f"{prefix}-" if prefix else ""
+    side = f" ({help_side})" if help_side else ""
+
+    def decorator(func: Callable) -> Callable:
+        opts = [
+            click.option(f"--{p}sims", type=EXISTING_FILE, default=None,
+                         help=f"Image x text similarity matrix .npy{side}."),
+            click.option(f"--{p}image-emb", type=EXISTING_FILE, default=None,
+                         help=f"Image embeddings .npy, shape (n_images, d){side}."),
+            click.option(f"--{p}text-emb", type=EXISTING_FILE, default=None,
+                         help=f"Text embeddings .npy, shape (n_texts, d){side}."),
+            click.option(f"--{p}txt2img", type=EXISTING_FILE, default=None,
+                         help=f"Caption -> image int map .npy, shape (n_texts,){side}."),
+            click.option(f"--{p}captions-per-image", type=click.IntRange(min=1), default=None,
+                         help=f"Contiguous blocks of N captions per image (instead of --{p}txt2img){side}."),
+        ]
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return decorator
+
+
+def load_side(kwargs: dict, prefix: str = "", *, name: str = "data", required: bool = True
+              ) -> RetrievalSet | None:
+    """Pop the data options of ``prefix`` from ``kwargs`` and load the retrieval set."""
+    p = f"{prefix}_" if prefix else ""
+    sims = kwargs.pop(f"{p}sims", None)
+    img = kwargs.pop(f"{p}image_emb", None)
+    txt = kwargs.pop(f"{p}text_emb", None)
+    t2i = kwargs.pop(f"{p}txt2img", None)
+    cpi = kwargs.pop(f"{p}captions_per_image", None)
+    if not required and sims is None and img is None and txt is None:
+        return None
+    return load_retrieval_set(sims=sims, image_embeddings=img, text_embeddings=txt,
+                              txt_to_img=t2i, captions_per_image=cpi, name=name)
+
+
+def overwrite_option(func: Callable) -> Callable:
+    return click.option("--overwrite", is_flag=True, help="Replace an existing output file.")(func)
+
+

@@ -1,0 +1,258 @@
+"""The data contract: a retrieval set and its ground truth.
+
+A retrieval set is an image x text similarity matrix (dense ``.npy``, float16/32/64, possibly
+memory-mapped) and/or the two embedding matrices, plus the caption -> image map. The map is
+either explicit (``txt_to_img``) or ``captions_per_image=N`` for contiguous blocks; nothing in the
+toolkit assumes 5 captions per image or infers grouping from index arithmetic elsewhere.
+
+Ground truth is kept as :class:`Relevance`, a CSR image -> captions layout (``indptr``,
+``indices``) plus the caption -> image array, so any and varying numbers of captions work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from pillar_rerank._validation import check_float_matrix, check_int, check_item_map
+from pillar_rerank.exceptions import InvalidInputError
+from pillar_rerank.io import load_array
+from pillar_rerank.typing import PathLikeStr
+from pillar_rerank.utils.blocks import block_rows, iter_blocks
+
+
+@dataclass(frozen=True, eq=False)
+class Relevance:
+    """Caption -> image ground truth of a retrieval set.
+
+    Parameters
+    ----------
+    txt_to_img : ndarray of shape (n_texts,)
+        Image index of every caption.
+    n_images : int
+        Number of images; every image must have at least one caption.
+
+    Attributes
+    ----------
+    indptr, indices : ndarray
+        CSR layout image -> captions: the captions of image ``i`` are
+        ``indices[indptr[i]:indptr[i + 1]]`` in increasing caption order.
+    """
+
+    txt_to_img: np.ndarray
+    n_images: int
+    indptr: np.ndarray = field(init=False, repr=False)
+    indices: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n_images = check_int(self.n_images, name="n_images", low=1)
+        t2i = check_item_map(self.txt_to_img, n_images=n_images)
+        t2i.setflags(write=False)
+        order = np.argsort(t2i, kind="stable").astype(np.int64)
+        counts = np.bincount(t2i, minlength=n_images)
+        indptr = np.zeros(n_images + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        order.setflags(write=False)
+        indptr.setflags(write=False)
+        object.__setattr__(self, "txt_to_img", t2i)
+        object.__setattr__(self, "n_images", n_images)
+        object.__setattr__(self, "indptr", indptr)
+        object.__setattr__(self, "indices", order)
+
+    @classmethod
+    def from_captions_per_image(cls, n_images: int, captions_per_image: int) -> Relevance:
+        """Contiguous blocks: captions ``N*i .. N*i+N-1`` belong to image ``i``."""
+        n_images = check_int(n_images, name="n_images", low=1)
+        cpi = check_int(captions_per_image, name="captions_per_image", low=1)
+        return cls(np.repeat(np.arange(n_images, dtype=np.int64), cpi), n_images)
+
+    @classmethod
+    def from_arguments(cls, *, n_images: int, n_texts: int, txt_to_img: np.ndarray | None = None,
+                       captions_per_image: int | None = None, source: str | None = None) -> Relevance:
+        """Build from exactly one of ``txt_to_img`` / ``captions_per_image``, checked against shapes."""
+        if (txt_to_img is None) == (captions_per_image is None):
+            raise InvalidInputError(
+                "ground truth: give exactly one of txt_to_img (a caption -> image map) "
+                "or captions_per_image."
+            )
+        if captions_per_image is not None:
+            cpi = check_int(captions_per_image, name="captions_per_image", low=1)
+            if n_images * cpi != n_texts:
+                raise InvalidInputError(
+                    f"captions_per_image={cpi}: expected n_texts = n_images * {cpi} = {n_images * cpi}; "
+                    f"got n_texts={n_texts} (use an explicit txt_to_img map for uneven groups)."
+                )
+            return cls.from_captions_per_image(n_images, cpi)
+        t2i = check_item_map(txt_to_img, n_images=n_images, n_texts=n_texts, source=source)
+        return cls(t2i, n_images)
+
+    @property
+    def n_texts(self) -> int:
+        return int(self.txt_to_img.shape[0])
+
+    @property
+    def captions_per_image(self) -> np.ndarray:
+        """Number of captions of each image, shape (n_images,)."""
+        return np.diff(self.indptr)
+
+    def captions_of(self, image: int) -> np.ndarray:
+        """Caption indices of one image."""
+        return self.indices[self.indptr[image]:self.indptr[image + 1]]
+
+    def subset(self, images: np.ndarray) -> tuple[Relevance, np.ndarray]:
+        """Restrict to ``images`` (in the given order); returns the new relevance and caption ids.
+
+        The captions kept are those the map assigns to the selected images, in caption order.
+        """
+        images = np.asarray(images, dtype=np.int64)
+        remap = np.full(self.n_images, -1, dtype=np.int64)
+        remap[images] = np.arange(images.shape[0])
+        captions = np.flatnonzero(remap[self.txt_to_img] >= 0)
+        return Relevance(remap[self.txt_to_img[captions]], int(images.shape[0])), captions
+
+    def same_as(self, other: Relevance) -> bool:
+        return self.n_images == other.n_images and np.array_equal(self.txt_to_img, other.txt_to_img)
+
+
+@dataclass(frozen=True, eq=False)
+class RetrievalSet:
+    """One side (train, dev or test) of an image-text retrieval problem.
+
+    At least one of ``scores`` or the pair of embeddings must be given. Intra-modal matrices are
+    optional and only used by methods that need neighbour structure.
+
+    Parameters
+    ----------
+    relevance : Relevance
+        Caption -> image ground truth.
+    scores : ndarray of shape (n_images, n_texts), optional
+        Cross-modal similarities (higher is better). May be a read-only memory map.
+    image_embeddings : ndarray of shape (n_images, d), optional
+    text_embeddings : ndarray of shape (n_texts, d), optional
+    image_image : ndarray of shape (n_images, n_images), optional
+    text_text : ndarray of shape (n_texts, n_texts), optional
+    name : str
+        Label used in messages and reports.
+    """
+
+    relevance: Relevance
+    scores: np.ndarray | None = None
+    image_embeddings: np.ndarray | None = None
+    text_embeddings: np.ndarray | None = None
+    image_image: np.ndarray | None = None
+    text_text: np.ndarray | None = None
+    name: str = "data"
+
+    def __post_init__(self) -> None:
+        n_img, n_txt = self.relevance.n_images, self.relevance.n_texts
+        if self.scores is None and (self.image_embeddings is None or self.text_embeddings is None):
+            raise InvalidInputError(
+                f"{self.name}: give a similarity matrix, or both image and text embeddings."
+            )
+        if (self.image_embeddings is None) != (self.text_embeddings is None):
+            raise InvalidInputError(f"{self.name}: give both image and text embeddings, or neither.")
+        if self.scores is not None:
+            check_float_matrix(self.scores, name=f"{self.name} scores", shape=(n_img, n_txt))
+        if self.image_embeddings is not None:
+            img = check_float_matrix(self.image_embeddings, name=f"{self.name} image embeddings",
+                                     shape=(n_img, None))
+            check_float_matrix(self.text_embeddings, name=f"{self.name} text embeddings",
+                               shape=(n_txt, img.shape[1]))
+        if self.image_image is not None:
+            check_float_matrix(self.image_image, name=f"{self.name} image-image", shape=(n_img, n_img))
+        if self.text_text is not None:
+            check_float_matrix(self.text_text, name=f"{self.name} text-text", shape=(n_txt, n_txt))
+
+    @property
+    def n_images(self) -> int:
+        return self.relevance.n_images
+
+    @property
+    def n_texts(self) -> int:
+        return self.relevance.n_texts
+
+    @property
+    def txt_to_img(self) -> np.ndarray:
+        return self.relevance.txt_to_img
+
+    @property
+    def has_embeddings(self) -> bool:
+        return self.image_embeddings is not None
+
+    def similarity(self, *, dtype: type = np.float32, budget_bytes: int = 256 * 2**20) -> np.ndarray:
+        """The image x text score matrix: the given one, or image @ text.T built in row blocks."""
+        if self.scores is not None:
+            return np.asarray(self.scores, dtype=dtype)
+        img = self.image_embeddings
+        txt = np.asarray(self.text_embeddings, dtype=np.float32)
+        out = np.empty((self.n_images, self.n_texts), dtype=dtype)
+        for rows in iter_blocks(self.n_images, block_rows(self.n_texts, budget_bytes=budget_bytes)):
+            out[rows] = np.asarray(img[rows], dtype=np.float32) @ txt.T
+        return out
+
+    def subset_images(self, images: np.ndarray, *, name: str | None = None) -> RetrievalSet:
+        """The sub-problem over ``images`` and the captions the map assigns to them."""
+        images = np.asarray(images, dtype=np.int64)
+        rel, caps = self.relevance.subset(images)
+
+        def take(a, rows, cols=None):
+            if a is None:
+                return None
+            sub = np.asarray(a[rows]) if cols is None else np.asarray(a[rows][:, cols])
+            return sub
+
+        return RetrievalSet(
+            relevance=rel,
+            scores=take(self.scores, images, caps),
+            image_embeddings=take(self.image_embeddings, images),
+            text_embeddings=take(self.text_embeddings, caps),
+            image_image=take(self.image_image, images, images),
+            text_text=take(self.text_text, caps, caps),
+            name=name or f"{self.name}[{images.shape[0]} images]",
+        )
+
+    def with_scores(self, scores: np.ndarray, *, name: str | None = None) -> RetrievalSet:
+        """A copy whose cross-modal scores are replaced (e.g. after re-ranking)."""
+        return replace(self, scores=scores, name=name or self.name)
+
+
+def load_retrieval_set(
+    *,
+    sims: PathLikeStr | None = None,
+    image_embeddings: PathLikeStr | None = None,
+    text_embeddings: PathLikeStr | None = None,
+    txt_to_img: PathLikeStr | None = None,
+    captions_per_image: int | None = None,
+    image_image: PathLikeStr | None = None,
+    text_text: PathLikeStr | None = None,
+    mmap: bool = True,
+    name: str = "data",
+) -> RetrievalSet:
+    """Load a retrieval set from ``.npy`` files (never unpickling), validating everything.
+
+    Large matrices are memory-mapped read-only when ``mmap`` is true.
+    """
+    scores = load_array(sims, name="sims", mmap=mmap) if sims is not None else None
+    img = load_array(image_embeddings, name="image embeddings", mmap=mmap) if image_embeddings else None
+    txt = load_array(text_embeddings, name="text embeddings", mmap=mmap) if text_embeddings else None
+    if scores is not None:
+        check_float_matrix(scores, name="sims", source=str(sims))
+        n_images, n_texts = scores.shape
+    elif img is not None and txt is not None:
+        check_float_matrix(img, name="image embeddings", source=str(image_embeddings))
+        check_float_matrix(txt, name="text embeddings", source=str(text_embeddings))
+        n_images, n_texts = img.shape[0], txt.shape[0]
+    else:
+        raise InvalidInputError(
+            f"{name}: give a similarity matrix (sims), or both image and text embedding files."
+        )
+    t2i = load_array(txt_to_img, name="txt_to_img") if txt_to_img is not None else None
+    rel = Relevance.from_arguments(n_images=n_images, n_texts=n_texts, txt_to_img=t2i,
+                                   captions_per_image=captions_per_image,
+                                   source=str(txt_to_img) if txt_to_img is not None else None)
+    ii = load_array(image_image, name="image-image", mmap=mmap) if image_image else None
+    tt = load_array(text_text, name="text-text", mmap=mmap) if text_text else None
+    return RetrievalSet(relevance=rel, scores=scores, image_embeddings=img, text_embeddings=txt,
+                        image_image=ii, text_text=tt, name=name or Path(str(sims)).stem)

@@ -1,0 +1,144 @@
+"""Safe file input and output.
+
+* Arrays load with ``allow_pickle=False``; a missing, truncated or object-dtype file gives a
+  clear :class:`~pillar_rerank.exceptions.PillarRerankError` naming the file.
+* Every file the toolkit writes goes to a temporary file in the same folder and is renamed into
+  place (``os.replace``), so a crash never leaves a half-written output.
+* Outputs never overwrite an input, and overwrite an existing file only when asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pillar_rerank.exceptions import InputFileError, InvalidInputError
+from pillar_rerank.typing import PathLikeStr
+
+
+def load_array(path: PathLikeStr, *, name: str = "array", mmap: bool = False) -> np.ndarray:
+    """Load a ``.npy`` file without unpickling, optionally memory-mapped (read-only)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{name} ({p}): file not found.")
+    if p.is_dir():
+        raise InputFileError(f"{name} ({p}): expected a .npy file; got a directory.")
+    try:
+        arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except PermissionError as exc:
+        raise InputFileError(f"{name} ({p}): cannot read the file ({exc.strerror}).") from exc
+    except ValueError as exc:
+        msg = str(exc)
+        if "allow_pickle" in msg or "Object arrays" in msg:
+            raise InvalidInputError(
+                f"{name} ({p}): holds an object (pickled) array, which is never loaded; "
+                "save a numeric array instead."
+            ) from exc
+        raise InvalidInputError(f"{name} ({p}): not a valid .npy file ({msg}).") from exc
+    except (OSError, EOFError) as exc:
+        raise InvalidInputError(f"{name} ({p}): not a valid .npy file or truncated ({exc}).") from exc
+    if isinstance(arr, np.lib.npyio.NpzFile):  # pragma: no cover - .npz given as .npy
+        arr.close()
+        raise InvalidInputError(f"{name} ({p}): expected a single .npy array; got an .npz archive.")
+    return arr
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_path(path: PathLikeStr, *, inputs: Iterable[PathLikeStr] = (), overwrite: bool = False,
+                      name: str = "output") -> Path:
+    """Refuse to write over an input file, or over an existing file unless ``overwrite``."""
+    out = Path(path)
+    for inp in inputs:
+        if inp is None:
+            continue
+        ip = Path(inp)
+        if _same_file(out, ip) or out.resolve() == ip.resolve():
+            raise InputFileError(f"{name} ({out}): refusing to write over the input file {ip}.")
+    if out.exists() and not overwrite:
+        raise InputFileError(f"{name} ({out}): file exists; pass --overwrite (overwrite=True) to replace it.")
+    if out.exists() and out.is_dir() and out.suffix:
+        raise InputFileError(f"{name} ({out}): is a directory.")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise InputFileError(f"{name} ({out}): folder {parent} does not exist.")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLikeStr) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def save_array(path: PathLikeStr, array: np.ndarray, *, inputs: Iterable[PathLikeStr] = (),
+               overwrite: bool = False, name: str = "output") -> Path:
+    """Write ``array`` as ``.npy`` atomically; never over an input."""
+    out = check_output_path(path, inputs=inputs, overwrite=overwrite, name=name)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)
+    return out
+
+
+def save_json(path: PathLikeStr, obj: Any, *, inputs: Iterable[PathLikeStr] = (),
+              overwrite: bool = False, name: str = "output") -> Path:
+    """Write ``obj`` as indented JSON atomically."""
+    out = check_output_path(path, inputs=inputs, overwrite=overwrite, name=name)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return out
+
+
+def load_json(path: PathLikeStr, *, name: str = "json") -> Any:
+    """Read a JSON file with clear errors for missing or malformed files."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"{name} ({p}): file not found.")
+    try:
+        return json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"{name} ({p}): not valid JSON ({exc}).") from exc
+
+
+def sha256_file(path: PathLikeStr, *, chunk: int = 2**20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")

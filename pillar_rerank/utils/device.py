@@ -1,0 +1,33 @@
+"""Resolve a user's ``device`` argument once, never silently falling back."""
+
+from __future__ import annotations
+
+import torch
+
+from pillar_rerank.exceptions import InvalidParameterError
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Turn ``None`` into CUDA when available (else CPU); validate an explicit choice.
+
+    An explicit ``"cuda"`` on a machine without a GPU is an error, not a fallback.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidParameterError(f"device: expected 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidParameterError(
+                f"device: {device!r} was requested but no CUDA device is available; "
+                "pass device='cpu' or leave it unset."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidParameterError(
+                f"device: {device!r} does not exist; {torch.cuda.device_count()} CUDA device(s) visible."
+            )
+    elif dev.type != "cpu":
+        raise InvalidParameterError(f"device: expected 'cpu' or 'cuda[:N]'; got {device!r}.")
+    return dev
