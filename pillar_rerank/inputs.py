@@ -133,6 +133,11 @@ class RetrievalSet:
     text_embeddings : ndarray of shape (n_texts, d), optional
     image_image : ndarray of shape (n_images, n_images), optional
     text_text : ndarray of shape (n_texts, n_texts), optional
+    t2i_scores : ndarray of shape (n_images, n_texts), optional
+        Separate scores for the text -> image direction, still in image x text orientation
+        (ranked per column). Set when a direction-specific method (e.g. a bank normaliser run on
+        ``scores`` and on ``scores.T``) produced two matrices; ``None`` means ``scores`` serves
+        both directions.
     name : str
         Label used in messages and reports.
     """
@@ -143,6 +148,7 @@ class RetrievalSet:
     text_embeddings: np.ndarray | None = None
     image_image: np.ndarray | None = None
     text_text: np.ndarray | None = None
+    t2i_scores: np.ndarray | None = None
     name: str = "data"
 
     def __post_init__(self) -> None:
@@ -160,6 +166,10 @@ class RetrievalSet:
                                      shape=(n_img, None))
             check_float_matrix(self.text_embeddings, name=f"{self.name} text embeddings",
                                shape=(n_txt, img.shape[1]))
+        if self.t2i_scores is not None:
+            if self.scores is None:
+                raise InvalidInputError(f"{self.name}: t2i_scores needs scores for the i2t direction.")
+            check_float_matrix(self.t2i_scores, name=f"{self.name} t2i scores", shape=(n_img, n_txt))
         if self.image_image is not None:
             check_float_matrix(self.image_image, name=f"{self.name} image-image", shape=(n_img, n_img))
         if self.text_text is not None:
@@ -180,6 +190,12 @@ class RetrievalSet:
     @property
     def has_embeddings(self) -> bool:
         return self.image_embeddings is not None
+
+    def t2i_similarity(self, *, dtype: type = np.float32) -> np.ndarray:
+        """The matrix ranked for text -> image (per column): ``t2i_scores`` or ``similarity()``."""
+        if self.t2i_scores is not None:
+            return np.asarray(self.t2i_scores, dtype=dtype)
+        return self.similarity(dtype=dtype)
 
     def similarity(self, *, dtype: type = np.float32, budget_bytes: int = 256 * 2**20) -> np.ndarray:
         """The image x text score matrix: the given one, or image @ text.T built in row blocks."""
@@ -210,12 +226,17 @@ class RetrievalSet:
             text_embeddings=take(self.text_embeddings, caps),
             image_image=take(self.image_image, images, images),
             text_text=take(self.text_text, caps, caps),
+            t2i_scores=take(self.t2i_scores, images, caps),
             name=name or f"{self.name}[{images.shape[0]} images]",
         )
 
-    def with_scores(self, scores: np.ndarray, *, name: str | None = None) -> RetrievalSet:
-        """A copy whose cross-modal scores are replaced (e.g. after re-ranking)."""
-        return replace(self, scores=scores, name=name or self.name)
+    def with_scores(self, scores: np.ndarray, *, t2i_scores: np.ndarray | None = None,
+                    name: str | None = None) -> RetrievalSet:
+        """A copy whose cross-modal scores are replaced (e.g. after re-ranking).
+
+        ``t2i_scores`` (image x text orientation) is set only for direction-specific results.
+        """
+        return replace(self, scores=scores, t2i_scores=t2i_scores, name=name or self.name)
 
 
 def load_retrieval_set(

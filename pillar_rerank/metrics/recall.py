@@ -23,14 +23,15 @@ def rank_summary(ranks: np.ndarray, prefix: str, ks: tuple[int, ...] = DEFAULT_K
     return out
 
 
-def recall_metrics(scores: np.ndarray, relevance: Relevance, ks: tuple[int, ...] = DEFAULT_KS
-                   ) -> dict[str, float]:
+def recall_metrics(scores: np.ndarray, relevance: Relevance, ks: tuple[int, ...] = DEFAULT_KS, *,
+                   t2i_scores: np.ndarray | None = None) -> dict[str, float]:
     """Both directions' R@K, median/mean rank, and RSUM (sum of the six recalls).
 
-    ``scores`` is image x text; text -> image uses its transpose.
+    ``scores`` is image x text; text -> image ranks its columns (or those of ``t2i_scores``, an
+    image x text matrix, when a method produced one matrix per direction).
     """
     out = rank_summary(i2t_ranks(scores, relevance), "i2t", ks)
-    out.update(rank_summary(t2i_ranks(scores, relevance), "t2i", ks))
+    out.update(rank_summary(t2i_ranks(scores if t2i_scores is None else t2i_scores, relevance), "t2i", ks))
     out["RSUM"] = float(sum(out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks))
     return out
 

@@ -24,7 +24,7 @@ def check_random_state(seed: int | np.random.Generator | None) -> np.random.Gene
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch, and return a torch Generator seeded the same way."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds code that uses the legacy global RNG
     torch.manual_seed(seed)
     gen = torch.Generator()
     gen.manual_seed(seed)
