@@ -6,6 +6,7 @@ Messages follow one shape: where the problem is, what was expected, what arrived
 from __future__ import annotations
 
 import numbers
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +70,34 @@ def check_float_matrix(
     return arr
 
 
+# Read-only arrays (memory maps opened "r", frozen arrays) already scanned for finiteness, so a
+# multi-GB memory map loaded by a file reader and then wrapped in a RetrievalSet is read once.
+_FINITE_READ_ONLY: dict[int, weakref.ref] = {}
+
+
+def _known_finite(arr: np.ndarray) -> bool:
+    ref = _FINITE_READ_ONLY.get(id(arr))
+    return ref is not None and ref() is arr and not arr.flags.writeable
+
+
+def _remember_finite(arr: np.ndarray) -> None:
+    if arr.flags.writeable:
+        return
+    key = id(arr)
+    try:
+        _FINITE_READ_ONLY[key] = weakref.ref(arr, lambda _ref, key=key: _FINITE_READ_ONLY.pop(key, None))
+    except TypeError:  # pragma: no cover - array types without weak references
+        pass
+
+
 def check_finite(arr: np.ndarray, *, name: str, source: str | None = None) -> None:
-    """Raise if ``arr`` holds NaN or inf, naming the count and the first offending entry."""
+    """Raise if ``arr`` holds NaN or inf, naming the count and the first offending entry.
+
+    Scans in row blocks (memory maps stay bounded); a read-only array that passed once is not
+    scanned again.
+    """
+    if _known_finite(arr):
+        return
     rows = max(1, _FINITE_CHECK_ROWS * 4096 // max(1, arr.shape[-1] if arr.ndim else 1))
     n_bad = 0
     first: tuple[int, ...] | None = None
@@ -88,6 +115,7 @@ def check_finite(arr: np.ndarray, *, name: str, source: str | None = None) -> No
             f"{_where(name, source)}: expected finite values; found {n_bad} NaN/inf "
             f"(first at {first})."
         )
+    _remember_finite(arr)
 
 
 def check_item_map(

@@ -23,7 +23,7 @@ from pillar_rerank.typing import PathLikeStr
 from pillar_rerank.utils.blocks import block_rows, iter_blocks
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Relevance:
     """Caption -> image ground truth of a retrieval set.
 
@@ -60,6 +60,11 @@ class Relevance:
         object.__setattr__(self, "n_images", n_images)
         object.__setattr__(self, "indptr", indptr)
         object.__setattr__(self, "indices", order)
+
+    def __repr__(self) -> str:
+        counts = self.captions_per_image
+        return (f"Relevance(n_images={self.n_images}, n_texts={self.n_texts}, "
+                f"captions_per_image={int(counts.min())}..{int(counts.max())})")
 
     @classmethod
     def from_captions_per_image(cls, n_images: int, captions_per_image: int) -> Relevance:
@@ -116,7 +121,7 @@ class Relevance:
         return self.n_images == other.n_images and np.array_equal(self.txt_to_img, other.txt_to_img)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class RetrievalSet:
     """One side (train, dev or test) of an image-text retrieval problem.
 
@@ -143,13 +148,19 @@ class RetrievalSet:
     """
 
     relevance: Relevance
-    scores: np.ndarray | None = None
-    image_embeddings: np.ndarray | None = None
-    text_embeddings: np.ndarray | None = None
-    image_image: np.ndarray | None = None
-    text_text: np.ndarray | None = None
-    t2i_scores: np.ndarray | None = None
+    scores: np.ndarray | None = field(default=None, repr=False)
+    image_embeddings: np.ndarray | None = field(default=None, repr=False)
+    text_embeddings: np.ndarray | None = field(default=None, repr=False)
+    image_image: np.ndarray | None = field(default=None, repr=False)
+    text_text: np.ndarray | None = field(default=None, repr=False)
+    t2i_scores: np.ndarray | None = field(default=None, repr=False)
     name: str = "data"
+
+    def __repr__(self) -> str:
+        given = [f for f in ("scores", "t2i_scores", "image_embeddings", "text_embeddings",
+                             "image_image", "text_text") if getattr(self, f) is not None]
+        return (f"RetrievalSet(name={self.name!r}, n_images={self.n_images}, n_texts={self.n_texts}, "
+                f"inputs={given})")
 
     def __post_init__(self) -> None:
         n_img, n_txt = self.relevance.n_images, self.relevance.n_texts

@@ -32,12 +32,20 @@ def load_array(path: PathLikeStr, *, name: str = "array", mmap: bool = False) ->
     if p.is_dir():
         raise InputFileError(f"{name} ({p}): expected a .npy file; got a directory.")
     try:
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+    except PermissionError as exc:
+        raise InputFileError(f"{name} ({p}): cannot read the file ({exc.strerror}).") from exc
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        # np.load would report any non-.npy file as "pickled data"
+        raise InvalidInputError(f"{name} ({p}): not a valid .npy file (no NumPy header).")
+    try:
         arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except PermissionError as exc:
         raise InputFileError(f"{name} ({p}): cannot read the file ({exc.strerror}).") from exc
     except ValueError as exc:
         msg = str(exc)
-        if "allow_pickle" in msg or "Object arrays" in msg:
+        if "allow_pickle" in msg or "Object arrays" in msg or "Python objects" in msg:
             raise InvalidInputError(
                 f"{name} ({p}): holds an object (pickled) array, which is never loaded; "
                 "save a numeric array instead."
@@ -89,11 +97,19 @@ def atomic_path(path: PathLikeStr) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; give the output the permissions a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_array(path: PathLikeStr, array: np.ndarray, *, inputs: Iterable[PathLikeStr] = (),
