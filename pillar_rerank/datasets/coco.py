@@ -1,0 +1,211 @@
+"""Loaders for the COCO caption proxy in ``shared/data/caption_xenc`` and its extended labels.
+
+* :func:`load_coco_proxy`: the README's retrieval set (gallery vectors, selected query-caption
+  embeddings, caption -> gallery map) as a :class:`~pillar_rerank.inputs.RetrievalSet`.
+* :func:`load_eccv_positives`: ECCV Caption / CxC / original positive sets as CSR
+  :class:`~pillar_rerank.metrics.Qrels`, joined on COCO image and caption ids.
+* :func:`load_cxc_graded`: Crisscrossed Captions caption-image ratings (0-5) as graded gains.
+
+The data folder is ``root``, else the ``PILLAR_RERANK_SHARED_DATA`` environment variable, else
+``../shared/data/caption_xenc`` beside the repository or the current directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from pillar_rerank.exceptions import InputFileError, InvalidInputError, InvalidParameterError
+from pillar_rerank.inputs import Relevance, RetrievalSet
+from pillar_rerank.io import load_array
+from pillar_rerank.metrics.qrels import Qrels
+from pillar_rerank.typing import PathLikeStr
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "PILLAR_RERANK_SHARED_DATA"
+SPLITS = ("coco1k_dev", "coco5k_test")
+LABEL_KINDS = ("original", "cxc", "eccv")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shared_data_root(root: PathLikeStr | None = None) -> Path:
+    """The caption_xenc folder: ``root``, ``$PILLAR_RERANK_SHARED_DATA``, or ``../shared/data/caption_xenc``.
+
+    Raises :class:`InputFileError` naming every place looked at when none exists.
+    """
+    if root is not None:
+        candidates = [Path(root)]
+    elif os.environ.get(ENV_VAR):
+        candidates = [Path(os.environ[ENV_VAR])]
+    else:
+        rel = Path("..") / "shared" / "data" / "caption_xenc"
+        candidates = [_REPO_ROOT / rel, Path.cwd() / rel]
+    for c in candidates:
+        if (c / "README.md").is_file() or any(c.glob("proxy_*_img.npy")):
+            return c
+    raise InputFileError(
+        "shared data: caption_xenc folder not found (looked in "
+        + ", ".join(str(c) for c in candidates)
+        + f"); pass root= or set {ENV_VAR}."
+    )
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise InvalidParameterError(f"split: expected one of {SPLITS}; got {split!r}.")
+    return split
+
+
+def load_coco_proxy(split: str = "coco5k_test", root: PathLikeStr | None = None) -> RetrievalSet:
+    """The caption-proxy retrieval set of ``split`` (float16 embeddings, scores = their product).
+
+    Parameters
+    ----------
+    split : {"coco5k_test", "coco1k_dev"}, default="coco5k_test"
+        ``coco5k_test``: 5000 gallery items x 20,000 query captions; ``coco1k_dev``: 1000 x 4000.
+    root : path, optional
+        The caption_xenc folder (see :func:`shared_data_root`).
+
+    Returns
+    -------
+    RetrievalSet
+        ``image_embeddings`` (n_images, 384) and ``text_embeddings`` (n_texts, 384), float16,
+        and the ``proxy_{split}_cap2img`` map as relevance.
+    """
+    split = _check_split(split)
+    base = shared_data_root(root)
+    img = load_array(base / f"proxy_{split}_img.npy", name="gallery embeddings")
+    rows = load_array(base / f"proxy_{split}_txt_index.npy", name="query caption index")
+    all_txt = load_array(base / f"{split}_minilm.npy", name="caption embeddings", mmap=True)
+    cap2img = load_array(base / f"proxy_{split}_cap2img.npy", name="cap2img")
+    txt = np.ascontiguousarray(all_txt[np.asarray(rows, dtype=np.int64)])
+    rel = Relevance(cap2img, img.shape[0])
+    return RetrievalSet(relevance=rel, image_embeddings=img, text_embeddings=txt, name=f"proxy_{split}")
+
+
+def coco_proxy_ids(split: str = "coco5k_test", root: PathLikeStr | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """COCO image ids of the gallery items and COCO sentence ids of the query captions.
+
+    Only ``coco5k_test`` ships ids. Returns ``(image_ids (n_images,), caption_ids (n_texts,))``.
+    """
+    split = _check_split(split)
+    base = shared_data_root(root)
+    if split != "coco5k_test":
+        raise InvalidParameterError(f"split: COCO ids are only available for 'coco5k_test'; got {split!r}.")
+    image_ids = load_array(base / "coco5k_test_image_ids.npy", name="image ids").astype(np.int64)
+    caption_ids = load_array(base / "coco5k_test_caption_ids.npy", name="caption ids").astype(np.int64)
+    rows = load_array(base / f"proxy_{split}_txt_index.npy", name="query caption index").astype(np.int64)
+    return image_ids, caption_ids[rows]
+
+
+def _lookup(ids: np.ndarray, name: str) -> dict[int, int]:
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1 or np.unique(ids).size != ids.size:
+        raise InvalidInputError(f"{name}: expected unique 1-D ids; got shape {ids.shape} with duplicates.")
+    return {int(v): i for i, v in enumerate(ids)}
+
+
+def _pairs_to_qrels(q, g, n_q, n_g, gains, name) -> Qrels:
+    return Qrels.from_pairs(np.asarray(q, dtype=np.int64), np.asarray(g, dtype=np.int64), n_q, n_g,
+                            gains=None if gains is None else np.asarray(gains, dtype=np.float64), name=name)
+
+
+def load_eccv_positives(image_ids: np.ndarray, caption_ids: np.ndarray, *, kind: str = "eccv",
+                        root: PathLikeStr | None = None) -> dict[str, Qrels]:
+    """Extended positive sets for the rows (images) and columns (captions) of a score matrix.
+
+    Parameters
+    ----------
+    image_ids : int array of shape (n_images,)
+        COCO image id of each gallery row.
+    caption_ids : int array of shape (n_texts,)
+        COCO sentence id of each query caption (column).
+    kind : {"eccv", "cxc", "original"}, default="eccv"
+        Which label set of ``eccv_caption_labels/``.
+
+    Returns
+    -------
+    dict
+        ``{"i2t": Qrels (n_images x n_texts), "t2i": Qrels (n_texts x n_images)}``. Queries the
+        label set does not annotate have empty rows (left out of mAP@R / R-P); labelled items
+        outside the given ids (e.g. captions that are not queries) are dropped.
+    """
+    if kind not in LABEL_KINDS:
+        raise InvalidParameterError(f"kind: expected one of {LABEL_KINDS}; got {kind!r}.")
+    base = shared_data_root(root) / "eccv_caption_labels"
+    img_at, cap_at = _lookup(image_ids, "image_ids"), _lookup(caption_ids, "caption_ids")
+    out = {}
+    for direction, fname, q_at, g_at in (("i2t", f"{kind}_image_to_caption.json", img_at, cap_at),
+                                         ("t2i", f"{kind}_caption_to_image.json", cap_at, img_at)):
+        path = base / fname
+        if not path.is_file():
+            raise InputFileError(f"{kind} labels ({path}): file not found.")
+        labels = json.loads(path.read_text())
+        qs, gs, dropped = [], [], 0
+        for qid, items in labels.items():
+            q = q_at.get(int(qid))
+            if q is None:
+                continue
+            for item in items:
+                g = g_at.get(int(item))
+                if g is None:
+                    dropped += 1
+                    continue
+                qs.append(q)
+                gs.append(g)
+        if dropped:
+            logger.info("%s %s: %d labelled items outside the given ids were dropped",
+                        kind, direction, dropped)
+        n_q, n_g = len(q_at), len(g_at)
+        pairs = np.unique(np.stack([np.asarray(qs, np.int64), np.asarray(gs, np.int64)]), axis=1)
+        out[direction] = _pairs_to_qrels(pairs[0], pairs[1], n_q, n_g, None, f"{kind} {direction} positives")
+    return out
+
+
+_SENT_RE = re.compile(r"sentid:(\d+)$")
+_IMG_RE = re.compile(r"(\d+)\.jpg$")
+
+
+def load_cxc_graded(image_ids: np.ndarray, caption_ids: np.ndarray, *, split: str = "test",
+                    root: PathLikeStr | None = None) -> dict[str, Qrels]:
+    """CxC caption-image ratings (``cxc/sits_{split}.csv``, scores 0-5) as graded gains.
+
+    Returns ``{"i2t": Qrels, "t2i": Qrels}`` with the rating as gain; pairs outside the given ids
+    are dropped, unrated queries have empty rows (left out of NDCG). ``test`` matches
+    ``coco5k_test``.
+    """
+    if split not in ("test", "val"):
+        raise InvalidParameterError(f"split: expected 'test' or 'val'; got {split!r}.")
+    path = shared_data_root(root) / "cxc" / f"sits_{split}.csv"
+    if not path.is_file():
+        raise InputFileError(f"CxC ratings ({path}): file not found.")
+    img_at, cap_at = _lookup(image_ids, "image_ids"), _lookup(caption_ids, "caption_ids")
+    caps, imgs, scores = [], [], []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"caption", "image", "agg_score"} - set(reader.fieldnames or ())
+        if missing:
+            raise InvalidInputError(f"CxC ratings ({path}): missing column(s) {sorted(missing)}.")
+        for row in reader:
+            sm, im = _SENT_RE.search(row["caption"]), _IMG_RE.search(row["image"])
+            if sm is None or im is None:
+                raise InvalidInputError(f"CxC ratings ({path}): cannot parse ids in row {row!r}.")
+            c, i = cap_at.get(int(sm.group(1))), img_at.get(int(im.group(1)))
+            if c is None or i is None:
+                continue
+            caps.append(c)
+            imgs.append(i)
+            scores.append(float(row["agg_score"]))
+    n_img, n_txt = len(img_at), len(cap_at)
+    return {
+        "i2t": _pairs_to_qrels(imgs, caps, n_img, n_txt, scores, "CxC i2t gains"),
+        "t2i": _pairs_to_qrels(caps, imgs, n_txt, n_img, scores, "CxC t2i gains"),
+    }

@@ -1,0 +1,47 @@
+import click
+import pytest
+from click.testing import CliRunner
+from pillar_rerank.cli import main as cli_main
+
+from pillar_rerank import __version__
+from pillar_rerank.exceptions import EXIT_BAD_INPUT, EXIT_IO, InputFileError, InvalidInputError
+
+
+def test_version_and_help_list_commands():
+    res = CliRunner().invoke(cli_main.cli, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.output
+    res = CliRunner().invoke(cli_main.cli, ["--help"])
+    assert res.exit_code == 0 and "Exit codes" in res.output
+    assert "eval" in res.output.split("Commands:")[1]
+    for name in cli_main.cli.list_commands(None):
+        assert name in cli_main.COMMANDS
+
+
+def test_unknown_command_is_a_usage_error():
+    res = CliRunner().invoke(cli_main.cli, ["frobnicate"])
+    assert res.exit_code == 2 and "No such command" in res.output
+
+
+@pytest.mark.parametrize("error, code", [(InvalidInputError("bad shape"), EXIT_BAD_INPUT),
+                                         (InputFileError("gone"), EXIT_IO)])
+def test_library_errors_become_one_line_and_their_exit_code(monkeypatch, error, code):
+    @click.command("boom")
+    def boom():
+        raise error
+
+    monkeypatch.setitem(cli_main.COMMANDS, "boom", "eval:eval_command")
+    monkeypatch.setattr(cli_main.RerankGroup, "_load",
+                        staticmethod(lambda name: boom if name == "boom" else None))
+    res = CliRunner().invoke(cli_main.cli, ["boom"])
+    assert res.exit_code == code
+    assert res.output.strip() == f"Error: {error}"
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+    @click.command("bug")
+    def bug():
+        raise KeyError("internal")
+
+    monkeypatch.setattr(cli_main.RerankGroup, "_load", staticmethod(lambda name: bug))
+    res = CliRunner().invoke(cli_main.cli, ["bug"])
+    assert res.exit_code == 1 and isinstance(res.exception, KeyError)
