@@ -39,6 +39,10 @@ class LeaPRRConfig:
     intra_source : {"auto", "embeddings", "given", "second_order"}, default="auto"
         Where image-image / text-text similarities come from. "auto" takes user-supplied
         matrices, else embeddings, else the second-order estimate from the cross-modal matrix.
+    intra_rank : int or None, default=128
+        Rank of the second-order estimate (used when the intra source resolves to
+        "second_order"; see ``pillar_rerank.neighbors.second_order_embeddings``). None is exact,
+        at the cost of a scores-sized copy and O(n_images * n_texts * min(n_images, n_texts)) work.
     embed_dim, depth, num_heads, mlp_ratio, qkv_bias : model size (paper: 768, 2, 24, 4, True).
     attention : {"dense", "sparse"}, default="dense"
         "dense" is the paper's A-averaged attention; "sparse" restricts attention to the graph's
@@ -70,6 +74,7 @@ class LeaPRRConfig:
     graph_coef: float = 0.8
     reference_thresholds: bool = False
     intra_source: str = "auto"
+    intra_rank: int | None = 128
     embed_dim: int = 768
     depth: int = 2
     num_heads: int = 24
@@ -99,6 +104,7 @@ class LeaPRRConfig:
         "graph_neighbors": Interval(int, 1), "graph_coef": Interval(float, 0.0),
         "reference_thresholds": bool,
         "intra_source": Options(frozenset({"auto", "embeddings", "given", "second_order"})),
+        "intra_rank": [None, Interval(int, 1)],
         "embed_dim": Interval(int, 1), "depth": Interval(int, 1), "num_heads": Interval(int, 1),
         "mlp_ratio": Interval(float, 0.0, closed="neither"), "qkv_bias": bool,
         "attention": Options(frozenset({"dense", "sparse"})),

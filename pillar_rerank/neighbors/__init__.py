@@ -1,0 +1,37 @@
+"""Neighbour search: top-k lists in the four directions, streamed in blocks.
+
+Every search here is "queries x gallery, keep the best ``k`` of each query", computed over
+blocks so that no full queries x gallery matrix is held beyond the input itself:
+
+* :func:`topk_rows` ranks the rows (or, with ``axis=0``, the columns) of a dense or memory-mapped
+  score matrix block by block;
+* :func:`topk_search` runs an exact inner-product search on embeddings with FAISS
+  (``IndexFlatIP``-equivalent ``faiss.knn``, on GPU when FAISS has one), streaming gallery blocks
+  into a running top-k, in the manner of ``faiss.contrib.exhaustive_search``;
+* :class:`PairScores` gives random access to scores of arbitrary (row, column) pairs, from a
+  matrix or from two embedding tables, which is what pillar vectors need;
+* :class:`IntraModalScores` chooses where image-image and text-text similarities come from
+  (``"given"`` matrices, ``"embeddings"`` cosines or the ``"second_order"`` estimate);
+* :func:`build_neighbor_lists` builds the four lists LeaPRR needs.
+
+Ordering rule everywhere: descending score, ties broken by the lower gallery index. FAISS's own
+choice among *exactly* equal scores inside one gallery block is not specified by FAISS; the exact
+rule holds for the matrix paths and for the torch search backend.
+"""
+
+from pillar_rerank.neighbors._intra import (
+    DEFAULT_SECOND_ORDER_RANK,
+    INTRA_SOURCES,
+    IntraModalScores,
+    intra_modal_source,
+    second_order_embeddings,
+)
+from pillar_rerank.neighbors._lists import DIRECTIONS, NeighborLists, build_neighbor_lists, cross_modal_scores
+from pillar_rerank.neighbors._pairs import PairScores
+from pillar_rerank.neighbors._topk import TopK, force_self_first, merge_topk, topk_rows, topk_search
+
+__all__ = [
+    "DEFAULT_SECOND_ORDER_RANK", "DIRECTIONS", "INTRA_SOURCES", "IntraModalScores", "NeighborLists",
+    "PairScores", "TopK", "build_neighbor_lists", "cross_modal_scores", "force_self_first",
+    "intra_modal_source", "merge_topk", "second_order_embeddings", "topk_rows", "topk_search",
+]

@@ -1,0 +1,100 @@
+"""Random access to pair scores from a matrix or two embedding tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pillar_rerank.exceptions import InvalidParameterError
+from pillar_rerank.neighbors._topk import TopK, _as_float32, topk_rows, topk_search
+from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
+
+_GATHER_BYTES = 32 * 2**20
+
+
+class PairScores:
+    """Random access to a similarity between two item sets, from a matrix or two embedding tables.
+
+    Parameters
+    ----------
+    matrix : array-like of shape (n_rows, n_cols), optional
+        Dense or memory-mapped float matrix (read in place, gathered entry by entry).
+    left, right : array-like of shape (n_rows, d) and (n_cols, d), optional
+        Embeddings; the score is the inner product ``left[r] @ right[c]``.
+    transposed : bool, default=False
+        Serve ``matrix.T`` (or swap ``left``/``right``) without copying.
+    """
+
+    def __init__(self, *, matrix: Any = None, left: Any = None, right: Any = None,
+                 transposed: bool = False) -> None:
+        if (matrix is None) == (left is None or right is None):
+            raise InvalidParameterError("PairScores: give either a matrix or both left and right embeddings.")
+        self.matrix = matrix
+        self.left = None if left is None else torch.as_tensor(_as_float32(left, name="left embeddings"))
+        self.right = None if right is None else torch.as_tensor(_as_float32(right, name="right embeddings"))
+        self.transposed = transposed
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.matrix is not None:
+            n, m = self.matrix.shape
+        else:
+            n, m = self.left.shape[0], self.right.shape[0]
+        return (m, n) if self.transposed else (n, m)
+
+    @property
+    def T(self) -> PairScores:  # noqa: N802 - mirrors ndarray.T
+        out = PairScores.__new__(PairScores)
+        out.matrix, out.left, out.right = self.matrix, self.left, self.right
+        out.transposed = not self.transposed
+        return out
+
+    def _sides(self, rows: torch.Tensor, cols: torch.Tensor):
+        return (cols, rows) if self.transposed else (rows, cols)
+
+    def block(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Scores of every (row, col) pair per batch entry.
+
+        Shapes: ``rows`` (b, n), ``cols`` (b, m) -> float32 (b, n, m).
+        """
+        if self.matrix is not None:
+            r, c = rows.numpy()[:, :, None], cols.numpy()[:, None, :]
+            out = self.matrix[c, r] if self.transposed else self.matrix[r, c]
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        a_ids, b_ids = self._sides(rows, cols)
+        batch, n_a, n_b = a_ids.shape[0], a_ids.shape[1], b_ids.shape[1]
+        out = torch.empty(batch, n_a, n_b, dtype=torch.float32)
+        # Gathered embeddings are (batch, n, d): bound them to a small, cache-friendly chunk.
+        step = max(1, _GATHER_BYTES // max(1, (n_a + n_b) * self.left.shape[1] * 4))
+        for s in range(0, batch, step):
+            torch.bmm(self.left[a_ids[s:s + step]], self.right[b_ids[s:s + step]].transpose(1, 2),
+                      out=out[s:s + step])
+        return out.transpose(1, 2) if self.transposed else out
+
+    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Scores of the element-wise pairs ``(rows[...], cols[...])`` (broadcast), float32."""
+        rows, cols = torch.broadcast_tensors(rows, cols)
+        a_ids, b_ids = self._sides(rows, cols)
+        if self.matrix is not None:
+            out = self.matrix[a_ids.numpy(), b_ids.numpy()]
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        return (self.left[a_ids] * self.right[b_ids]).sum(-1)
+
+    def topk(self, k: int, *, device: str | torch.device | None = None,
+             budget_bytes: int = DEFAULT_BLOCK_BYTES) -> TopK:
+        """Top-``k`` columns of every row (blockwise matrix top-k or FAISS search)."""
+        if self.matrix is not None:
+            return topk_rows(self.matrix, k, axis=0 if self.transposed else 1, budget_bytes=budget_bytes)
+        q, g = (self.right, self.left) if self.transposed else (self.left, self.right)
+        return topk_search(q.numpy(), g.numpy(), k, device=device, budget_bytes=budget_bytes)
+
+    def __repr__(self) -> str:
+        kind = "matrix" if self.matrix is not None else f"embeddings(d={self.left.shape[1]})"
+        return f"PairScores({kind}, shape={self.shape})"
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
