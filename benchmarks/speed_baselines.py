@@ -1,0 +1,267 @@
+"""Speed suite, training-free methods: throughput, time per stage and peak RSS, against a dense
+numpy reference computed in the same process.
+
+One call measures one method at one shape on synthetic scores built from embeddings
+(:mod:`benchmarks.synthetic`): the bank is a separate training-side set (``bank_images`` images,
+``bank_texts`` captions), never the test queries. Stages are the public calls of
+:func:`pillar_rerank.baselines.apply_both` timed one by one (fit and re-rank, per direction).
+The method runs first, so the RSS high-water mark read right after it is the method's own; then
+the reference (the method's formula written as plain dense numpy/scipy over whole matrices) runs
+on the same inputs, and its agreement with the method is recorded as the largest absolute
+difference. References compute in float32, like the inputs, so the largest shapes fit in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from scipy.special import logsumexp
+
+from benchmarks import BenchmarkSkipped, synthetic
+from benchmarks.worker import peak_rss_mb
+from pillar_rerank.report.tables import Table
+
+logger = logging.getLogger(__name__)
+MB = 2**20
+
+
+# ------------------------------------------------------------------------------------------
+# dense references: queries x gallery scores S, bank B (n_bank x gallery), extras per method
+
+
+def _ref_inverted_softmax(S, B, *, beta=20.0, **_):
+    return S - logsumexp(beta * B, axis=0) / beta
+
+
+def _ref_qb_norm(S, B, *, beta=20.0, k=1, **_):
+    active = np.zeros(S.shape[1], dtype=bool)
+    active[np.argpartition(-B, k - 1, axis=1)[:, :k].ravel()] = True
+    out = S.copy()
+    rows = active[np.argmax(S, axis=1)]
+    out[rows] -= logsumexp(beta * B, axis=0) / beta
+    return out
+
+
+def _topk_mean(B, k):
+    return np.partition(B, B.shape[0] - k, axis=0)[B.shape[0] - k :].astype(np.float64).mean(axis=0)
+
+
+def _ref_nnn(S, B, *, k=128, alpha=0.75, **_):
+    return S - alpha * _topk_mean(B, k)
+
+
+def _ref_csls(S, B, *, k=10, **_):
+    return S - 0.5 * _topk_mean(B, k)
+
+
+def _ref_dn(S, B, *, lam=0.5, **_):
+    return S - lam * B.mean(axis=0, dtype=np.float64)
+
+
+def _sinkhorn_h(M, n_gallery, tau, n_iter):
+    K = M.T / np.float32(tau)  # (gallery [+ extra], bank)
+    log_a, log_b = -np.log(K.shape[0]), -np.log(K.shape[1])
+    log_u = np.full(K.shape[0], log_a)
+    for _ in range(n_iter):
+        log_v = log_b - logsumexp(K + log_u[:, None], axis=0)
+        log_u = log_a - logsumexp(K + log_v[None, :], axis=1)
+    return -tau * log_u[:n_gallery]
+
+
+def _ref_sinkhorn(S, B, *, tau=0.01, n_iter=10, **_):
+    return S - _sinkhorn_h(B, S.shape[1], tau, n_iter)
+
+
+def _ref_dbsn(S, B, *, bank_gallery=None, tau=0.01, n_iter=10, **_):
+    return S - _sinkhorn_h(np.concatenate([B, bank_gallery], axis=1), S.shape[1], tau, n_iter)
+
+
+def _ref_dbnorm(S, B, *, gallery_bank=None, beta1=1 / 1.99, beta2=3.0, dynamic=False, **_):
+    if dynamic:
+        return None
+    h = logsumexp(beta1 * B, axis=0) + logsumexp(beta2 * gallery_bank, axis=0)
+    return S - h / (beta1 + beta2)
+
+
+def _ref_dsl(S, B, *, temperature=1.0, **_):
+    z = S / np.float32(temperature)
+    return S * S.shape[0] * np.exp(z - logsumexp(z, axis=0, keepdims=True))
+
+
+REFERENCES = {
+    "inverted_softmax": _ref_inverted_softmax,
+    "qb_norm": _ref_qb_norm,
+    "nnn": _ref_nnn,
+    "csls": _ref_csls,
+    "dn": _ref_dn,
+    "sinkhorn": _ref_sinkhorn,
+    "dbsn": _ref_dbsn,
+    "dbnorm": _ref_dbnorm,
+    "dsl": _ref_dsl,
+}
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def run(
+    *,
+    method: str,
+    n_images: int,
+    n_texts: int,
+    bank_images: int,
+    bank_texts: int,
+    dim: int = 256,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time ``method`` (both directions) and its dense reference at one shape."""
+    from pillar_rerank.baselines import BASELINES, Bank, get_baseline
+
+    if method not in BASELINES:
+        raise BenchmarkSkipped(f"method {method!r} is not registered in this build.")
+    params = dict(params or {})
+    est = get_baseline(method, **params)
+    img, txt, t2i_map = synthetic.embeddings(n_images, n_texts, dim, seed=seed)
+    b_img, b_txt, _ = synthetic.embeddings(bank_images, bank_texts, dim, seed=seed + 1)
+    S = img @ txt.T
+    fields = {"i2t": b_img @ txt.T, "t2i": b_txt @ img.T}
+    if "bank_gallery" in est.fit_inputs:
+        fields["i2t_dual"] = b_img @ b_txt.T
+        fields["t2i_dual"] = np.ascontiguousarray(fields["i2t_dual"].T)
+    if "gallery_bank" in est.fit_inputs:
+        fields["i2t_intra"] = b_txt @ txt.T
+        fields["t2i_intra"] = b_img @ img.T
+    bank = Bank(**fields)
+    rss_inputs = peak_rss_mb()
+
+    stages: dict[str, float] = {}
+    outputs = {}
+    t_all = time.perf_counter()
+    intra_kw: dict[str, dict[str, Any]] = {"i2t": {}, "t2i": {}}
+    wanted = [k for k in est.fit_inputs if k in ("query_intra", "gallery_intra")]
+    if wanted:  # test-side intra-modal similarities, as apply_both builds them
+        from pillar_rerank.inputs import Relevance, RetrievalSet
+        from pillar_rerank.neighbors import IntraModalScores
+
+        data = RetrievalSet(
+            relevance=Relevance(t2i_map, n_images), scores=S, image_embeddings=img, text_embeddings=txt
+        )
+        intra = IntraModalScores.from_data(data, getattr(est, "intra_source", "auto"))
+        sides = {
+            "i2t": {"query_intra": intra.image, "gallery_intra": intra.text},
+            "t2i": {"query_intra": intra.text, "gallery_intra": intra.image},
+        }
+        intra_kw = {d: {k: v for k, v in side.items() if k in wanted} for d, side in sides.items()}
+        stages["intra-modal prepare"] = time.perf_counter() - t_all
+    for direction, matrix in (("i2t", S), ("t2i", S.T)):
+        t0 = time.perf_counter()
+        fitted = est.clone().fit(**bank.fit_kwargs(est, direction), **intra_kw[direction])
+        t1 = time.perf_counter()
+        outputs[direction] = fitted.rerank(matrix)
+        stages[f"fit {direction}"] = t1 - t0
+        stages[f"rerank {direction}"] = time.perf_counter() - t1
+    method_s = time.perf_counter() - t_all
+    rss_method = peak_rss_mb()
+
+    ref = REFERENCES.get(method)
+    ref_s, max_diff = None, None
+    if ref is not None:
+        full = {**est.get_params(), **params}
+        t0 = time.perf_counter()
+        ref_out = {}
+        for direction, matrix in (("i2t", S), ("t2i", S.T)):
+            extra = {
+                "bank_gallery": fields.get(f"{direction}_dual"),
+                "gallery_bank": fields.get(f"{direction}_intra"),
+            }
+            ref_out[direction] = ref(
+                matrix,
+                fields[direction],
+                **extra,
+                **{k: v for k, v in full.items() if k not in ("device", "block_bytes")},
+            )
+        ref_s = time.perf_counter() - t0
+        if all(v is not None for v in ref_out.values()):
+            max_diff = float(max(np.max(np.abs(ref_out[d] - outputs[d])) for d in ref_out))
+        else:
+            ref_s = None
+    n_queries = n_images + n_texts
+    return {
+        "method": method,
+        "params": est.get_params(),
+        "transductive": bool(getattr(est, "transductive", False)),
+        "n_images": n_images,
+        "n_texts": n_texts,
+        "bank_images": bank_images,
+        "bank_texts": bank_texts,
+        "dim": dim,
+        "stages_s": stages,
+        "method_s": method_s,
+        "queries_per_s": n_queries / method_s,
+        "reference_s": ref_s,
+        "reference_queries_per_s": n_queries / ref_s if ref_s else None,
+        "speedup_vs_reference": ref_s / method_s if ref_s else None,
+        "max_abs_diff_vs_reference": max_diff,
+        "inputs_mb": (S.nbytes + sum(v.nbytes for v in fields.values())) / MB,
+        "rss_after_inputs_mb": rss_inputs,
+        "rss_after_method_mb": rss_method,
+        "method_extra_rss_mb": rss_method - rss_inputs,
+        "rss_after_reference_mb": peak_rss_mb(),
+    }
+
+
+def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
+    """One table per shape: throughput, stages, ratio to the reference, memory."""
+    shapes: dict[str, list[dict[str, Any]]] = {}
+    sizes: dict[str, int] = {}
+    for r in runs:
+        f = r["figures"]
+        shape = f"{f['n_images']:,} x {f['n_texts']:,} (bank {f['bank_images']:,} x {f['bank_texts']:,})"
+        st = f["stages_s"]
+        sizes[shape] = f["n_images"] * f["n_texts"]
+        shapes.setdefault(shape, []).append(
+            {
+                "method": f["method"] + (" (transductive)" if f["transductive"] else ""),
+                "queries/s": f["queries_per_s"],
+                "fit s": st["fit i2t"] + st["fit t2i"] + st.get("intra-modal prepare", 0.0),
+                "rerank s": st["rerank i2t"] + st["rerank t2i"],
+                "total s": f["method_s"],
+                "reference s": f["reference_s"],
+                "speed vs reference ×": f["speedup_vs_reference"],
+                "max |diff|": f["max_abs_diff_vs_reference"],
+                "extra RSS MB": f["method_extra_rss_mb"],
+                "inputs MB": f["inputs_mb"],
+            }
+        )
+    tables = [
+        Table.from_records(
+            f"Training-free methods, {shape}",
+            recs,
+            digits=2,
+            headline=False,
+            notes="Both directions (fit on the bank, or on test-side intra-modal scores for the methods "
+            "that use them, then re-rank the test scores). Reference: the same formula as "
+            "plain dense numpy/scipy (float32, like the inputs) in the same process; speed vs "
+            "reference > 1 means faster than it; max |diff| is the largest "
+            "absolute difference between the two outputs. Extra RSS: high-water mark after the method "
+            "minus before it (inputs already in memory). Synthetic scores from embeddings.",
+        )
+        for shape, recs in shapes.items()
+    ]
+    largest = max(shapes, key=lambda k: sizes[k])
+    compact = Table.from_records(
+        f"Training-free methods: throughput at {largest}",
+        [
+            {k: rec[k] for k in ("method", "queries/s", "total s", "speed vs reference ×", "extra RSS MB")}
+            for rec in shapes[largest]
+        ],
+        digits=1,
+        headline=bench is not None and getattr(bench, "suite", "") == "speed",
+        notes="Both directions on one CPU process; speed vs reference > 1: faster than the same formula "
+        "as dense numpy. Full tables: benchmarks/results/README.md.",
+    )
+    return {"tables": [t.to_dict() for t in (compact, *tables)]}

@@ -1,0 +1,310 @@
+"""The benchmark registry: each suite is a list of :class:`Benchmark` entries.
+
+An entry names its function as ``"module:function"`` so nothing is imported until it runs, and
+lists the modules and shared-data files it needs; when one is missing the runner records the
+benchmark as skipped with that reason instead of failing. Each *point* (and each seed) runs in
+its own fresh process so the peak RSS reported is that run's alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Files of ../shared/data/caption_xenc that the COCO benchmarks read.
+COCO_FILES = (
+    "proxy_coco5k_test_img.npy",
+    "proxy_coco1k_dev_img.npy",
+    "coco5k_test_minilm.npy",
+    "coco1k_dev_minilm.npy",
+)
+ECCV_FILES = ("eccv_caption_labels", "cxc", "coco5k_test_caption_ids.npy")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One registered benchmark.
+
+    Parameters
+    ----------
+    suite, name : str
+        Its result goes to ``<results>/<suite>/<name>.json``.
+    title : str
+        Heading in tables and the report.
+    target : str
+        ``"module:function"``; called as ``function(**params, **point)`` and returning a dict of
+        figures (JSON-serialisable).
+    description : str
+        One or two sentences for people: what is measured, on what.
+    params : mapping
+        Keyword arguments of every run.
+    points : tuple of mappings
+        Extra keyword arguments; each point runs in its own process.
+    quick_params, quick_points : optional
+        Replacements used with ``--quick`` (a reduced run; recorded in the result).
+    seeds, quick_seeds : tuple of int, optional
+        Each point runs once per seed, passed as ``seed=`` (``quick_seeds`` with ``--quick``).
+    requires : tuple of str
+        Modules that must be importable; otherwise the benchmark is skipped.
+    data_files : tuple of str
+        Paths under the data root that must exist; otherwise skipped. When set, the data root is
+        passed as the keyword ``data_param``.
+    summarize : str, optional
+        ``"module:function"`` turning the list of runs into ``{"tables", "plots",
+        "diagnostics", "notes"}``; by default a generic table of scalar figures.
+    timeout_s : float
+        Limit per run.
+    """
+
+    suite: str
+    name: str
+    title: str
+    target: str
+    description: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    points: tuple[Mapping[str, Any], ...] = ({},)
+    quick_params: Mapping[str, Any] | None = None
+    quick_points: tuple[Mapping[str, Any], ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    quick_seeds: tuple[int, ...] | None = None
+    requires: tuple[str, ...] = ()
+    data_files: tuple[str, ...] = ()
+    data_param: str = "data_root"
+    summarize: str | None = None
+    timeout_s: float = 6 * 3600.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.suite}/{self.name}"
+
+    def runs(self, *, quick: bool = False) -> list[dict[str, Any]]:
+        """The keyword arguments of every isolated run, in order."""
+        params = dict(self.quick_params if quick and self.quick_params is not None else self.params)
+        points = self.quick_points if quick and self.quick_points is not None else self.points
+        out = []
+        seeds = self.quick_seeds if quick and self.quick_seeds is not None else self.seeds
+        for point in points:
+            for seed in seeds or (None,):
+                kw = {**params, **point}
+                if seed is not None:
+                    kw["seed"] = seed
+                out.append(kw)
+        return out
+
+
+# Registry names the speed suite measures (a name this build lacks is skipped with a note).
+BASELINE_NAMES = (
+    "inverted_softmax",
+    "qb_norm",
+    "nnn",
+    "csls",
+    "dn",
+    "sinkhorn",
+    "dbsn",
+    "dbnorm",
+    "dsl",
+    "mtfn_rr",
+    "k_reciprocal",
+)
+
+# Sizes of the scale suite: (n_images, n_texts), up to the Flickr30K training shape.
+SCALE_SIZES = ((1000, 5000), (5000, 25_000), (14_500, 72_500), (29_000, 145_000))
+
+SUITES: dict[str, list[Benchmark]] = {
+    "smoke": [
+        Benchmark(
+            "smoke",
+            "synthetic_accuracy",
+            "Synthetic accuracy and diagnostics (smoke)",
+            "benchmarks.smoke:accuracy",
+            description="A tiny synthetic set with hubs: base scores and every shipped training-free "
+            "method at its defaults; recall, rank changes and hubness. Checks the pipeline, "
+            "not the methods (accuracy on synthetic data means nothing).",
+            params={"n_images": 100, "captions_per_image": 4, "dim": 16},
+            summarize="benchmarks.smoke:summarize_accuracy",
+            timeout_s=300,
+        ),
+        Benchmark(
+            "smoke",
+            "synthetic_scale",
+            "Input building at two tiny sizes (smoke)",
+            "benchmarks.scale:run",
+            description="The scale benchmark at toy sizes: one process per size.",
+            params={
+                "dim": 32,
+                "budget_mb": 16,
+                "config": {"n_pillars": 16, "list_len_i2t": 8, "list_len_t2i": 4, "graph_neighbors": 5},
+            },
+            points=({"n_images": 200, "n_texts": 1000}, {"n_images": 400, "n_texts": 2000}),
+            requires=("pillar_rerank.neighbors",),
+            summarize="benchmarks.scale:summarize",
+            timeout_s=300,
+        ),
+    ],
+    "accuracy": [
+        Benchmark(
+            "accuracy",
+            "baselines",
+            "Training-free methods on the COCO caption proxy",
+            "benchmarks.baselines_accuracy:run",
+            description="Every shipped training-free method at its defaults and tuned on coco1k_dev, on "
+            "COCO 5K and its 1K fold 0; banks from coco1k_dev; transductive methods apart.",
+            params={"seed": 0},
+            quick_params={"seed": 0, "methods": ["dn", "nnn", "dsl"]},
+            requires=("benchmarks.baselines_accuracy", "pillar_rerank.baselines.tuning"),
+            data_files=COCO_FILES,
+            data_param="root",
+            summarize="benchmarks.summaries:baselines_accuracy",
+        ),
+        Benchmark(
+            "accuracy",
+            "leaprr",
+            "LeaPRR on the COCO caption proxy",
+            "benchmarks.adapters:leaprr_accuracy",
+            description="LeaPRR, and LeaPRR after a normaliser (NNN, parameters tuned on coco1k_dev), "
+            "trained on the training side of each protocol (a: coco1k_dev -> COCO 5K; b: items "
+            "1000-4999 -> fold 0), model selection on a dev split of the training side; one "
+            "process per protocol, variant and seed; mean and spread over 3 seeds.",
+            points=tuple(
+                {"protocol": p, **v}
+                for p in ("a", "b")
+                for v in ({}, {"normalize": "nnn", "normalize_params": "tuned"})
+            ),
+            seeds=(0, 1, 2),
+            quick_params={"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},
+            quick_points=({"protocol": "b"},),
+            quick_seeds=(0,),
+            requires=("benchmarks.leaprr_accuracy", "pillar_rerank.reranker"),
+            data_files=COCO_FILES,
+            data_param="root",
+            summarize="benchmarks.summaries:leaprr_accuracy",
+        ),
+        Benchmark(
+            "accuracy",
+            "coco5k_extended",
+            "COCO 5K: ECCV Caption and CxC metrics, diagnostics",
+            "benchmarks.coco_extended:run",
+            description="Base and every training-free method (defaults and tuned) on COCO 5K with ECCV "
+            "Caption mAP@R / R-Precision and CxC NDCG@10, plus recall curves, rank changes of "
+            "the true match and hubness before/after.",
+            params={"seed": 0},
+            quick_params={"seed": 0, "methods": ["dn", "nnn", "dsl"], "tuned": False},
+            requires=("pillar_rerank.metrics.evaluate", "pillar_rerank.baselines.tuning"),
+            data_files=COCO_FILES + ECCV_FILES,
+            summarize="benchmarks.coco_extended:summarize",
+        ),
+    ],
+    "speed": [
+        Benchmark(
+            "speed",
+            "inputs",
+            "LeaPRR input building at Flickr30K and COCO 5K shapes",
+            "benchmarks.bench_inputs:run",
+            description="Neighbour search, pillar vectors and graphs for every image and text query of a "
+            "synthetic set, from a score matrix (second-order intra-modal scores) or from "
+            "embeddings (FAISS); one process per shape and input form.",
+            points=(
+                {"mode": "scores", "n_images": 1000, "dim": 384},
+                {"mode": "scores", "n_images": 5000, "dim": 384},
+                {"mode": "embeddings", "n_images": 5000, "dim": 1024},
+            ),
+            quick_points=(
+                {"mode": "scores", "n_images": 300, "dim": 64},
+                {"mode": "embeddings", "n_images": 300, "dim": 64},
+            ),
+            requires=("benchmarks.bench_inputs", "pillar_rerank.pillars"),
+            summarize="benchmarks.summaries:bench_inputs",
+        ),
+        Benchmark(
+            "speed",
+            "baselines",
+            "Training-free methods: throughput vs a dense numpy reference",
+            "benchmarks.speed_baselines:run",
+            description="Each shipped training-free method, both directions, at Flickr30K (1000 x 5000) and "
+            "COCO 5K (5000 x 25,000) shapes with a 5000 x 25,000 training-side bank; queries "
+            "per second, fit/re-rank time, extra RSS, and the ratio to the same formula as "
+            "dense numpy in the same process (with the largest output difference).",
+            params={"bank_images": 5000, "bank_texts": 25_000, "dim": 256},
+            points=tuple(
+                {"method": m, "n_images": i, "n_texts": t}
+                for i, t in ((1000, 5000), (5000, 25_000))
+                for m in BASELINE_NAMES
+            ),
+            quick_params={"bank_images": 500, "bank_texts": 2500, "dim": 64},
+            quick_points=tuple(
+                {"method": m, "n_images": 200, "n_texts": 1000}
+                for m in ("inverted_softmax", "nnn", "sinkhorn", "dsl")
+            ),
+            requires=("pillar_rerank.baselines",),
+            summarize="benchmarks.speed_baselines:summarize",
+            timeout_s=1800.0,
+        ),
+        Benchmark(
+            "speed",
+            "rerank",
+            "LeaPRR re-ranking throughput",
+            "benchmarks.adapters:leaprr_rerank_speed",
+            description="One full re-rank in both directions (paper model size, untrained weights) at "
+            "Flickr30K (1000 x 5000) and COCO 5K (5000 x 25,000) shapes: time per stage "
+            "(neighbours, pillars, graph, model, combine), queries per second, peak RSS.",
+            params={"captions_per_image": 5, "dim": 256},
+            points=({"n_images": 1000}, {"n_images": 5000}),
+            quick_params={
+                "captions_per_image": 5,
+                "dim": 64,
+                "config": {"embed_dim": 96, "num_heads": 4, "n_pillars": 16},
+            },
+            quick_points=({"n_images": 200},),
+            requires=("benchmarks.bench_rerank", "pillar_rerank.reranker"),
+            summarize="benchmarks.summaries:leaprr_rerank_speed",
+        ),
+    ],
+    "scale": [
+        Benchmark(
+            "scale",
+            "memory_budget",
+            "Input building under a memory budget, and approximate search",
+            "benchmarks.bench_scale_inputs:run",
+            description="pillar_rerank.cache.build_cache with max_memory at growing sizes up to the "
+            "Flickr30K training shape (one fresh process per size, started by the function itself): "
+            "time, peak additional RSS against the budget; recall and speed of IVF/HNSW vs exact.",
+            params={
+                "sizes": [list(s) for s in SCALE_SIZES],
+                "d": 1024,
+                "max_memory": "4GB",
+                "ann_size": [4000, 20_000],
+                "out": None,
+            },
+            quick_params={"sizes": [[500, 2500], [1000, 5000]], "d": 64, "max_memory": "512MB", "out": None},
+            requires=("benchmarks.bench_scale_inputs", "pillar_rerank.cache"),
+            summarize="benchmarks.summaries:scale_memory_budget",
+        ),
+        Benchmark(
+            "scale",
+            "input_building",
+            "Input building from embeddings vs size",
+            "benchmarks.scale:run",
+            description="Neighbour search (FAISS, streamed in blocks) and pillar/list building from "
+            "synthetic L2-normalised embeddings (d = 1024, 5 captions per image), one "
+            "fresh process per size; time per stage and peak RSS against size.",
+            params={"dim": 1024, "budget_mb": 1024},
+            points=tuple({"n_images": i, "n_texts": t} for i, t in SCALE_SIZES),
+            quick_params={"dim": 256, "budget_mb": 256},
+            quick_points=({"n_images": 1000, "n_texts": 5000}, {"n_images": 4000, "n_texts": 20_000}),
+            requires=("pillar_rerank.neighbors",),
+            summarize="benchmarks.scale:summarize",
+        ),
+    ],
+}
+
+
+def get_suite(name: str) -> list[Benchmark]:
+    """Benchmarks of one suite, or of every suite but smoke for ``"all"``."""
+    if name == "all":
+        return [b for s, items in SUITES.items() if s != "smoke" for b in items]
+    return list(SUITES[name])
+
+
+def suite_names() -> list[str]:
+    return [*SUITES, "all"]
