@@ -1,0 +1,177 @@
+"""Banks (training-side scores against the test gallery) and running a method in both directions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from pillar_rerank.baselines._common import TrainingFreeReranker
+from pillar_rerank.baselines._stream import EmbeddingScores, check_scores_like
+from pillar_rerank.exceptions import InvalidInputError
+from pillar_rerank.inputs import RetrievalSet
+
+_DIRECTIONS = ("i2t", "t2i")
+
+
+@dataclass(frozen=True)
+class Bank:
+    """Bank scores for both directions; every field is optional and scores-like.
+
+    A scores-like field is an ndarray, a read-only memory map or an
+    :class:`~pillar_rerank.baselines.EmbeddingScores` (computed block by block when read).
+
+    Parameters
+    ----------
+    i2t : (n_bank_images, n_texts)
+        Bank images x test texts: the query bank of image -> text.
+    t2i : (n_bank_texts, n_images)
+        Bank texts x test images: the query bank of text -> image.
+    i2t_dual : (n_bank_images, n_bank_texts)
+        Bank images x bank texts, the extra gallery columns of dual-bank Sinkhorn (i2t).
+    t2i_dual : (n_bank_texts, n_bank_images)
+        Bank texts x bank images (dual-bank Sinkhorn, t2i).
+    i2t_intra : (n_bank_texts, n_texts)
+        Bank texts x test texts, DBNorm's intra-modal gallery bank for i2t.
+    t2i_intra : (n_bank_images, n_images)
+        Bank images x test images, DBNorm's gallery bank for t2i.
+    """
+
+    i2t: Any = None
+    t2i: Any = None
+    i2t_dual: Any = None
+    t2i_dual: Any = None
+    i2t_intra: Any = None
+    t2i_intra: Any = None
+
+    def fit_kwargs(self, method: TrainingFreeReranker, direction: str) -> dict[str, Any]:
+        """The keyword arguments ``method.fit`` takes for ``direction`` ("i2t" or "t2i")."""
+        if direction not in _DIRECTIONS:
+            raise InvalidInputError(f"direction: expected 'i2t' or 't2i'; got {direction!r}.")
+        source = {"bank": direction, "bank_gallery": f"{direction}_dual",
+                  "gallery_bank": f"{direction}_intra"}
+        return {name: getattr(self, source[name]) for name in method.fit_inputs if name in source}
+
+    def check_against(self, data: RetrievalSet) -> Bank:
+        """Check every present field's shape against the test set ``data``; returns self."""
+        n_img, n_txt = data.n_images, data.n_texts
+        want_gallery = {"i2t": n_txt, "t2i": n_img, "i2t_intra": n_txt, "t2i_intra": n_img}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            check_scores_like(value, name=f"bank.{f.name}", n_gallery=want_gallery.get(f.name))
+        for d in _DIRECTIONS:
+            q, dual = getattr(self, d), getattr(self, f"{d}_dual")
+            if q is not None and dual is not None and q.shape[0] != dual.shape[0]:
+                raise InvalidInputError(
+                    f"bank.{d}_dual: expected one row per bank query of bank.{d} ({q.shape[0]}); "
+                    f"got shape {dual.shape}."
+                )
+        return self
+
+
+def bank_from_embeddings(bank: RetrievalSet, target: RetrievalSet, *, materialize: bool = True,
+                         dtype: type = np.float32) -> Bank:
+    """All banks of ``bank``'s items against ``target``'s gallery, from embeddings.
+
+    Parameters
+    ----------
+    bank : RetrievalSet
+        Training-side set with image and text embeddings (never the test queries).
+    target : RetrievalSet
+        The set to re-rank, with embeddings.
+    materialize : bool, default=True
+        Compute the matrices now (block by block, memory ``O(block)`` beyond the result); with
+        False every field is a lazy :class:`EmbeddingScores` recomputed at each read.
+    dtype : numpy dtype, default=float32
+        Storage type of materialised banks (float16 halves their memory).
+
+    Returns
+    -------
+    Bank
+        ``i2t`` = bank images x target texts, ``t2i`` = bank texts x target images, the dual
+        fields from ``bank``'s own cross-modal scores and the intra fields from embeddings.
+    """
+    for side in (bank, target):
+        if not side.has_embeddings:
+            raise InvalidInputError(
+                f"bank_from_embeddings: {side.name} has no embeddings; give image and text embeddings "
+                "(or pass bank score matrices directly)."
+            )
+    return bank_from_embedding_arrays(bank.image_embeddings, bank.text_embeddings,
+                                      target.image_embeddings, target.text_embeddings,
+                                      materialize=materialize, dtype=dtype)
+
+
+def bank_from_embedding_arrays(bank_images: Any, bank_texts: Any, target_images: Any, target_texts: Any,
+                               *, materialize: bool = True, dtype: type = np.float32) -> Bank:
+    """:func:`bank_from_embeddings` from the four embedding matrices (bank side, then target)."""
+    bi, bt, ti, tt = bank_images, bank_texts, target_images, target_texts
+    lazy = {
+        "i2t": EmbeddingScores(bi, tt, name="bank i2t"),
+        "t2i": EmbeddingScores(bt, ti, name="bank t2i"),
+        "i2t_dual": EmbeddingScores(bi, bt, name="bank i2t dual"),
+        "t2i_dual": EmbeddingScores(bt, bi, name="bank t2i dual"),
+        "i2t_intra": EmbeddingScores(bt, tt, name="bank i2t intra"),
+        "t2i_intra": EmbeddingScores(bi, ti, name="bank t2i intra"),
+    }
+    if materialize:
+        lazy = {k: np.asarray(v).astype(dtype, copy=False) for k, v in lazy.items()}
+    return Bank(**lazy)
+
+
+def bank_from_scores(bank: RetrievalSet) -> Bank:
+    """The dual-bank fields from a training-side score matrix alone (for dual-bank Sinkhorn)."""
+    s = bank.similarity()
+    return Bank(i2t_dual=s, t2i_dual=np.ascontiguousarray(s.T))
+
+
+def _intra_inputs(method: TrainingFreeReranker, data: RetrievalSet, direction: str) -> dict[str, Any]:
+    """Intra-modal fit inputs (test-side PairScores) of one direction, built only if used."""
+    wanted = [name for name in method.fit_inputs if name in ("query_intra", "gallery_intra")]
+    if not wanted or getattr(method, "intra_k", 2) <= 1:
+        return {}
+    from pillar_rerank.neighbors import IntraModalScores
+
+    intra = IntraModalScores.from_data(data, getattr(method, "intra_source", "auto"))
+    image, text = intra.image, intra.text
+    side = {"query_intra": image, "gallery_intra": text} if direction == "i2t" else \
+        {"query_intra": text, "gallery_intra": image}
+    return {k: v for k, v in side.items() if k in wanted}
+
+
+def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | None = None, *,
+               t2i_method: TrainingFreeReranker | None = None) -> RetrievalSet:
+    """Run ``method`` image -> text and text -> image, each from a fresh clone.
+
+    ``t2i_method`` (same class, other parameters) replaces ``method`` for text -> image, for
+    hyper-parameters chosen per direction (:func:`~pillar_rerank.baselines.tuning.tune`).
+
+    i2t fits on ``bank.i2t`` (and the other i2t fields the method takes) and re-ranks
+    ``data.similarity()``; t2i fits on ``bank.t2i`` and re-ranks its transpose. The test queries
+    are never used for fitting: only transductive methods read them, in ``rerank``.
+
+    Returns
+    -------
+    RetrievalSet
+        ``data`` with ``scores`` = the i2t result and ``t2i_scores`` = the t2i result, both in
+        image x text orientation (``recall_metrics(out.scores, out.relevance,
+        t2i_scores=out.t2i_scores)`` evaluates it).
+    """
+    if t2i_method is not None and type(t2i_method) is not type(method):
+        raise InvalidInputError(
+            f"apply_both: t2i_method must be a {type(method).__name__} too; got {type(t2i_method).__name__}."
+        )
+    bank = (bank or Bank()).check_against(data)
+    scores = data.similarity()
+    methods = {"i2t": method, "t2i": t2i_method or method}
+    results = {}
+    for direction, matrix in (("i2t", scores), ("t2i", scores.T)):
+        intra = _intra_inputs(methods[direction], data, direction)
+        kwargs = {**bank.fit_kwargs(methods[direction], direction), **intra}
+        fitted = methods[direction].clone().fit(**kwargs)
+        results[direction] = fitted.rerank(matrix)
+    return data.with_scores(results["i2t"], t2i_scores=np.ascontiguousarray(results["t2i"].T),
+                            name=f"{data.name}+{type(method).__name__}")
