@@ -132,7 +132,11 @@ def check_item_map(
     Returns an ``int64`` copy.
     """
     where = _where(name, source)
-    arr = np.asarray(txt_to_img)
+    try:
+        arr = np.asarray(txt_to_img)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise InvalidInputError(f"{where}: expected a 1-D integer array; got {type(txt_to_img).__name__} "
+                                f"that is not one ({exc}).") from exc
     if arr.dtype == object or arr.dtype.kind not in "iu":
         if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             raise InvalidInputError(
@@ -146,6 +150,12 @@ def check_item_map(
     if n_texts is not None and arr.shape[0] != n_texts:
         raise InvalidInputError(
             f"{where}: expected one entry per caption (n_texts={n_texts}); got {arr.shape[0]}."
+        )
+    if arr.dtype.kind == "u" and int(arr.max()) > np.iinfo(np.int64).max:
+        big = np.flatnonzero(arr > np.iinfo(np.int64).max)
+        raise InvalidInputError(
+            f"{where}: {big.size} captions point past n_images={n_images} "
+            f"(first: caption {big[0]} -> image {int(arr[big[0]])})."
         )
     arr = arr.astype(np.int64)
     neg = np.flatnonzero(arr < 0)

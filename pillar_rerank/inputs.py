@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pillar_rerank._validation import check_float_matrix, check_int, check_item_map
+from pillar_rerank._validation import check_finite, check_float_matrix, check_int, check_item_map
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.io import load_array
 from pillar_rerank.typing import PathLikeStr
@@ -213,10 +213,14 @@ class RetrievalSet:
         if self.scores is not None:
             return np.asarray(self.scores, dtype=dtype)
         img = self.image_embeddings
-        txt = np.asarray(self.text_embeddings, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            txt = np.asarray(self.text_embeddings, dtype=np.float32)
         out = np.empty((self.n_images, self.n_texts), dtype=dtype)
-        for rows in iter_blocks(self.n_images, block_rows(self.n_texts, budget_bytes=budget_bytes)):
-            out[rows] = np.asarray(img[rows], dtype=np.float32) @ txt.T
+        # finite embeddings of huge magnitude can overflow in the product (or the float16 cast)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for rows in iter_blocks(self.n_images, block_rows(self.n_texts, budget_bytes=budget_bytes)):
+                out[rows] = np.asarray(img[rows], dtype=np.float32) @ txt.T
+        check_finite(out, name=f"{self.name} image_embeddings @ text_embeddings.T (overflow; rescale them)")
         return out
 
     def subset_images(self, images: np.ndarray, *, name: str | None = None) -> RetrievalSet:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
+import tokenize
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,10 +42,17 @@ def load_array(path: PathLikeStr, *, name: str = "array", mmap: bool = False) ->
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
         # np.load would report any non-.npy file as "pickled data"
         raise InvalidInputError(f"{name} ({p}): not a valid .npy file (no NumPy header).")
+    if magic == b"\x93NUMPY":
+        _check_npy_header(p, name=name)
     try:
         arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except PermissionError as exc:
         raise InputFileError(f"{name} ({p}): cannot read the file ({exc.strerror}).") from exc
+    except MemoryError as exc:
+        raise InputFileError(f"{name} ({p}): too large to load into memory ({exc}).") from exc
+    except (SyntaxError, tokenize.TokenError, OverflowError, TypeError, zipfile.BadZipFile) as exc:
+        # a corrupt header (or zip directory) can fail inside numpy's parsers or np.memmap with these
+        raise InvalidInputError(f"{name} ({p}): not a valid .npy file (corrupt header: {exc}).") from exc
     except ValueError as exc:
         msg = str(exc)
         if "allow_pickle" in msg or "Object arrays" in msg or "Python objects" in msg:
@@ -57,6 +67,44 @@ def load_array(path: PathLikeStr, *, name: str = "array", mmap: bool = False) ->
         arr.close()
         raise InvalidInputError(f"{name} ({p}): expected a single .npy array; got an .npz archive.")
     return arr
+
+
+def _check_npy_header(p: Path, *, name: str) -> None:
+    """Parse a ``.npy`` header and check the file holds the data it declares, before loading.
+
+    Without this a corrupt or hostile header declaring a huge shape makes ``np.load`` try to
+    allocate it (``MemoryError``) and a truncated file is only noticed after allocation.
+    """
+    try:
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version in ((2, 0), (3, 0)):
+                # 3.0 has the 2.0 layout with a utf-8 header; ASCII headers parse the same way
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            data_offset = fh.tell()
+    except PermissionError as exc:
+        raise InputFileError(f"{name} ({p}): cannot read the file ({exc.strerror}).") from exc
+    except (ValueError, SyntaxError, tokenize.TokenError, OverflowError, TypeError, EOFError,
+            OSError) as exc:
+        raise InvalidInputError(f"{name} ({p}): not a valid .npy file (corrupt header: {exc}).") from exc
+    if dtype.hasobject:
+        raise InvalidInputError(
+            f"{name} ({p}): holds an object (pickled) array, which is never loaded; "
+            "save a numeric array instead."
+        )
+    if any(int(d) < 0 for d in shape):
+        raise InvalidInputError(f"{name} ({p}): not a valid .npy file (negative shape {shape} in header).")
+    n_bytes = math.prod(int(d) for d in shape) * dtype.itemsize
+    size = p.stat().st_size
+    if data_offset + n_bytes > size:
+        raise InvalidInputError(
+            f"{name} ({p}): truncated .npy file: the header declares shape {tuple(shape)} of {dtype} "
+            f"({n_bytes} bytes of data) but the file holds {max(0, size - data_offset)}."
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:

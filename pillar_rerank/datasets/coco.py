@@ -82,12 +82,29 @@ def load_coco_proxy(split: str = "coco5k_test", root: PathLikeStr | None = None)
     split = _check_split(split)
     base = shared_data_root(root)
     img = load_array(base / f"proxy_{split}_img.npy", name="gallery embeddings")
-    rows = load_array(base / f"proxy_{split}_txt_index.npy", name="query caption index")
+    index_path = base / f"proxy_{split}_txt_index.npy"
+    rows = load_array(index_path, name="query caption index")
     all_txt = load_array(base / f"{split}_minilm.npy", name="caption embeddings", mmap=True)
     cap2img = load_array(base / f"proxy_{split}_cap2img.npy", name="cap2img")
-    txt = np.ascontiguousarray(all_txt[np.asarray(rows, dtype=np.int64)])
+    rows = _check_rows(rows, all_txt, where=f"query caption index ({index_path})")
+    txt = np.ascontiguousarray(all_txt[rows])
     rel = Relevance(cap2img, img.shape[0])
     return RetrievalSet(relevance=rel, image_embeddings=img, text_embeddings=txt, name=f"proxy_{split}")
+
+
+def _check_rows(rows: np.ndarray, table: np.ndarray, *, where: str) -> np.ndarray:
+    """Row indices into ``table``: 1-D ints in ``[0, len(table))`` (negatives would wrap silently)."""
+    if rows.dtype.kind not in "iu" or rows.ndim != 1:
+        raise InvalidInputError(
+            f"{where}: expected a 1-D integer array; got {rows.dtype!s} of shape {rows.shape}."
+        )
+    n = table.shape[0] if table.ndim else 0
+    bad = np.flatnonzero((rows < 0) | (rows >= n))
+    if bad.size:
+        raise InvalidInputError(
+            f"{where}: {bad.size} entries lie outside [0, {n}) (first: entry {bad[0]} -> {rows[bad[0]]})."
+        )
+    return rows.astype(np.int64)
 
 
 def coco_proxy_ids(split: str = "coco5k_test", root: PathLikeStr | None = None
@@ -102,7 +119,9 @@ def coco_proxy_ids(split: str = "coco5k_test", root: PathLikeStr | None = None
         raise InvalidParameterError(f"split: COCO ids are only available for 'coco5k_test'; got {split!r}.")
     image_ids = load_array(base / "coco5k_test_image_ids.npy", name="image ids").astype(np.int64)
     caption_ids = load_array(base / "coco5k_test_caption_ids.npy", name="caption ids").astype(np.int64)
-    rows = load_array(base / f"proxy_{split}_txt_index.npy", name="query caption index").astype(np.int64)
+    index_path = base / f"proxy_{split}_txt_index.npy"
+    rows = _check_rows(load_array(index_path, name="query caption index"), caption_ids,
+                       where=f"query caption index ({index_path})")
     return image_ids, caption_ids[rows]
 
 
@@ -148,19 +167,32 @@ def load_eccv_positives(image_ids: np.ndarray, caption_ids: np.ndarray, *, kind:
         path = base / fname
         if not path.is_file():
             raise InputFileError(f"{kind} labels ({path}): file not found.")
-        labels = json.loads(path.read_text())
+        try:
+            labels = json.loads(path.read_text())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidInputError(f"{kind} labels ({path}): not valid JSON ({exc}).") from exc
+        if not isinstance(labels, dict):
+            raise InvalidInputError(
+                f"{kind} labels ({path}): expected an object {{query id: [item ids]}}; "
+                f"got {type(labels).__name__}."
+            )
         qs, gs, dropped = [], [], 0
-        for qid, items in labels.items():
-            q = q_at.get(int(qid))
-            if q is None:
-                continue
-            for item in items:
-                g = g_at.get(int(item))
-                if g is None:
-                    dropped += 1
+        try:
+            for qid, items in labels.items():
+                q = q_at.get(int(qid))
+                if q is None:
                     continue
-                qs.append(q)
-                gs.append(g)
+                for item in items:
+                    g = g_at.get(int(item))
+                    if g is None:
+                        dropped += 1
+                        continue
+                    qs.append(q)
+                    gs.append(g)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInputError(
+                f"{kind} labels ({path}): expected integer ids and lists of integer ids ({exc})."
+            ) from exc
         if dropped:
             logger.info("%s %s: %d labelled items outside the given ids were dropped",
                         kind, direction, dropped)
@@ -188,6 +220,19 @@ def load_cxc_graded(image_ids: np.ndarray, caption_ids: np.ndarray, *, split: st
     if not path.is_file():
         raise InputFileError(f"CxC ratings ({path}): file not found.")
     img_at, cap_at = _lookup(image_ids, "image_ids"), _lookup(caption_ids, "caption_ids")
+    try:
+        caps, imgs, scores = _read_cxc_rows(path, img_at, cap_at)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInputError(f"CxC ratings ({path}): not a readable CSV file ({exc}).") from exc
+    n_img, n_txt = len(img_at), len(cap_at)
+    return {
+        "i2t": _pairs_to_qrels(imgs, caps, n_img, n_txt, scores, "CxC i2t gains"),
+        "t2i": _pairs_to_qrels(caps, imgs, n_txt, n_img, scores, "CxC t2i gains"),
+    }
+
+
+def _read_cxc_rows(path: Path, img_at: dict[int, int], cap_at: dict[int, int]
+                   ) -> tuple[list[int], list[int], list[float]]:
     caps, imgs, scores = [], [], []
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
@@ -195,17 +240,20 @@ def load_cxc_graded(image_ids: np.ndarray, caption_ids: np.ndarray, *, split: st
         if missing:
             raise InvalidInputError(f"CxC ratings ({path}): missing column(s) {sorted(missing)}.")
         for row in reader:
-            sm, im = _SENT_RE.search(row["caption"]), _IMG_RE.search(row["image"])
+            caption, image = row["caption"] or "", row["image"] or ""
+            sm, im = _SENT_RE.search(caption), _IMG_RE.search(image)
             if sm is None or im is None:
                 raise InvalidInputError(f"CxC ratings ({path}): cannot parse ids in row {row!r}.")
             c, i = cap_at.get(int(sm.group(1))), img_at.get(int(im.group(1)))
             if c is None or i is None:
                 continue
+            try:
+                score = float(row["agg_score"])
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(
+                    f"CxC ratings ({path}): agg_score is not a number in row {row!r}."
+                ) from exc
             caps.append(c)
             imgs.append(i)
-            scores.append(float(row["agg_score"]))
-    n_img, n_txt = len(img_at), len(cap_at)
-    return {
-        "i2t": _pairs_to_qrels(imgs, caps, n_img, n_txt, scores, "CxC i2t gains"),
-        "t2i": _pairs_to_qrels(caps, imgs, n_txt, n_img, scores, "CxC t2i gains"),
-    }
+            scores.append(score)
+    return caps, imgs, scores

@@ -214,8 +214,12 @@ def evaluate(
             names.remove("RSUM")
     elif isinstance(metrics, str):
         names = [metrics]
-    else:
+    elif isinstance(metrics, Iterable):
         names = list(metrics)
+    else:
+        raise InvalidParameterError(
+            f"metrics: expected a metric name or a list of names (e.g. ['i2t_R@5', 'RSUM']); got {metrics!r}."
+        )
     if not names:
         raise InvalidParameterError("metrics: expected at least one metric name.")
     specs = [parse_metric(n) for n in names]

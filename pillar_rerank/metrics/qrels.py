@@ -14,6 +14,8 @@ length as ``indices``), plus ``n_gallery`` (a 0-d int). Write one with :meth:`Qr
 
 from __future__ import annotations
 
+import tokenize
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +50,26 @@ def _load_npz(path: PathLikeStr, *, name: str, required: set[str], allowed: set[
     if not p.is_file():
         raise InputFileError(f"{name} ({p}): file not found.")
     try:
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise InputFileError(f"{name} ({p}): cannot read the file ({exc}).") from exc
+    if magic == b"\x93NUMPY":
+        raise InvalidInputError(
+            f"{name} ({p}): expected an .npz archive with arrays {sorted(required)}; got a single .npy array."
+        )
+    if not magic.startswith(b"PK"):
+        # np.load would report any non-zip file as "pickled data"
+        raise InvalidInputError(f"{name} ({p}): not a valid .npz file (no zip header).")
+    try:
         npz = np.load(p, allow_pickle=False)
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise InvalidInputError(_pickled(name, p)) from exc
         raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # pragma: no cover - excluded by the magic check
         raise InvalidInputError(
             f"{name} ({p}): expected an .npz archive with arrays {sorted(required)}; got a single .npy array."
         )
@@ -71,7 +85,11 @@ def _load_npz(path: PathLikeStr, *, name: str, required: set[str], allowed: set[
         try:
             return {k: npz[k] for k in npz.files}
         except ValueError as exc:
-            raise InvalidInputError(_pickled(name, p)) from exc
+            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                raise InvalidInputError(_pickled(name, p)) from exc
+            raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
+        except (OSError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError, MemoryError) as exc:
+            raise InvalidInputError(f"{name} ({p}): not a valid .npz file or truncated ({exc}).") from exc
 
 
 @dataclass(frozen=True, eq=False)

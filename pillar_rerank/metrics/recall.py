@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pillar_rerank._validation import check_float_matrix, check_int
+from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.inputs import Relevance
 from pillar_rerank.metrics.ranks import i2t_ranks, t2i_ranks
 
@@ -28,8 +30,19 @@ def recall_metrics(scores: np.ndarray, relevance: Relevance, ks: tuple[int, ...]
     """Both directions' R@K, median/mean rank, and RSUM (sum of the six recalls).
 
     ``scores`` is image x text; text -> image ranks its columns (or those of ``t2i_scores``, an
-    image x text matrix, when a method produced one matrix per direction).
+    image x text matrix, when a method produced one matrix per direction). Both must be finite
+    float matrices of shape (n_images, n_texts). A K at or above the gallery size gives 100.
     """
+    if not isinstance(relevance, Relevance):
+        raise InvalidParameterError(
+            f"relevance: expected a Relevance (caption -> image map); got {type(relevance).__name__}."
+        )
+    shape = (relevance.n_images, relevance.n_texts)
+    # NaN compares false and would rank a query's positive first: refuse it instead
+    scores = check_float_matrix(scores, name="scores", shape=shape)
+    if t2i_scores is not None:
+        t2i_scores = check_float_matrix(t2i_scores, name="t2i_scores", shape=shape)
+    ks = tuple(check_int(k, name="ks", owner="recall_metrics", low=1) for k in ks)
     out = rank_summary(i2t_ranks(scores, relevance), "i2t", ks)
     out.update(rank_summary(t2i_ranks(scores if t2i_scores is None else t2i_scores, relevance), "t2i", ks))
     out["RSUM"] = float(sum(out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks))
