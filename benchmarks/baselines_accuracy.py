@@ -223,8 +223,8 @@ def sinkhorn_scale(
         mm.flush()
         del mm
     build_s = time.perf_counter() - started
-    bank = np.load(path, mmap_mode="r")
-    extra = np.load(extra_path, mmap_mode="r") if dual_rows else None
+    bank = np.load(path, mmap_mode="r", allow_pickle=False)
+    extra = np.load(extra_path, mmap_mode="r", allow_pickle=False) if dual_rows else None
     scores = (unit(n_queries) @ gallery.T).astype(np.float32)
     method = (DualBankSinkhorn if dual_rows else SinkhornNorm)(n_iter=n_iter)
     with PeakRSS() as mem:

@@ -1,0 +1,261 @@
+"""SelfAlign trainer: a token-level two-tower model trained with VSE++ on the SelfAlign score plus
+concept-level (LCA) and context-level (CRA) self-supervised alignment."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pillar_rerank._validation import Interval
+from pillar_rerank.adapters.features import FeatureSet
+from pillar_rerank.adapters.losses.selfalign import (
+    ContextHead,
+    PrototypeBank,
+    concept_alignment_loss,
+    context_alignment_loss,
+    masked_mean,
+    selfalign_similarity,
+)
+from pillar_rerank.adapters.losses.vsepp import triplet_loss
+from pillar_rerank.adapters.trainers.base import BaseTrainer
+
+SCORE_BUDGET_BYTES = 256 * 2**20
+
+
+class SelfAlignModel(torch.nn.Module):
+    """Token projections, the backbone embedding, two context heads and the prototype bank.
+
+    Per modality: ``x = Linear(tokens)`` are the context-level token features, ``norm(x)`` the
+    concept-level ones, ``norm(masked_mean(x))`` the backbone embedding (so ``s(I, T)`` is a
+    cosine), and a :class:`ContextHead` gives locals, the global query and the fused context.
+    """
+
+    def __init__(
+        self,
+        image_dim: int,
+        text_dim: int,
+        embed_dim: int,
+        num_prototypes: int,
+        *,
+        context_weight: float = 0.5,
+        mask_padding: bool = True,
+    ) -> None:
+        super().__init__()
+        self.image_proj = torch.nn.Linear(image_dim, embed_dim)
+        self.text_proj = torch.nn.Linear(text_dim, embed_dim)
+        self.image_context = ContextHead(embed_dim)
+        self.text_context = ContextHead(embed_dim)
+        self.prototypes = PrototypeBank(embed_dim, num_prototypes)
+        self.context_weight, self.mask_padding = float(context_weight), bool(mask_padding)
+
+    def _encode(
+        self, proj: torch.nn.Module, context: ContextHead, x: Tensor, mask: Tensor | None, full: bool
+    ) -> dict[str, Tensor]:
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        h = proj(x)
+        used_mask = mask if self.mask_padding else None
+        locals_, global_query, fused = context(h, used_mask)
+        out = {
+            "emb": F.normalize(masked_mean(h, mask), dim=-1),
+            "locals_mean": masked_mean(locals_, used_mask),
+            "fused": fused,
+        }
+        if full:
+            out.update(
+                {"concept": F.normalize(h, dim=-1), "locals": locals_, "global": global_query, "mask": mask}
+            )
+        return out
+
+    def encode_images(
+        self, x: Tensor, mask: Tensor | None = None, *, full: bool = False
+    ) -> dict[str, Tensor]:
+        return self._encode(self.image_proj, self.image_context, x, mask, full)
+
+    def encode_texts(self, x: Tensor, mask: Tensor | None = None, *, full: bool = False) -> dict[str, Tensor]:
+        return self._encode(self.text_proj, self.text_context, x, mask, full)
+
+    def similarity(self, img: dict[str, Tensor], txt: dict[str, Tensor]) -> Tensor:
+        return selfalign_similarity(
+            img["emb"] @ txt["emb"].t(),
+            img["locals_mean"],
+            img["fused"],
+            txt["locals_mean"],
+            txt["fused"],
+            weight=self.context_weight,
+        )
+
+    def item_embeddings(self, img: dict[str, Tensor], txt: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``[emb; w*mean(l_v); w*c_v]`` and ``[emb; c_t; mean(l_t)]``: their dot products are the scores."""
+        w = self.context_weight
+        return (
+            torch.cat([img["emb"], w * img["locals_mean"], w * img["fused"]], dim=1),
+            torch.cat([txt["emb"], txt["fused"], txt["locals_mean"]], dim=1),
+        )
+
+    def score_block_rows(self, n_texts: int) -> int:
+        return max(1, SCORE_BUDGET_BYTES // (n_texts * 4))
+
+
+class SelfAlignTrainer(BaseTrainer):
+    r"""SelfAlign on token-level features (regions/patches and words/tokens).
+
+    Objective per batch: :math:`L = L_{rank}(s_{SA}) + \lambda_c L_{LCA} + \lambda_x L_{ctx}` with
+    :math:`L_{rank}` the VSE++ hardest-negative triplet loss summed over the batch on the SelfAlign
+    score, :math:`L_{LCA}` the concept alignment of words to Sinkhorn region assignments and
+    :math:`L_{ctx} = \tfrac12 CRA(\ell^v, g^t) + \tfrac12 CRA(\ell^t, g^v)`. During the first
+    ``freeze_prototypes_epochs`` epochs the prototypes get no update (the CAMERA tree's epoch-0
+    freeze); they are re-normalised before every forward.
+
+    Parameters
+    ----------
+    embed_dim : int, default=256
+    num_prototypes : int, default=1024
+    student_temp, sinkhorn_eps, sinkhorn_iters : default=0.1, 0.05, 2
+    cra_temperature : float, default=0.7
+    num_negatives : int or None, default=512
+        CRA top-k, capped at each batch's non-self pool ``(B - 1) * n`` (batches are often
+        smaller than the reference's 128).
+    context_weight : float, default=0.5
+        Weight of the two context terms of the SelfAlign similarity.
+    margin : float, default=0.2
+    lca_weight, cra_weight : float, default=1.0
+    freeze_prototypes_epochs : int, default=1
+    mask_padding : bool, default=True
+        Padded tokens are excluded from CRA, the context heads and the means. ``False`` is the
+        reference (padding counted as locals and in the means).
+    epochs=10, batch_size=128, lr=2e-4, ... : see :class:`BaseTrainer`.
+
+    Notes
+    -----
+    The encoders of the reference (CAMERA, VSRN) normalise token tensors over the token axis;
+    here every normalisation is over the feature axis. Exported embeddings are the
+    concatenations whose dot products equal the SelfAlign score.
+    """
+
+    feature_kind: ClassVar[str] = "token"
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "embed_dim": Interval(int, 1),
+        "num_prototypes": Interval(int, 2),
+        "student_temp": Interval(float, 0.0, closed="neither"),
+        "sinkhorn_eps": Interval(float, 0.0, closed="neither"),
+        "sinkhorn_iters": Interval(int, 1),
+        "cra_temperature": Interval(float, 0.0, closed="neither"),
+        "num_negatives": [None, Interval(int, 1)],
+        "context_weight": Interval(float, 0.0),
+        "margin": Interval(float, 0.0),
+        "lca_weight": Interval(float, 0.0),
+        "cra_weight": Interval(float, 0.0),
+        "freeze_prototypes_epochs": Interval(int, 0),
+        "mask_padding": bool,
+    }
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 256,
+        num_prototypes: int = 1024,
+        student_temp: float = 0.1,
+        sinkhorn_eps: float = 0.05,
+        sinkhorn_iters: int = 2,
+        cra_temperature: float = 0.7,
+        num_negatives: int | None = 512,
+        context_weight: float = 0.5,
+        margin: float = 0.2,
+        lca_weight: float = 1.0,
+        cra_weight: float = 1.0,
+        freeze_prototypes_epochs: int = 1,
+        mask_padding: bool = True,
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        grad_clip: float | None = 2.0,
+        lr_update: int | None = None,
+        seed: int = 0,
+        device: str | None = None,
+        verbose: bool = False,
+        checkpoint_dir: str | None = None,
+        eval_batch_size: int = 1024,
+    ) -> None:
+        self.embed_dim = embed_dim
+        self.num_prototypes = num_prototypes
+        self.student_temp = student_temp
+        self.sinkhorn_eps = sinkhorn_eps
+        self.sinkhorn_iters = sinkhorn_iters
+        self.cra_temperature = cra_temperature
+        self.num_negatives = num_negatives
+        self.context_weight = context_weight
+        self.margin = margin
+        self.lca_weight = lca_weight
+        self.cra_weight = cra_weight
+        self.freeze_prototypes_epochs = freeze_prototypes_epochs
+        self.mask_padding = mask_padding
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.lr_update = lr_update
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+        self.eval_batch_size = eval_batch_size
+
+    def _build_model(self, spec: dict[str, Any]) -> torch.nn.Module:
+        return SelfAlignModel(
+            spec["image_dim"],
+            spec["text_dim"],
+            self.embed_dim,
+            self.num_prototypes,
+            context_weight=self.context_weight,
+            mask_padding=self.mask_padding,
+        )
+
+    def _cra(self, locals_: Tensor, query: Tensor, mask: Tensor) -> Tensor:
+        b, n = locals_.shape[:2]
+        k = None if self.num_negatives is None else min(self.num_negatives, max(1, (b - 1) * n))
+        return context_alignment_loss(
+            locals_,
+            query,
+            self.cra_temperature,
+            num_negatives=k,
+            local_mask=mask if self.mask_padding else None,
+        )
+
+    def _batch_loss(self, model: torch.nn.Module, batch: dict[str, Any], epoch: int) -> Tensor:
+        model.prototypes.normalize_()
+        img = model.encode_images(**batch["image"], full=True)
+        txt = model.encode_texts(**batch["text"], full=True)
+        rank = triplet_loss(
+            model.similarity(img, txt),
+            margin=self.margin,
+            hardest=True,
+            reduction="sum",
+            pos_mask=batch["pos_mask"],
+        )
+        lca = concept_alignment_loss(
+            img["concept"],
+            txt["concept"],
+            txt["mask"].sum(dim=1),
+            model.prototypes.weight,
+            student_temp=self.student_temp,
+            eps=self.sinkhorn_eps,
+            iters=self.sinkhorn_iters,
+            region_mask=img["mask"],
+        )
+        ctx = 0.5 * self._cra(img["locals"], txt["global"], img["mask"]) + 0.5 * self._cra(
+            txt["locals"], img["global"], txt["mask"]
+        )
+        return rank + self.lca_weight * lca + self.cra_weight * ctx
+
+    def _before_step(self, model: torch.nn.Module, epoch: int) -> None:
+        if epoch < self.freeze_prototypes_epochs:
+            model.prototypes.freeze_grads()
+
+    def _prepare(self, train: FeatureSet | None) -> None:
+        return None

@@ -1,0 +1,152 @@
+"""`rerank train-backbone`: the two-step flow on files, exit codes and messages for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from pillar_rerank.cli.main import cli
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on shared cores (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(20, 6)).astype("float32")
+    txt = (np.repeat(img, 2, axis=0) + 0.4 * rng.normal(size=(40, 6))).astype("float32")
+    paths = {}
+    for name, arr in {
+        "img": img,
+        "txt": txt,
+        "t2i": np.repeat(np.arange(20), 2),
+        "dev_img": img[:10],
+        "dev_txt": txt[:20],
+        "short_t2i": np.repeat(np.arange(20), 2)[:30],
+        "odd_t2i": np.repeat(np.arange(10), 4),
+    }.items():
+        paths[name] = str(tmp_path / f"{name}.npy")
+        np.save(paths[name], arr)
+    return paths
+
+
+def base_args(files, out, loss="infonce"):
+    return [
+        "train-backbone",
+        "--loss",
+        loss,
+        "--image-features",
+        files["img"],
+        "--text-features",
+        files["txt"],
+        "--txt2img",
+        files["t2i"],
+        "--embed-dim",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "-o",
+        str(out),
+    ]
+
+
+def test_train_then_eval(files, tmp_path):
+    out = tmp_path / "model"
+    args = base_args(files, out) + [
+        "--dev-image-features",
+        files["dev_img"],
+        "--dev-text-features",
+        files["dev_txt"],
+        "--dev-captions-per-image",
+        "2",
+        "--head",
+        "mlp",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "best epoch" in result.output and "RSUM=" in result.output
+    assert {p.name for p in out.iterdir()} >= {
+        "model.safetensors",
+        "trainer.json",
+        "scores",
+        "scores_train",
+        "scores_dev",
+    }
+    assert np.load(out / "scores_train" / "sims.npy").shape == (20, 40)
+    manifest = json.loads((out / "scores" / "manifest.json").read_text())
+    assert manifest["n_images"] == 10 and manifest["data"] == "dev"  # export defaults to the dev side
+    ev = CliRunner().invoke(
+        cli, ["eval", str(out / "scores" / "sims.npy"), "--txt2img", str(out / "scores" / "txt2img.npy")]
+    )
+    assert ev.exit_code == 0, ev.output
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 3 and "already holds a model" in again.output
+    assert CliRunner().invoke(cli, args + ["--overwrite"]).exit_code == 0
+
+
+def test_distill_from_teacher_and_export_side(files, tmp_path):
+    teacher = tmp_path / "teacher"
+    assert CliRunner().invoke(cli, base_args(files, teacher)).exit_code == 0
+    student = tmp_path / "student"
+    args = base_args(files, student, loss="distill") + [
+        "--teacher",
+        str(teacher),
+        "--param",
+        "teacher_scale=2.0",
+        "--export-image-features",
+        files["dev_img"],
+        "--export-text-features",
+        files["dev_txt"],
+        "--export-captions-per-image",
+        "2",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((student / "trainer.json").read_text())["class"] == "ShrinkTrainer"
+    assert np.load(student / "scores" / "sims.npy").shape == (10, 20)
+
+
+@pytest.mark.parametrize(
+    "change,code,message",
+    [
+        (["--txt2img", "short_t2i"], 2, "one entry per caption"),
+        (["--txt2img", "odd_t2i"], 2, "n_images=20"),
+        (["--image-features", "missing"], 3, "not found"),
+    ],
+)
+def test_bad_inputs_exit_codes(files, tmp_path, change, code, message):
+    args = base_args(files, tmp_path / "m")
+    flag, key = change
+    args[args.index(flag) + 1] = files.get(key, str(tmp_path / "missing.npy"))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_usage_errors(files, tmp_path):
+    both = base_args(files, tmp_path / "m") + ["--captions-per-image", "2"]
+    result = CliRunner().invoke(cli, both)
+    assert result.exit_code == 2 and "exactly one of --txt2img or --captions-per-image" in result.output
+    listwise = CliRunner().invoke(cli, base_args(files, tmp_path / "m", loss="listwise"))
+    assert listwise.exit_code == 2 and "weight" in listwise.output
+    ok = CliRunner().invoke(
+        cli, base_args(files, tmp_path / "m2", loss="listwise") + ["--param", "weight=0.3"]
+    )
+    assert ok.exit_code == 0, ok.output
+    bad_param = CliRunner().invoke(cli, base_args(files, tmp_path / "m3") + ["--param", "oops"])
+    assert bad_param.exit_code == 2 and "KEY=VALUE" in bad_param.output
+    distill = CliRunner().invoke(cli, base_args(files, tmp_path / "m4", loss="distill"))
+    assert distill.exit_code == 2 and "teacher" in distill.output
