@@ -1,0 +1,192 @@
+"""Re-rank speed benchmark of LeaPRR at the COCO 5K shape (5000 images x 25,000 captions).
+
+Measures, for one full re-rank in both directions with the paper's model configuration
+(untrained weights: speed does not depend on them), the time of each stage
+
+* ``neighbors``: top-k searches (``ListBuilder.from_data``);
+* ``pillars``: pillar vectors of every list (list building minus the adjacency);
+* ``graph``: the neighbour-overlap adjacencies;
+* ``model``: both networks' forward passes;
+* ``combine``: writing the new scores and averaging the two directions;
+
+plus queries per second and peak RSS, and writes them to ``benchmarks/results/rerank_speed.json``.
+Each image query's graph is built and scored once (not once per caption).
+
+Usage: ``python benchmarks/bench_rerank.py [--n-images 5000 --captions-per-image 5 --dim 256]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.inputs import Relevance, RetrievalSet
+from pillar_rerank.model.network import MutualRerankNetwork
+from pillar_rerank.reranker import INFERENCE_NODES, _bases
+from pillar_rerank.sharding import ShardResult, apply_updates
+
+RESULTS = Path(__file__).resolve().parent / "results" / "rerank_speed.json"
+
+
+def synthetic_set(n_images: int, captions_per_image: int, dim: int, seed: int = 0) -> RetrievalSet:
+    """Two-tower-like embeddings: captions are noisy copies of their image's vector."""
+    rng = np.random.default_rng(seed)
+    img = rng.standard_normal((n_images, dim), dtype=np.float32)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    t2i = np.repeat(np.arange(n_images), captions_per_image)
+    txt = img[t2i] + 0.8 * rng.standard_normal((t2i.shape[0], dim), dtype=np.float32) / np.sqrt(dim) * 4
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    return RetrievalSet(
+        Relevance(t2i, n_images),
+        image_embeddings=img,
+        text_embeddings=txt.astype(np.float32),
+        name=f"synthetic {n_images}x{t2i.shape[0]}",
+    )
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run(
+    n_images: int = 5000,
+    captions_per_image: int = 5,
+    dim: int = 256,
+    config: LeaPRRConfig | None = None,
+    *,
+    threads: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Time one full two-direction re-rank; returns the figures written to JSON."""
+    from pillar_rerank._lists_source import get_builder_class
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = (config or LeaPRRConfig()).validate()
+    data = synthetic_set(n_images, captions_per_image, dim, seed)
+    rss_input = _peak_rss_mb()
+    model = MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(seed)).eval()
+    times = {"neighbors": 0.0, "pillars": 0.0, "graph": 0.0, "model": 0.0, "combine": 0.0}
+    cpu = dict.fromkeys(times, 0.0)  # process CPU seconds: robust to other jobs on a shared machine
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    builder = get_builder_class().from_data(data, cfg)
+    times["neighbors"] = time.perf_counter() - t0
+    cpu["neighbors"] = time.process_time() - c0
+
+    adjacency = builder._adjacency  # time the graph step separately from the pillar vectors
+
+    def timed_adjacency(*args, **kwargs):
+        t, c = time.perf_counter(), time.process_time()
+        out = adjacency(*args, **kwargs)
+        times["graph"] += time.perf_counter() - t
+        cpu["graph"] += time.process_time() - c
+        return out
+
+    builder._adjacency = timed_adjacency
+    upd = {k: [] for k in ("i2t_rows", "i2t_cols", "i2t_values", "t2i_rows", "t2i_cols", "t2i_values")}
+    lists_time = lists_cpu = 0.0
+    with torch.inference_mode():
+        for direction, n, n_nodes, make in (
+            ("i2t", data.n_images, cfg.list_len_i2t, builder.image_lists),
+            ("t2i", data.n_texts, cfg.list_len_t2i, builder.text_lists),
+        ):
+            net = model.i2t if direction == "i2t" else model.t2i
+            block = max(1, INFERENCE_NODES // n_nodes)
+            for s in range(0, n, block):
+                t, c = time.perf_counter(), time.process_time()
+                lists = make(torch.arange(s, min(n, s + block)))
+                lists_time += time.perf_counter() - t
+                lists_cpu += time.process_time() - c
+                t, c = time.perf_counter(), time.process_time()
+                new = net.score_lists(lists)[:, 1:]
+                times["model"] += time.perf_counter() - t
+                cpu["model"] += time.process_time() - c
+                q = lists.query_ids[:, None].expand_as(lists.candidates).reshape(-1)
+                c = lists.candidates.reshape(-1)
+                rows, cols = (q, c) if direction == "i2t" else (c, q)
+                upd[f"{direction}_rows"].append(rows)
+                upd[f"{direction}_cols"].append(cols)
+                upd[f"{direction}_values"].append(new.reshape(-1))
+    times["pillars"] = lists_time - times["graph"]
+    cpu["pillars"] = lists_cpu - cpu["graph"]
+    t, c = time.perf_counter(), time.process_time()
+    shard = ShardResult(
+        0, 1, data.n_images, data.n_texts, "", **{k: torch.cat(v).numpy() for k, v in upd.items()}
+    )
+    scores = apply_updates(*_bases(data), [shard])
+    times["combine"] = time.perf_counter() - t
+    cpu["combine"] = time.process_time() - c
+    total = sum(times.values())
+    n_queries = data.n_images + data.n_texts
+    result = {
+        "shape": [data.n_images, data.n_texts],
+        "embedding_dim": dim,
+        "config": {
+            k: v
+            for k, v in cfg.to_dict().items()
+            if k
+            in (
+                "n_pillars",
+                "list_len_i2t",
+                "list_len_t2i",
+                "graph_neighbors",
+                "embed_dim",
+                "depth",
+                "num_heads",
+                "mlp_ratio",
+                "attention",
+                "intra_source",
+            )
+        },
+        "seconds": {k: round(v, 3) for k, v in times.items()},
+        "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()},
+        "total_cpu_seconds": round(sum(cpu.values()), 3),
+        "total_seconds": round(total, 3),
+        "queries_per_second": round(n_queries / total, 1),
+        "image_queries_scored": data.n_images,
+        "text_queries_scored": data.n_texts,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "rss_after_input_mb": round(rss_input, 1),
+        "input_bytes_mb": round((data.image_embeddings.nbytes + data.text_embeddings.nbytes) / 2**20, 1),
+        "output_matrix_mb": round(scores.nbytes / 2**20, 1),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": list(os.getloadavg()),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "note": "the 2-core machine was shared with other jobs during the run; see load_average_at_end",
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n-images", type=int, default=5000)
+    p.add_argument("--captions-per-image", type=int, default=5)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--embed-dim", type=int, default=768, help="model size (paper: 768)")
+    p.add_argument("--num-heads", type=int, default=24)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--output", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    cfg = LeaPRRConfig(embed_dim=args.embed_dim, num_heads=args.num_heads)
+    result = run(args.n_images, args.captions_per_image, args.dim, cfg, threads=args.threads)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``rerank apply``: re-rank a test side with a trained LeaPRR model."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from pillar_rerank.cli.options import data_options, load_side, overwrite_option
+
+
+def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
+    """``i/n`` with 0 <= i < n."""
+    if value is None:
+        return None
+    i, sep, n = value.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        index, count = -1, 0
+    if not sep or count < 1 or not 0 <= index < count:
+        raise click.BadParameter(f"expected i/n with 0 <= i < n (e.g. 0/4); got {value!r}.")
+    return index, count
+
+
+@click.command("apply")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@data_options(help_side="test side")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Re-ranked image x text scores (.npy), or with --shard a shard file (.npz).",
+)
+@click.option(
+    "--shard",
+    callback=parse_shard,
+    default=None,
+    help="Re-rank only share i of n of the queries (i/n); join shards with `rerank merge`.",
+)
+@click.option("--device", type=str, default=None, help="cpu, cuda or cuda:N.")
+@overwrite_option
+def apply(
+    model_dir: str, output: str, shard: tuple[int, int] | None, device: str | None, overwrite: bool, **kwargs
+) -> None:
+    """Re-rank the test side with MODEL_DIR; write the new score matrix atomically."""
+    from pillar_rerank.io import check_output_path, save_array
+    from pillar_rerank.reranker import PillarReranker
+
+    inputs = [v for k, v in kwargs.items() if v is not None and not isinstance(v, int)]
+    check_output_path(output, inputs=inputs, overwrite=overwrite)
+    test = load_side(kwargs, name="test")
+    model = PillarReranker.load(model_dir, device=device)
+    start = time.perf_counter()
+    if shard is None:
+        scores = model.rerank(test)
+        save_array(output, scores, inputs=inputs, overwrite=overwrite)
+        what = f"{test.n_images} image and {test.n_texts} text queries"
+    else:
+        result = model.rerank_shard(test, *shard)
+        result.save(output, overwrite=overwrite, inputs=inputs)
+        what = (
+            f"shard {shard[0]}/{shard[1]}: {len(set(result.i2t_rows.tolist()))} image and "
+            f"{len(set(result.t2i_cols.tolist()))} text queries"
+        )
+    click.echo(f"re-ranked {what} in {time.perf_counter() - start:.1f} s; wrote {output}")

@@ -1,0 +1,134 @@
+"""The graph reasoning network of one retrieval direction, and the pair LeaPRR trains."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.lists import QueryLists
+from pillar_rerank.model.block import GraphTransformerBlock
+from pillar_rerank.model.pillar_embedding import PillarEmbedding
+
+
+class GraphRerankNetwork(nn.Module):
+    r"""Neighbour-aware graph reasoning over one query's candidate list (one direction).
+
+    .. math::
+        x^{(0)} = \mathrm{PillarEmbedding}(X), \quad
+        x^{(l)} = \mathrm{Block}_l(x^{(l-1)}, A), \quad
+        z = x^{(\mathrm{depth})} / \lVert x^{(\mathrm{depth})} \rVert_2, \quad
+        s_k = \langle z_0, z_k \rangle
+
+    Row 0 is the query, so :math:`s_0 = 1` and :math:`s_k` (k >= 1) is candidate k's new score
+    (Qu et al., SIGIR 2023, https://arxiv.org/abs/2304.12570; spec §5.3, §6). There is no final
+    LayerNorm and no positional embedding.
+
+    Parameters
+    ----------
+    n_pillars : int
+        L; inputs have 2L columns.
+    embed_dim : int, default=768
+    depth : int, default=2
+    num_heads : int, default=24
+    mlp_ratio : float, default=4.0
+    qkv_bias : bool, default=True
+    anchor : {"both", "intra", "inter"}, default="both"
+    attention : {"dense", "sparse"}, default="dense"
+
+    Shapes
+    ------
+    - input: features :math:`(n_{queries}, n_{nodes}, 2L)`, adjacency
+      :math:`(n_{queries}, n_{nodes}, n_{nodes})`
+    - output: scores :math:`(n_{queries}, n_{nodes})`, self score included in column 0
+    """
+
+    def __init__(
+        self,
+        n_pillars: int,
+        *,
+        embed_dim: int = 768,
+        depth: int = 2,
+        num_heads: int = 24,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        anchor: str = "both",
+        attention: str = "dense",
+    ) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"GraphRerankNetwork: depth must be >= 1; got {depth!r}.")
+        self.n_pillars = int(n_pillars)
+        self.embed_dim, self.depth, self.num_heads = int(embed_dim), int(depth), int(num_heads)
+        self.attention = attention
+        self.embed = PillarEmbedding(n_pillars, embed_dim, anchor=anchor)
+        self.blocks = nn.ModuleList(
+            GraphTransformerBlock(
+                embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, attention=attention
+            )
+            for _ in range(depth)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        self.embed.reset_parameters(generator)
+        for block in self.blocks:
+            block.reset_parameters(generator)
+
+    def node_embeddings(self, features: Tensor, adjacency: Tensor) -> Tensor:
+        """L2-normalised final node embeddings ``z``, shape (n_queries, n_nodes, D)."""
+        x = self.embed(features)
+        for block in self.blocks:
+            x = block(x, adjacency)
+        return F.normalize(x, dim=-1)
+
+    def forward(self, features: Tensor, adjacency: Tensor) -> Tensor:
+        z = self.node_embeddings(features, adjacency)
+        return (z[:, :1, :] * z).sum(dim=-1)
+
+    def score_lists(self, lists: QueryLists) -> Tensor:
+        """Scores of a :class:`~pillar_rerank.lists.QueryLists` batch, shape (n_queries, n_nodes)."""
+        return self(lists.features, lists.adjacency)
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_pillars={self.n_pillars}, embed_dim={self.embed_dim}, depth={self.depth}, "
+            f"num_heads={self.num_heads}, attention={self.attention!r}"
+        )
+
+
+class MutualRerankNetwork(nn.Module):
+    """The two direction networks LeaPRR trains jointly: ``i2t`` (image queries) and ``t2i``.
+
+    Same architecture, separate weights (spec §6.1). ``reset_parameters(generator)``
+    initialises ``i2t`` first, then ``t2i``, so a seeded generator gives a reproducible model.
+    """
+
+    def __init__(self, n_pillars: int, **network_params) -> None:
+        super().__init__()
+        self.i2t = GraphRerankNetwork(n_pillars, **network_params)
+        self.t2i = GraphRerankNetwork(n_pillars, **network_params)
+
+    @classmethod
+    def from_config(
+        cls, config: LeaPRRConfig, *, generator: torch.Generator | None = None
+    ) -> MutualRerankNetwork:
+        """Build the pair from a config; with ``generator`` the initialisation is seeded."""
+        net = cls(
+            config.n_pillars,
+            embed_dim=config.embed_dim,
+            depth=config.depth,
+            num_heads=config.num_heads,
+            mlp_ratio=config.mlp_ratio,
+            qkv_bias=config.qkv_bias,
+            anchor=config.anchor,
+            attention=config.attention,
+        )
+        if generator is not None:
+            net.reset_parameters(generator)
+        return net
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        self.i2t.reset_parameters(generator)
+        self.t2i.reset_parameters(generator)

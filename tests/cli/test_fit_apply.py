@@ -1,0 +1,205 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from pillar_rerank.cli.main import cli
+
+TINY = {
+    "n_pillars": 8,
+    "list_len_i2t": 6,
+    "list_len_t2i": 4,
+    "graph_neighbors": 4,
+    "intra_source": "second_order",
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 4,
+    "epochs": 1,
+    "batch_size": 64,
+    "eval_every": 1000,
+}
+
+
+def _write_side(folder, prefix, n_images, seed, cpi=3):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(size=(n_images, 12))
+    t2i = np.repeat(np.arange(n_images), cpi)
+    txt = img[t2i] + 0.7 * rng.normal(size=(n_images * cpi, 12))
+    sims = (img / np.linalg.norm(img, axis=1, keepdims=True)) @ (
+        txt / np.linalg.norm(txt, axis=1, keepdims=True)
+    ).T
+    np.save(folder / f"{prefix}_sims.npy", sims.astype(np.float32))
+    np.save(folder / f"{prefix}_t2i.npy", t2i)
+    return [
+        f"--{'' if prefix == 'train' else prefix + '-'}sims",
+        str(folder / f"{prefix}_sims.npy"),
+        f"--{'' if prefix == 'train' else prefix + '-'}txt2img",
+        str(folder / f"{prefix}_t2i.npy"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "cfg.json").write_text(json.dumps(TINY))
+    train = _write_side(root, "train", 50, 0)
+    dev = _write_side(root, "dev", 30, 1)
+    test = _write_side(root, "test", 30, 2)
+    test = [a.replace("--test-", "--") for a in test]
+    result = CliRunner().invoke(
+        cli, ["fit", *train, *dev, "--config", str(root / "cfg.json"), "-q", "-o", str(root / "model")]
+    )
+    assert result.exit_code == 0, result.output
+    return root, train, dev, test
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_fit_writes_a_verified_model_dir(workspace):
+    root, *_ = workspace
+    assert {p.name for p in (root / "model").iterdir()} == {
+        "weights.safetensors",
+        "config.json",
+        "manifest.json",
+    }
+    doc = json.loads((root / "model" / "config.json").read_text())
+    assert doc["config"]["embed_dim"] == 32 and doc["config"]["depth"] == 1
+
+
+def test_apply_matches_the_api_and_shards_merge(workspace):
+    from pillar_rerank.inputs import load_retrieval_set
+    from pillar_rerank.reranker import PillarReranker
+
+    root, _, _, test = workspace
+    r = run("apply", root / "model", *test, "-o", root / "out.npy")
+    assert r.exit_code == 0, r.output
+    got = np.load(root / "out.npy")
+    data = load_retrieval_set(sims=root / "test_sims.npy", txt_to_img=root / "test_t2i.npy")
+    # same model and data; BLAS thread scheduling may differ between the two calls (last-ulp level)
+    np.testing.assert_allclose(got, PillarReranker.load(root / "model").rerank(data), rtol=0, atol=1e-6)
+    for i in range(2):
+        r = run("apply", root / "model", *test, "--shard", f"{i}/2", "-o", root / f"part{i}.npz")
+        assert r.exit_code == 0, r.output
+    r = run("merge", root / "model", root / "part0.npz", root / "part1.npz", *test, "-o", root / "merged.npy")
+    assert r.exit_code == 0, r.output
+    np.testing.assert_allclose(np.load(root / "merged.npy"), got, rtol=0, atol=1e-6)
+    r = run("merge", root / "model", root / "part0.npz", *test, "-o", root / "merged2.npy")
+    assert r.exit_code == 2 and "1 of 2 shards missing" in r.output
+    assert not (root / "merged2.npy").exists()
+
+
+def test_refuses_to_overwrite(workspace):
+    root, train, _, test = workspace
+    r = run("fit", *train, "--config", root / "cfg.json", "-o", root / "model")
+    assert r.exit_code == 3 and "already exists" in r.output
+    (root / "taken.npy").write_bytes(b"keep")
+    r = run("apply", root / "model", *test, "-o", root / "taken.npy")
+    assert r.exit_code == 3 and "--overwrite" in r.output
+    assert (root / "taken.npy").read_bytes() == b"keep"
+    r = run("apply", root / "model", *test, "-o", root / "test_sims.npy", "--overwrite")
+    assert r.exit_code == 3 and "input" in r.output
+
+
+def test_mismatched_shapes_and_bad_options(workspace, tmp_path):
+    root, train, _, _ = workspace
+    np.save(tmp_path / "short.npy", np.arange(10))
+    r = run(
+        "apply",
+        root / "model",
+        "--sims",
+        root / "test_sims.npy",
+        "--txt2img",
+        tmp_path / "short.npy",
+        "-o",
+        tmp_path / "o.npy",
+    )
+    assert r.exit_code == 2 and "txt2img" in r.output.lower() or "txt_to_img" in r.output
+    r = run(
+        "apply",
+        root / "model",
+        "--sims",
+        root / "test_sims.npy",
+        "--txt2img",
+        root / "test_t2i.npy",
+        "--shard",
+        "3/2",
+        "-o",
+        tmp_path / "o.npy",
+    )
+    assert r.exit_code == 2 and "i/n" in r.output
+    (tmp_path / "bad.json").write_text(json.dumps({**TINY, "lerning_rate": 1}))
+    r = run("fit", *train, "--config", tmp_path / "bad.json", "-o", tmp_path / "m")
+    assert r.exit_code == 2 and "lerning_rate" in r.output
+    r = run("fit", *train, "--config", root / "cfg.json", "--list-len-t2i", "99", "-o", tmp_path / "m")
+    assert r.exit_code == 2 and "list_len_t2i" in r.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_corrupt_or_foreign_model_dirs(workspace, tmp_path):
+    import shutil
+
+    root, _, _, test = workspace
+    bad = tmp_path / "bad"
+    shutil.copytree(root / "model", bad)
+    w = bad / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)
+    r = run("apply", bad, *test, "-o", tmp_path / "o.npy")
+    assert r.exit_code == 2 and "SHA-256" in r.output
+    # a model dir whose (consistently checksummed) config is from another model size
+    from pillar_rerank.checkpoint import load_model_dir, save_model_dir
+
+    state, doc = load_model_dir(root / "model")
+    doc["config"]["depth"] = 2
+    save_model_dir(tmp_path / "foreign", state_dict=state, config=doc)
+    r = run("apply", tmp_path / "foreign", *test, "-o", tmp_path / "o.npy")
+    assert r.exit_code == 2 and "do not match the config" in r.output
+    r = run("apply", tmp_path / "missing", *test, "-o", tmp_path / "o.npy")
+    assert r.exit_code == 3
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_fit_resume_from_checkpoint(workspace, tmp_path):
+    root, train, _, _ = workspace
+    r = run(
+        "fit",
+        *train,
+        "--config",
+        root / "cfg.json",
+        "-q",
+        "--epochs",
+        "2",
+        "--checkpoint-dir",
+        tmp_path / "ck",
+        "-o",
+        tmp_path / "m1",
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "ck" / "state.json").is_file()
+    r = run(
+        "fit",
+        *train,
+        "--config",
+        root / "cfg.json",
+        "-q",
+        "--epochs",
+        "2",
+        "--checkpoint-dir",
+        tmp_path / "ck",
+        "--resume",
+        "-o",
+        tmp_path / "m2",
+    )
+    assert r.exit_code == 0, r.output
+    from pillar_rerank.checkpoint import load_model_dir
+
+    a, _ = load_model_dir(tmp_path / "m1")
+    b, _ = load_model_dir(tmp_path / "m2")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_commands_are_listed_with_help():
+    for name in ("fit", "apply", "merge", "demo"):
+        r = run(name, "--help")
+        assert r.exit_code == 0 and "Usage" in r.output

@@ -1,0 +1,250 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pillar_rerank.checkpoint import SimulatedCrash
+from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError, NotFittedError
+from pillar_rerank.inputs import Relevance, RetrievalSet
+from pillar_rerank.metrics.recall import recall_metrics
+from pillar_rerank.model.network import MutualRerankNetwork
+from pillar_rerank.reranker import PillarReranker
+from pillar_rerank.sharding import merge_shards
+
+
+def make_set(n_images, *, cpi=3, seed=0, noise=0.15, name="syn", embeddings=False):
+    """Captions cluster around their image; cross-modal scores are noisy, intra-modal ones clean."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(size=(n_images, 16))
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    t2i = np.repeat(np.arange(n_images), cpi)
+    txt = img[t2i] + 0.5 * rng.normal(size=(n_images * cpi, 16))
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    scores = (img @ txt.T + noise * rng.normal(size=(n_images, n_images * cpi))).astype(np.float32)
+    emb = (
+        {"image_embeddings": img.astype(np.float32), "text_embeddings": txt.astype(np.float32)}
+        if embeddings
+        else {}
+    )
+    return RetrievalSet(
+        Relevance(t2i, n_images),
+        scores=scores,
+        image_image=(img @ img.T).astype(np.float32),
+        text_text=(txt @ txt.T).astype(np.float32),
+        name=name,
+        **emb,
+    )
+
+
+CFG = LeaPRRConfig(
+    n_pillars=8,
+    list_len_i2t=6,
+    list_len_t2i=4,
+    graph_neighbors=4,
+    intra_source="given",
+    embed_dim=32,
+    depth=2,
+    num_heads=4,
+    epochs=2,
+    batch_size=64,
+    eval_every=3,
+    seed=0,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_set(60, seed=0, name="train"), make_set(40, seed=1, name="dev")
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, dev = data
+    return PillarReranker(CFG).fit(train, dev, verbose=False)
+
+
+def test_constructor_stores_only_and_unfitted_raises(data):
+    r = PillarReranker(CFG)
+    assert r.get_params() == {"config": CFG}
+    with pytest.raises(NotFittedError, match="not fitted"):
+        r.rerank(data[1])
+    assert PillarReranker().clone().get_params() == {"config": None}
+
+
+def test_fit_sets_learned_attributes(fitted, data):
+    assert fitted.n_images_in_ == 60 and fitted.n_texts_in_ == 180
+    assert fitted.history_["selected"] == "best_dev_rsum"
+    n_val = len(fitted.history_["validations"])
+    assert n_val >= 2  # every eval_every iterations and at each epoch end
+    assert len(fitted.history_["epochs"]) == 2
+
+
+def test_rerank_output_contract(fitted, data):
+    dev = data[1]
+    base = dev.scores.copy()
+    dev.scores.setflags(write=False)
+    out = fitted.rerank(dev)
+    assert out.dtype == np.float32 and out.shape == base.shape
+    np.testing.assert_array_equal(dev.scores, base)
+    changed = out != base
+    # each image query re-scores list_len_i2t - 1 texts, each text query list_len_t2i - 1 images
+    assert 0 < changed.sum() <= 40 * 5 + 120 * 3
+    assert (changed.sum(axis=1) >= 5).all()
+
+
+def test_cpu_determinism_with_a_seed(fitted, data):
+    again = PillarReranker(CFG).fit(*data, verbose=False)
+    for (k, a), b in zip(fitted.model_.state_dict().items(), again.model_.state_dict().values()):
+        assert torch.equal(a, b), k
+    np.testing.assert_array_equal(fitted.rerank(data[1]), again.rerank(data[1]))
+
+
+def test_save_load_round_trip_gives_identical_scores(fitted, data, tmp_path):
+    fitted.save(tmp_path / "m")
+    loaded = PillarReranker.load(tmp_path / "m")
+    assert loaded.config_ == fitted.config_
+    np.testing.assert_array_equal(loaded.rerank(data[1]), fitted.rerank(data[1]))
+    doc = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert doc["format_version"] == 1 and "package_version" in doc
+    assert doc["fitted"]["input"]["intra_source"] == "given"
+    with pytest.raises(InputFileError, match="already exists"):
+        fitted.save(tmp_path / "m")
+    fitted.save(tmp_path / "m", overwrite=True)
+
+
+def test_corrupt_tampered_and_mismatched_model_dirs(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    weights = tmp_path / "m" / "weights.safetensors"
+    raw = weights.read_bytes()
+    weights.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="truncated or replaced"):
+        PillarReranker.load(tmp_path / "m")
+    weights.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        PillarReranker.load(tmp_path / "m")
+    # a config edited consistently (checksums re-written) that no longer fits the weights
+    from pillar_rerank.checkpoint import load_model_dir, save_model_dir
+
+    weights.write_bytes(raw)
+    state, doc = load_model_dir(tmp_path / "m")
+    doc["config"]["embed_dim"] = 64
+    save_model_dir(tmp_path / "other", state_dict=state, config=doc)
+    with pytest.raises(CheckpointError, match="do not match the config"):
+        PillarReranker.load(tmp_path / "other")
+    (tmp_path / "m" / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="manifest.json is missing"):
+        PillarReranker.load(tmp_path / "m")
+
+
+def test_resume_after_crash_is_bitwise_identical(data, tmp_path):
+    train, dev = data
+    cfg = CFG.replace(epochs=3, batch_size=48)  # 4 iterations per epoch, 12 in all
+    ref = PillarReranker(cfg).fit(train, dev, verbose=False)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(SimulatedCrash):
+        PillarReranker(cfg).fit(
+            train, dev, checkpoint_dir=ckpt, checkpoint_every=3, crash_at_step=7, verbose=False
+        )
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["global_step"] == 6  # last checkpoint before the crash, mid-epoch
+    resumed = PillarReranker(cfg).fit(train, dev, checkpoint_dir=ckpt, resume=True, verbose=False)
+    for (k, a), b in zip(ref.model_.state_dict().items(), resumed.model_.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert resumed.history_["validations"] == ref.history_["validations"]
+    # a checkpoint from another problem is refused
+    with pytest.raises(CheckpointError, match="another training run"):
+        PillarReranker(cfg.replace(seed=1)).fit(train, dev, checkpoint_dir=ckpt, resume=True, verbose=False)
+
+
+def test_shards_merge_to_the_full_result(fitted, data, tmp_path):
+    dev = data[1]
+    full = fitted.rerank(dev)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"s{i}.npz"
+        fitted.rerank(dev, shard=(i, 3)).save(p)
+        paths.append(p)
+    np.testing.assert_array_equal(fitted.merge(dev, paths[::-1]), full)
+    np.testing.assert_array_equal(merge_shards(dev.scores, paths), full)
+    with pytest.raises(InvalidInputError, match="1 of 3 shards missing"):
+        fitted.merge(dev, paths[:2])
+    with pytest.raises(InvalidInputError, match="given twice"):
+        fitted.merge(dev, [paths[0], *paths])
+    other = PillarReranker(CFG.replace(seed=5)).fit(data[0], None, verbose=False)
+    with pytest.raises(CheckpointError, match="different model"):
+        other.merge(dev, paths)
+    assert other.history_["selected"] == "last"
+
+
+def test_fit_improves_dev_rsum_over_the_untrained_network(data):
+    train, dev = data
+    cfg = CFG.replace(epochs=6, lr=0.1, batch_size=32, eval_every=1000)
+    trained = PillarReranker(cfg).fit(train, dev, verbose=False)
+    untrained = PillarReranker(cfg)
+    untrained._install(
+        cfg,
+        MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(cfg.seed)).state_dict(),
+        source="test",
+    )
+    before = recall_metrics(untrained.rerank(dev), dev.relevance)["RSUM"]
+    after = recall_metrics(trained.rerank(dev), dev.relevance)["RSUM"]
+    assert after > before
+
+
+def _reference_layout(model: MutualRerankNetwork, L: int) -> dict:
+    """Our weights under the reference's key names (what checkpoint_best.pth holds)."""
+    inverse = {"embed.norm_first": "ln", "embed.norm_second": "ln1", "embed.proj": "topk_proj"}
+    out = {}
+    for key, value in model.state_dict().items():
+        direction, _, inner = key.partition(".")
+        head, _, leaf = inner.rpartition(".")
+        inner = f"{inverse[head]}.{leaf}" if head in inverse else inner
+        out[f"model_{direction}.{inner}"] = value.clone().half()
+    d = model.i2t.embed_dim
+    for direction in ("i2t", "t2i"):
+        out[f"model_{direction}.feature_align.layers.0.weight"] = torch.zeros(2 * L, d).half()
+        out[f"model_{direction}.feature_align.layers.0.bias"] = torch.zeros(2 * L).half()
+    return out
+
+
+def test_from_reference_checkpoint(data, tmp_path):
+    cfg = CFG.replace(mlp_ratio=2.0)
+    net = MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(7))
+    path = tmp_path / "checkpoint_best.pth"
+    torch.save(
+        {"epoch": 3, "state_dict": _reference_layout(net, cfg.n_pillars), "recall": {"rsum": 1.0}}, path
+    )
+    base = CFG.replace(mlp_ratio=2.0)  # what shapes cannot tell (heads, list lengths) comes from here
+    imported = PillarReranker.from_reference_checkpoint(path, base)
+    c = imported.config_
+    assert (c.n_pillars, c.embed_dim, c.depth, c.mlp_ratio, c.reference_thresholds) == (8, 32, 2, 2.0, True)
+    x, a = torch.randn(3, 6, 16), torch.eye(6).expand(3, 6, 6)
+    want = net.half().float().i2t(x, a)
+    assert torch.allclose(imported.model_.i2t(x, a), want, atol=1e-6)
+    assert imported.rerank(data[1]).shape == (40, 120)
+    with pytest.raises(CheckpointError, match="weights imply"):
+        PillarReranker.from_reference_checkpoint(path, base.replace(n_pillars=16))
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(2)}}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError):
+        PillarReranker.from_reference_checkpoint(tmp_path / "bad.pth")
+
+
+def test_list_lengths_are_checked_against_the_gallery(data):
+    with pytest.raises(InvalidInputError, match="list_len_t2i - 1"):
+        PillarReranker(CFG.replace(list_len_t2i=80)).fit(data[0], verbose=False)
+
+
+def test_normaliser_composition_hook(data):
+    baselines = pytest.importorskip("pillar_rerank.baselines")
+    if not hasattr(baselines, "get_baseline") or not hasattr(baselines, "apply_both"):
+        pytest.skip("pillar_rerank.baselines has no get_baseline/apply_both yet")
+    train, dev = data
+    cfg = CFG.replace(epochs=1, normalize="inverted_softmax", normalize_params={})
+    with pytest.raises(InvalidInputError, match="query bank"):
+        PillarReranker(cfg).fit(train, dev, verbose=False)  # scores only: no bank can be built
+    train, dev = make_set(60, seed=0, embeddings=True), make_set(40, seed=1, embeddings=True)
+    r = PillarReranker(cfg).fit(train, dev, verbose=False)
+    assert r.input_["normalize"] == "inverted_softmax"
+    assert r.rerank(dev).shape == dev.scores.shape
