@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from pillar_rerank._validation import check_float_matrix
 from pillar_rerank.exceptions import InvalidInputError
-from pillar_rerank.inputs import RetrievalSet, load_retrieval_set
-from pillar_rerank.io import check_output_path, load_array, save_json
+from pillar_rerank.inputs import Relevance, RetrievalSet, load_retrieval_set
+from pillar_rerank.io import check_output_path, load_array, load_direction_pair, save_json
 from pillar_rerank.metrics.evaluate import DIRECTIONS, evaluate, parse_metric
 from pillar_rerank.metrics.qrels import Qrels, load_graded_pairs
 
@@ -85,6 +86,7 @@ def eval_command(sims, image_emb, text_emb, txt2img, captions_per_image, t2i_sim
     rerank eval sims.npy --txt2img cap2img.npy --folds 5 --json out.json
     rerank eval --image-emb img.npy --text-emb txt.npy --txt2img cap2img.npy
     rerank eval --demo test
+    rerank eval nnn.npz --txt2img cap2img.npy    # i2t + t2i from `rerank baseline`
 
     Recall is the % of queries with a positive in the top K; ties are broken by gallery index
     (lower first). Values are percentages except medr/meanr (1-based ranks).
@@ -143,6 +145,16 @@ def _load(sims, image_emb, text_emb, txt2img, captions_per_image, t2i_sims, demo
     if (txt2img is None) == (captions_per_image is None):
         raise click.UsageError("give exactly one of --txt2img MAP.npy or --captions-per-image N.")
     name = Path(sims).name if sims is not None else f"{Path(image_emb).name} @ {Path(text_emb).name}"
+    if sims is not None and Path(sims).suffix == ".npz":
+        if t2i_sims is not None:
+            raise click.UsageError("an .npz SIMS already holds both directions; drop --t2i-sims.")
+        i2t, t2i = load_direction_pair(sims, name="SIMS")
+        check_float_matrix(i2t, name="SIMS[i2t]", source=str(sims))
+        relevance = Relevance.from_arguments(
+            n_images=i2t.shape[0], n_texts=i2t.shape[1], captions_per_image=captions_per_image,
+            txt_to_img=None if txt2img is None else load_array(txt2img, name="txt_to_img"),
+            source=None if txt2img is None else str(txt2img))
+        return RetrievalSet(relevance=relevance, scores=i2t, t2i_scores=t2i, name=name)
     data = load_retrieval_set(sims=sims, image_embeddings=image_emb, text_embeddings=text_emb,
                               txt_to_img=txt2img, captions_per_image=captions_per_image, name=name)
     if t2i_sims is not None:

@@ -43,7 +43,9 @@ def check_float_matrix(
         try:
             arr = np.asarray(array)
         except Exception as exc:  # noqa: BLE001 - anything that cannot become an array
-            raise InvalidInputError(f"{where}: expected a 2-D float array; got {type(array).__name__}.") from exc
+            raise InvalidInputError(
+                f"{where}: expected a 2-D float array; got {type(array).__name__}."
+            ) from exc
     if arr.dtype == object or arr.dtype.kind not in "fiub":
         raise InvalidInputError(
             f"{where}: expected a float16/float32/float64 array; got dtype {arr.dtype!s}."
@@ -219,8 +221,10 @@ class Interval:
             return False
         if isinstance(value, float) and not np.isfinite(value):
             return False
-        lo_ok = self.low is None or (value >= self.low if self.closed in ("both", "left") else value > self.low)
-        hi_ok = self.high is None or (value <= self.high if self.closed in ("both", "right") else value < self.high)
+        closed_low = self.closed in ("both", "left")
+        closed_high = self.closed in ("both", "right")
+        lo_ok = self.low is None or (value >= self.low if closed_low else value > self.low)
+        hi_ok = self.high is None or (value <= self.high if closed_high else value < self.high)
         return lo_ok and hi_ok
 
     def __str__(self) -> str:

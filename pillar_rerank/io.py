@@ -107,6 +107,31 @@ def _check_npy_header(p: Path, *, name: str) -> None:
         )
 
 
+def load_direction_pair(path: PathLikeStr, *, name: str = "scores") -> tuple[np.ndarray, np.ndarray]:
+    """Load the ``.npz`` of direction-specific scores written by ``rerank baseline``.
+
+    It holds exactly two numeric arrays, ``i2t`` and ``t2i``, both image x text; the archive is
+    read with ``allow_pickle=False``.
+    """
+    import zipfile
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"{name} ({p}): file not found.")
+    try:
+        with np.load(p, allow_pickle=False) as archive:
+            keys = sorted(archive.files)
+            if keys != ["i2t", "t2i"]:
+                raise InvalidInputError(
+                    f"{name} ({p}): expected an .npz with arrays 'i2t' and 't2i'; got {keys}."
+                )
+            return archive["i2t"], archive["t2i"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"{name} ({p}): not a valid .npz of numeric arrays ({exc}).") from exc
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)

@@ -148,3 +148,31 @@ def test_existing_json_needs_overwrite(files, tmp_path):
     assert res.exit_code == 3 and "pass --overwrite" in res.output and out.read_text() == "{}"
     assert run("eval", p["sims"], "--txt2img", p["map"], "--json", out, "--overwrite").exit_code == 0
     assert "metrics" in json.loads(out.read_text())
+
+
+def test_direction_pair_npz_from_rerank_baseline(tmp_path):
+    """The .npz that `rerank baseline --direction both` writes evaluates both directions."""
+    import numpy as np
+    from click.testing import CliRunner
+    from pillar_rerank.cli.main import cli
+
+    from pillar_rerank.inputs import Relevance
+    from pillar_rerank.metrics.recall import recall_metrics
+
+    rng = np.random.default_rng(0)
+    i2t = rng.standard_normal((12, 24)).astype(np.float32)
+    t2i = rng.standard_normal((12, 24)).astype(np.float32)
+    np.savez(tmp_path / "pair.npz", i2t=i2t, t2i=t2i)
+    expected = recall_metrics(i2t, Relevance.from_captions_per_image(12, 2), t2i_scores=t2i)
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "pair.npz"), "--captions-per-image", "2",
+                                      "--json", str(tmp_path / "out.json")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    got = json.loads((tmp_path / "out.json").read_text())
+    flat = got.get("metrics", got)
+    assert abs(flat["RSUM"] - expected["RSUM"]) < 1e-9
+
+    np.savez(tmp_path / "bad.npz", scores=i2t)
+    bad = CliRunner().invoke(cli, ["eval", str(tmp_path / "bad.npz"), "--captions-per-image", "2"])
+    assert bad.exit_code == 2 and "'i2t' and 't2i'" in bad.output
