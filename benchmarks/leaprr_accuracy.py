@@ -85,6 +85,11 @@ def run(protocols=("a", "b"), config: LeaPRRConfig | None = None, root: str | No
         rerank_s = time.perf_counter() - t0
         base = recall_metrics(test.similarity(), test.relevance)
         new = recall_metrics(scores, test.relevance)
+        normalised = None
+        if cfg.normalize is not None:
+            norm_set = model._normalized(test, cfg)
+            normalised = recall_metrics(norm_set.similarity(), test.relevance,
+                                        t2i_scores=norm_set.t2i_scores)
         out["protocols"][name] = {
             "train": [train.n_images, train.n_texts],
             "dev": [dev.n_images, dev.n_texts],
@@ -93,6 +98,7 @@ def run(protocols=("a", "b"), config: LeaPRRConfig | None = None, root: str | No
             "base": {k: round(base[k], 2) for k in KEYS},
             "leaprr": {k: round(new[k], 2) for k in KEYS},
             "rsum_gain": round(new["RSUM"] - base["RSUM"], 2),
+            "normaliser_alone": None if normalised is None else {k: round(normalised[k], 2) for k in KEYS},
             "best_dev_rsum": model.history_.get("best_rsum"),
             "dev_curve": [(v["step"], round(v["RSUM"], 2)) for v in model.history_["validations"]],
             "fit_seconds": round(fit_s, 1),
@@ -111,10 +117,19 @@ def main(argv=None) -> None:
     p.add_argument("--embed-dim", type=int, default=REDUCED["embed_dim"])
     p.add_argument("--lr", type=float, default=REDUCED["lr"])
     p.add_argument("--root", default=None)
+    p.add_argument("--normalize", default=None, help="training-free normaliser run before LeaPRR")
+    p.add_argument("--normalize-params", default="{}",
+                   help='JSON: shared parameters, or {"i2t": {...}, "t2i": {...}} per direction')
+    p.add_argument("--label", default=None, help="key under which results are stored (default: protocol)")
     p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    cfg = LeaPRRConfig(**{**REDUCED, "epochs": args.epochs, "embed_dim": args.embed_dim, "lr": args.lr})
+    cfg = LeaPRRConfig(**{**REDUCED, "epochs": args.epochs, "embed_dim": args.embed_dim, "lr": args.lr,
+                          "normalize": args.normalize,
+                          "normalize_params": json.loads(args.normalize_params)})
     result = run(tuple(args.protocol), cfg, args.root)
+    if args.label:
+        result["protocols"] = {f"{k}:{args.label}": {**v, "config": cfg.to_dict()}
+                               for k, v in result["protocols"].items()}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.output.exists():
         old = json.loads(args.output.read_text())

@@ -44,10 +44,12 @@ def apply(
     model_dir: str, output: str, shard: tuple[int, int] | None, device: str | None, overwrite: bool, **kwargs
 ) -> None:
     """Re-rank the test side with MODEL_DIR; write the new score matrix atomically."""
+    from pillar_rerank.checkpoint import check_output_outside_model_dir, model_dir_files
     from pillar_rerank.io import check_output_path, save_array
     from pillar_rerank.reranker import PillarReranker
 
-    inputs = [v for k, v in kwargs.items() if v is not None and not isinstance(v, int)]
+    inputs = [*(v for v in kwargs.values() if isinstance(v, str)), *model_dir_files(model_dir)]
+    check_output_outside_model_dir(output, model_dir)
     check_output_path(output, inputs=inputs, overwrite=overwrite)
     test = load_side(kwargs, name="test")
     model = PillarReranker.load(model_dir, device=device)

@@ -43,16 +43,20 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 def demo(full: bool, epochs: int | None, output: str | None, quiet: bool, overwrite: bool) -> None:
     """Train LeaPRR on the bundled training side, re-rank the bundled test side, print recalls."""
+    from pillar_rerank.checkpoint import check_model_dir_target
     from pillar_rerank.config import LeaPRRConfig
     from pillar_rerank.datasets import load_demo
     from pillar_rerank.exceptions import InputFileError
-    from pillar_rerank.io import save_array
+    from pillar_rerank.io import check_output_path, save_array
     from pillar_rerank.metrics.recall import recall_metrics
     from pillar_rerank.reranker import PillarReranker
 
     out = Path(output) if output else None
     if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
         raise InputFileError(f"output ({out}): folder is not empty; pass --overwrite to replace its files.")
+    if out is not None and out.is_dir():  # refuse now, not after minutes of training
+        check_model_dir_target(out / "model", overwrite=overwrite)
+        check_output_path(out / "scores.npy", overwrite=overwrite)
     data = load_demo()
     full_train, test = data["train"], data["test"]
     cut = int(round(full_train.n_images * (1 - DEV_FRACTION)))

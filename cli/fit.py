@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 from pillar_rerank.cli.options import data_options, load_side, overwrite_option
 
+from pillar_rerank.checkpoint import check_model_dir_target
 from pillar_rerank.config import LeaPRRConfig
-from pillar_rerank.exceptions import InputFileError, InvalidParameterError
+from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.io import load_json
 
 # CLI flag -> LeaPRRConfig field
@@ -72,7 +73,8 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
     "model_dir",
     required=True,
     type=click.Path(file_okay=False),
-    help="Model directory to create.",
+    help="Model directory to create. With --overwrite it may replace a previous model directory, "
+    "never a folder holding other files (e.g. the inputs).",
 )
 @click.option(
     "--config",
@@ -111,7 +113,13 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
     default=None,
     help="Iterations between training checkpoints (default: eval_every).",
 )
-@click.option("--resume", is_flag=True, help="Continue from the training checkpoint.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the training checkpoint (bitwise the same result on CPU). When the "
+    "checkpoint dir holds no checkpoint yet (the run was killed before its first one), training "
+    "starts from scratch with a logged notice, so the same command always works.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @overwrite_option
 def fit(
@@ -129,19 +137,23 @@ def fit(
     from pillar_rerank.reranker import PillarReranker
 
     out = Path(model_dir)
-    if out.exists() and not overwrite:
-        raise InputFileError(f"model dir ({out}): already exists; pass --overwrite to replace it.")
+    inputs = [v for v in (config_file, *kwargs.values()) if isinstance(v, str)]
+    check_model_dir_target(out, overwrite=overwrite, inputs=inputs)  # before hours of training
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".ckpt")
+    if ckpt.resolve() == out.resolve() or out.resolve() in ckpt.resolve().parents:
+        raise InvalidParameterError(
+            f"--checkpoint-dir ({ckpt}): must not be inside the model dir {out}; choose another folder."
+        )
     params = parse_params(normalize_param, option="--normalize-param")
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in OVERRIDES}
     config = build_config(config_file, overrides, params)
     train = load_side(kwargs, name="train")
     dev = load_side(kwargs, "dev", name="dev", required=False)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".ckpt")
     start = time.perf_counter()
     model = PillarReranker(config).fit(
         train, dev, checkpoint_dir=ckpt, resume=resume, checkpoint_every=checkpoint_every, verbose=not quiet
     )
-    model.save(out, overwrite=overwrite)
+    model.save(out, overwrite=overwrite, inputs=inputs)
     hist = model.history_
     click.echo(
         f"trained LeaPRR on {train.n_images} images x {train.n_texts} captions in "

@@ -14,10 +14,12 @@ from pillar_rerank.cli.options import data_options, load_side, overwrite_option
 @overwrite_option
 def merge(model_dir: str, shards: tuple[str, ...], output: str, overwrite: bool, **kwargs) -> None:
     """Check that SHARDS are every share of one run of MODEL_DIR, exactly once, and merge them."""
+    from pillar_rerank.checkpoint import check_output_outside_model_dir, model_dir_files
     from pillar_rerank.io import check_output_path, save_array
     from pillar_rerank.reranker import PillarReranker
 
-    inputs = [*shards, *(v for v in kwargs.values() if v is not None and not isinstance(v, int))]
+    inputs = [*shards, *(v for v in kwargs.values() if isinstance(v, str)), *model_dir_files(model_dir)]
+    check_output_outside_model_dir(output, model_dir)
     check_output_path(output, inputs=inputs, overwrite=overwrite)
     test = load_side(kwargs, name="test")
     model = PillarReranker.load(model_dir)

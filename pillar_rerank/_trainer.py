@@ -164,9 +164,18 @@ class Trainer:
         history: dict[str, Any] = {"validations": [], "epochs": [], "skipped_steps": 0}
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
+        if ckpt is not None:
+            ckpt.remove_stale_temporaries()
+        if resume and ckpt is None:
+            raise CheckpointError("resume=True needs a checkpoint dir.")
+        if resume and ckpt.is_empty():
+            logger.warning(
+                "resume: no checkpoint in %s yet (none written before the run stopped); "
+                "starting from scratch",
+                checkpoint_dir,
+            )
+            resume = False
         if resume:
-            if ckpt is None or not ckpt.exists():
-                raise CheckpointError(f"checkpoint dir ({checkpoint_dir}): nothing to resume from.")
             best_state, perm, state = self._load(ckpt, model, optimizer, generator)
             epoch, it, step = state["epoch"], state["iteration"], state["global_step"]
             best_rsum = state["best_rsum"] if state["best_rsum"] is not None else -math.inf

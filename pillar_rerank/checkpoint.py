@@ -7,23 +7,32 @@ A **model directory** holds
   and the fitted metadata (input choices, training history summary);
 * ``manifest.json``: format version and the SHA-256 and size of the two files above.
 
-It is written into a temporary sibling folder and renamed into place, so a crash never leaves
-a half-written model. Loading verifies the manifest first: a tampered, truncated or swapped file
-raises :class:`~pillar_rerank.exceptions.CheckpointError` naming it.
+It is written into a temporary sibling folder and renamed into place (or atomically exchanged
+with the previous model directory), so a crash never leaves a half-written model, and only a
+folder that is a model directory of ours is ever replaced: never one holding inputs or other
+files. Loading verifies the manifest first: a tampered, truncated or swapped file raises
+:class:`~pillar_rerank.exceptions.CheckpointError` naming it. Commands that read a model refuse
+outputs inside its directory (:func:`check_output_outside_model_dir`).
 
 A **training checkpoint** (see :class:`TrainingCheckpoint`) is a pair: a safetensors file of
 tensors (model, optimiser buffers, best weights, RNG state, data order) and ``state.json`` with
 everything else plus the tensors file's checksum. The tensors file gets a fresh name each time
 and ``state.json`` is replaced atomically last, so the pair on disk is always consistent.
+Temporaries left by a run killed mid-write are removed by the next save or resume.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
+import logging
 import os
-import shutil
+import re
+import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +45,159 @@ from pillar_rerank.exceptions import CheckpointError, InputFileError
 from pillar_rerank.io import atomic_path, sha256_file
 from pillar_rerank.typing import PathLikeStr
 
+logger = logging.getLogger(__name__)
+
 MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.json"
 STATE_FILE = "state.json"
 
+# atomic_path's temporaries of a tensors file or state.json: ".NAME." + 8 random chars + ".tmp"
+_STALE_CHECKPOINT_TMP = re.compile(
+    r"^\.(tensors-\d+-\d+\.safetensors|" + re.escape(STATE_FILE) + r")\.[a-z0-9_]{8}\.tmp$"
+)
+
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def check_model_dir_target(
+    path: PathLikeStr, *, overwrite: bool = False, inputs: Iterable[PathLikeStr | None] = ()
+) -> Path:
+    """Check that a model directory may be written at ``path``; return it as a Path.
+
+    Refused (:class:`~pillar_rerank.exceptions.InputFileError`): an existing path without
+    ``overwrite``; a file or a symbolic link; a non-empty folder that is not a model directory
+    (no ``manifest.json``); a model directory holding anything beyond its own files; a folder
+    that is or holds one of ``inputs``. So replacing a model directory never deletes anything
+    but a previous model. Call it before long work (training), and :func:`save_model_dir` calls
+    it again before writing.
+    """
+    target = Path(path)
+    label = f"model dir ({target})"
+    resolved = target.resolve()
+    for inp in inputs:
+        if inp is None:
+            continue
+        ip = Path(inp).resolve()
+        if ip == resolved or resolved in ip.parents:
+            raise InputFileError(f"{label}: holds the input {inp}; refusing to write the model over it.")
+    if not (target.exists() or target.is_symlink()):
+        parent = target.parent if str(target.parent) else Path(".")
+        if not parent.is_dir():
+            raise InputFileError(f"{label}: folder {parent} does not exist.")
+        return target
+    if not overwrite:
+        raise InputFileError(f"{label}: already exists; pass --overwrite (overwrite=True).")
+    if target.is_symlink() or not target.is_dir():
+        kind = "a symbolic link" if target.is_symlink() else "not a directory"
+        raise InputFileError(f"{label}: exists and is {kind}; refusing to replace it.")
+    entries = sorted(p.name for p in target.iterdir())
+    if entries and not (target / MANIFEST_FILE).is_file():
+        raise InputFileError(
+            f"{label}: exists and is not a pillar_rerank model directory (no {MANIFEST_FILE}); "
+            f"refusing to replace it, which would delete its {len(entries)} entries "
+            f"(e.g. {entries[0]}). Choose a new or empty folder."
+        )
+    foreign = [name for name in entries if name not in _own_files(target)]
+    if foreign:
+        raise InputFileError(
+            f"{label}: holds {len(foreign)} entries that are not part of the model "
+            f"({', '.join(foreign[:3])}); refusing to replace it and delete them."
+        )
+    return target
+
+
+def check_output_outside_model_dir(
+    output: PathLikeStr, model_dir: PathLikeStr, *, name: str = "output"
+) -> None:
+    """Refuse to write ``output`` inside ``model_dir`` (a model being read is an input)."""
+    out, root = Path(output).resolve(), Path(model_dir).resolve()
+    if out == root or root in out.parents:
+        raise InputFileError(
+            f"{name} ({output}): is inside the model directory {model_dir} being read; "
+            "refusing to write there. Choose a path outside it."
+        )
+
+
+def model_dir_files(model_dir: PathLikeStr) -> list[Path]:
+    """The files of a model directory (to pass as ``inputs`` to output checks); [] if absent."""
+    root = Path(model_dir)
+    return sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else []
+
+
+def _own_files(root: Path) -> set[str]:
+    """Names of the files a model directory of ours consists of (from its manifest)."""
+    names = {WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE}
+    try:
+        files = json.loads((root / MANIFEST_FILE).read_text())["files"]
+        names |= {n for n in files if isinstance(n, str) and _is_plain_tensors_name(n)}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a damaged manifest: only the fixed names count as ours
+    return names
+
+
+def _is_plain_tensors_name(name: str) -> bool:
+    return name.endswith(".safetensors") and Path(name).name == name and not name.startswith(".")
+
+
+def _remove_model_files(folder: Path) -> None:
+    """Delete a model directory (or a temporary one) file by file: only our own file names, only
+    regular files; the folder itself is removed only when that leaves it empty."""
+    for entry in folder.iterdir():
+        mine = entry.name in {WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE} or _is_plain_tensors_name(entry.name)
+        if mine and entry.is_file() and not entry.is_symlink():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        logger.warning("left %s in place: it holds files that are not part of a model", folder)
+
+
+def _stale_model_temporaries(parent: Path, name: str) -> list[Path]:
+    """Temporary folders of earlier, killed saves of model dir ``name`` (our naming only)."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.[a-z0-9_]{{8}}\.(tmp|old)$")
+    try:
+        return [p for p in parent.iterdir() if pattern.match(p.name) and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_model_dir(
@@ -54,19 +207,23 @@ def save_model_dir(
     config: dict[str, Any],
     overwrite: bool = False,
     extra: dict[str, dict[str, torch.Tensor]] | None = None,
+    inputs: Iterable[PathLikeStr | None] = (),
 ) -> Path:
-    """Write a model directory atomically; refuse to replace one unless ``overwrite``.
+    """Write a model directory atomically; replace a previous one only with ``overwrite``.
 
     ``extra`` maps a name to more tensors, stored as ``{name}.safetensors`` and checksummed too.
+    The target is checked by :func:`check_model_dir_target` (never a folder that is not a model
+    directory of ours, never one holding an input). The files are written into a temporary
+    sibling folder which is then renamed into place, or atomically exchanged with the previous
+    model directory (whose files are then deleted). Temporary folders left beside the target by
+    a killed earlier save are removed. Permissions are the usual ones (0o777 / 0o666 minus the
+    umask), not ``mkdtemp``'s 0o700.
     """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise InputFileError(f"model dir ({target}): already exists; pass --overwrite (overwrite=True).")
-    if target.exists() and not target.is_dir():
-        raise InputFileError(f"model dir ({target}): exists and is not a directory.")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputFileError(f"model dir ({target}): folder {parent} does not exist.")
+    given = check_model_dir_target(path, overwrite=overwrite, inputs=inputs)
+    target = Path(os.path.abspath(given))  # a real name and parent even for "." or "dir/.."
+    parent = target.parent
+    for stale in _stale_model_temporaries(parent, target.name):
+        _remove_model_files(stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     try:
         save_file(
@@ -88,21 +245,37 @@ def save_model_dir(
             },
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        mask = _umask()
         for name in (*names, MANIFEST_FILE):
+            os.chmod(tmp / name, 0o666 & ~mask)
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, 0o777 & ~mask)
+        _fsync_dir(tmp)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
-            old.rmdir()
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            check_model_dir_target(target, overwrite=overwrite, inputs=inputs)  # unchanged meanwhile?
+            if not _exchange(tmp, target):
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
+                old.rmdir()
+                os.replace(target, old)
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    os.replace(old, target)
+                    raise
+                tmp = old
+            _fsync_dir(parent)
+            _remove_model_files(tmp)  # the previous model, now under the temporary name
         else:
             os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+            _fsync_dir(parent)
+    except BaseException as exc:
+        if tmp.exists() and not (target.exists() and os.path.samefile(tmp, target)):
+            _remove_model_files(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, InputFileError):
+            raise InputFileError(f"model dir ({given}): cannot be written ({exc}).") from exc
         raise
-    return target
+    return given
 
 
 def verify_model_dir(path: PathLikeStr) -> dict[str, Any]:
@@ -192,14 +365,33 @@ class TrainingCheckpoint:
         self.directory = Path(directory)
 
     def exists(self) -> bool:
+        """Whether a complete checkpoint (``state.json``) is there to resume from."""
         return (self.directory / STATE_FILE).is_file()
+
+    def is_empty(self) -> bool:
+        """Whether nothing of a checkpoint is there: no ``state.json`` and no tensors file
+        (stale temporaries of a killed write do not count)."""
+        return not self.exists() and not any(self.directory.glob("tensors-*.safetensors"))
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files an earlier run killed mid-write left (our names only)."""
+        if not self.directory.is_dir():
+            return []
+        removed = []
+        for entry in self.directory.iterdir():
+            if _STALE_CHECKPOINT_TMP.match(entry.name) and entry.is_file() and not entry.is_symlink():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed.append(entry)
+        if removed:
+            logger.info("removed %d temporary file(s) of an interrupted checkpoint write in %s",
+                        len(removed), self.directory)
+        return removed
 
     def save(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         """Write tensors under a fresh name, then ``state.json`` atomically, then drop old files."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in (*self.directory.glob(".tensors-*.tmp"), *self.directory.glob(f".{STATE_FILE}.*.tmp")):
-            with contextlib.suppress(OSError):  # left by a run killed mid-write
-                stale.unlink()
+        self.remove_stale_temporaries()
         name = f"tensors-{state.get('global_step', 0):09d}-{os.getpid()}.safetensors"
         tensor_path = self.directory / name
         with atomic_path(tensor_path) as tmp:
@@ -222,7 +414,14 @@ class TrainingCheckpoint:
         """Read and verify the latest state: ``(tensors, state)``."""
         state_path = self.directory / STATE_FILE
         if not state_path.is_file():
-            raise CheckpointError(f"checkpoint dir ({self.directory}): no {STATE_FILE} to resume from.")
+            orphans = sorted(p.name for p in self.directory.glob("tensors-*.safetensors"))
+            hint = (
+                f" It holds {orphans[0]} without it: {STATE_FILE} was deleted, or the run was killed "
+                "while writing its first checkpoint; run without --resume (resume=False) to start over."
+                if orphans
+                else ""
+            )
+            raise CheckpointError(f"checkpoint dir ({self.directory}): no {STATE_FILE} to resume from.{hint}")
         try:
             doc = json.loads(state_path.read_text())
             tensor_path = self.directory / doc["tensors_file"]

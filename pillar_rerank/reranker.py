@@ -111,7 +111,7 @@ class PillarReranker(BaseReranker):
                 f"PillarReranker: normalize={cfg.normalize!r} needs pillar_rerank.baselines, "
                 f"which is not available ({exc})."
             ) from exc
-        method = get_baseline(cfg.normalize, **cfg.normalize_params)
+        method, t2i_method = _normalizer_pair(get_baseline, cfg.normalize, cfg.normalize_params)
         bank = None
         if getattr(method, "needs_bank", False):
             source = bank_source if bank_source is not None else getattr(self, "bank_", None)
@@ -126,7 +126,7 @@ class PillarReranker(BaseReranker):
                 data.image_embeddings,
                 data.text_embeddings,
             )
-        return apply_both(method, data, bank)
+        return apply_both(method, data, bank, t2i_method=t2i_method)
 
     def _builder(self, data: RetrievalSet, cfg: LeaPRRConfig):
         return get_builder_class().from_data(data, cfg)
@@ -168,7 +168,10 @@ class PillarReranker(BaseReranker):
             ``checkpoint_every`` iterations (default ``config.eval_every``) and after each epoch.
         resume : bool, default=False
             Continue from the state in ``checkpoint_dir``; the result is bitwise identical on
-            CPU to an uninterrupted run with the same seed.
+            CPU to an uninterrupted run with the same seed. When ``checkpoint_dir`` holds no
+            checkpoint yet (a run stopped before writing its first one), training starts from
+            scratch with a logged warning; a damaged checkpoint raises
+            :class:`~pillar_rerank.exceptions.CheckpointError`.
         verbose : bool, default=True
             Show a tqdm progress bar with the running loss.
         crash_at_step : int, optional
@@ -198,7 +201,16 @@ class PillarReranker(BaseReranker):
                 "images": torch.tensor(np.asarray(train.image_embeddings, dtype=np.float32)),
                 "texts": torch.tensor(np.asarray(train.text_embeddings, dtype=np.float32)),
             }
-        train_n = self._normalized(train, cfg, bank_source)
+        # Each side's bank must not contain its own queries (a query's match to itself would be
+        # part of its hubness estimate, unlike at test time): the training side is normalised
+        # with the dev side's queries as the bank when the dev side has embeddings.
+        train_bank = bank_source
+        if bank_source is not None and dev is not None and dev.has_embeddings:
+            train_bank = {
+                "images": torch.tensor(np.asarray(dev.image_embeddings, dtype=np.float32)),
+                "texts": torch.tensor(np.asarray(dev.text_embeddings, dtype=np.float32)),
+            }
+        train_n = self._normalized(train, cfg, train_bank)
         dev_n = self._normalized(dev, cfg, bank_source) if dev is not None else None
         train_src = ListSource(self._builder(train_n, cfg), cfg)
         dev_src = ListSource(self._builder(dev_n, cfg), cfg) if dev_n is not None else None
@@ -333,8 +345,12 @@ class PillarReranker(BaseReranker):
         return apply_updates(*_bases(self._normalized(test, self.config_)), loaded)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: PathLikeStr, *, overwrite: bool = False) -> Path:
-        """Write a model directory (safetensors weights + JSON config + checksums), atomically."""
+    def save(self, path: PathLikeStr, *, overwrite: bool = False, inputs=()) -> Path:
+        """Write a model directory (safetensors weights + JSON config + checksums), atomically.
+
+        With ``overwrite`` only a previous model directory is replaced, never a folder holding
+        anything else or any of ``inputs`` (see :func:`~pillar_rerank.checkpoint.save_model_dir`).
+        """
         self._check_is_fitted()
         doc = {
             "estimator": "PillarReranker",
@@ -348,7 +364,9 @@ class PillarReranker(BaseReranker):
         }
         state = {k: v for k, v in self.model_.state_dict().items()}
         extra = {"bank": self.bank_} if getattr(self, "bank_", None) is not None else None
-        return save_model_dir(path, state_dict=state, config=doc, overwrite=overwrite, extra=extra)
+        return save_model_dir(
+            path, state_dict=state, config=doc, overwrite=overwrite, extra=extra, inputs=inputs
+        )
 
     @classmethod
     def load(cls, path: PathLikeStr, *, device: str | None = None) -> PillarReranker:
@@ -507,3 +525,10 @@ def _input_record(train: RetrievalSet, dev: RetrievalSet | None, cfg: LeaPRRConf
         "normalize": cfg.normalize,
         "normalize_params": dict(cfg.normalize_params),
     }
+
+
+def _normalizer_pair(get_baseline, name: str, params: dict):
+    """The (i2t, t2i) normaliser objects: one shared setting, or ``{"i2t": {...}, "t2i": {...}}``."""
+    if params and set(params) <= {"i2t", "t2i"}:
+        return get_baseline(name, **params.get("i2t", {})), get_baseline(name, **params.get("t2i", {}))
+    return get_baseline(name, **params), None

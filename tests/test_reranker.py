@@ -158,6 +158,27 @@ def test_resume_after_crash_is_bitwise_identical(data, tmp_path):
         PillarReranker(cfg.replace(seed=1)).fit(train, dev, checkpoint_dir=ckpt, resume=True, verbose=False)
 
 
+def test_resume_without_a_checkpoint_starts_from_scratch(data, tmp_path, caplog):
+    """A run killed before its first checkpoint resumes with the same call: from scratch, logged."""
+    train, dev = data
+    cfg = CFG.replace(epochs=1, batch_size=48)
+    ref = PillarReranker(cfg).fit(train, dev, verbose=False)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    stale = ckpt / ".tensors-000000001-99.safetensors.abcd_123.tmp"  # a write killed midway
+    stale.write_bytes(b"partial")
+    with caplog.at_level("WARNING", logger="pillar_rerank"):
+        resumed = PillarReranker(cfg).fit(train, dev, checkpoint_dir=ckpt, resume=True, verbose=False)
+    assert "starting from scratch" in caplog.text
+    assert not stale.exists()
+    for (k, a), b in zip(ref.model_.state_dict().items(), resumed.model_.state_dict().values()):
+        assert torch.equal(a, b), k
+    # tensors without state.json (deleted, or killed between the two writes): refused, not guessed
+    (ckpt / "state.json").unlink()
+    with pytest.raises(CheckpointError, match="without --resume"):
+        PillarReranker(cfg).fit(train, dev, checkpoint_dir=ckpt, resume=True, verbose=False)
+
+
 def test_shards_merge_to_the_full_result(fitted, data, tmp_path):
     dev = data[1]
     full = fitted.rerank(dev)

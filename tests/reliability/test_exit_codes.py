@@ -9,8 +9,9 @@ skipped with a reason) and a minimal valid argument set:
 * an unknown option exits 2;
 * an input with NaN exits 2;
 * an existing output is left untouched (exit 3) unless ``--overwrite`` is given;
-* an output that is an input (or, for folder outputs, a folder holding the inputs) is refused,
-  even with ``--overwrite``, and the input is untouched.
+* an output that is an input (or, for folder outputs, a folder holding the inputs; for commands
+  reading a model, any path inside the model directory) is refused, even with ``--overwrite``,
+  and the input is untouched.
 
 Failures are always one ``Error:`` line without a traceback.
 """
@@ -100,17 +101,6 @@ SPECS: dict[str, Spec] = {
 # Commands deliberately without a valid-run spec, and where they are covered instead.
 NO_SPEC = {"demo": "trains on the bundled data (minutes); its output check is "
                    "test_demo_refuses_a_non_empty_output_folder_before_training"}
-
-# Known defects, reported to the lead; strict, so a fix makes these tests fail until unmarked.
-KNOWN_BUGS = {
-    ("fit", "folder-with-inputs"): "rerank fit -o DIR --overwrite replaces DIR wholesale, deleting inputs "
-                                   "stored in it (save_model_dir rmtree's any existing folder)",
-    ("apply", "model-file"): "rerank apply -o MODEL_DIR/weights.safetensors --overwrite overwrites the "
-                             "model it reads (the model dir is not among the protected inputs)",
-    ("merge", "model-file"): "rerank merge -o MODEL_DIR/weights.safetensors --overwrite overwrites the "
-                             "model it reads (the model dir is not among the protected inputs)",
-}
-
 
 def _spec_or_skip(name: str) -> Spec:
     if not command_available(name):
@@ -249,13 +239,8 @@ def _over_input_cases():
             cases.append(pytest.param(name, "folder-with-inputs", id=f"{name}-folder-with-inputs"))
         if "model" in spec.needs:
             cases.append(pytest.param(name, "model-file", id=f"{name}-model-file"))
-    marked = []
-    for case in cases:
-        name, kind = case.values
-        reason = KNOWN_BUGS.get((name, kind))
-        marks = [pytest.mark.xfail(reason=f"known bug, reported: {reason}", strict=True)] if reason else []
-        marked.append(pytest.param(name, kind, id=case.id, marks=marks))
-    return marked
+            cases.append(pytest.param(name, "inside-model-dir", id=f"{name}-inside-model-dir"))
+    return cases
 
 
 @pytest.mark.parametrize("name, kind", _over_input_cases())
@@ -265,15 +250,17 @@ def test_never_writes_over_an_input(name, kind, inputs):
         target = inputs / spec.input  # e.g. -o sims.npy --overwrite
     elif kind == "folder-with-inputs":
         target = inputs  # e.g. -o the folder that holds sims.npy --overwrite
-    else:
+    elif kind == "model-file":
         target = inputs / "model" / "weights.safetensors"
+    else:  # a new file inside the model directory being read
+        target = inputs / "model" / "new.npy"
     before = snapshot(inputs)
     res = invoke(name, *spec.args(inputs, target), "--overwrite")
     if kind == "folder-with-inputs":
         # writing new files into the folder is fine; removing or changing an input is not
         after = snapshot(inputs)
         assert {k: after.get(k) for k in before} == before, f"rerank {name} damaged inputs in {target}"
-        if res.exit_code != 0:
+        if res.exit_code != 0 or name == "fit":  # a model dir replaces only a previous model dir
             assert_fails_cleanly(res, 3)
         return
     assert res.exit_code != 0, f"rerank {name} wrote over its input {target.name}: {res.output}"

@@ -171,22 +171,6 @@ MODEL_TAMPERING = [
 ]
 
 
-# Known defects, reported to the lead; strict, so a fix makes these tests fail until unmarked.
-KNOWN_BUGS = {
-    "config is a list (+manifest)": "PillarReranker.load calls doc.get() on a non-dict config.json: "
-                                    "AttributeError (exit 1) instead of CheckpointError",
-    "nan weights": "NaN weights (with a matching manifest) produce a NaN score matrix that apply writes",
-    "other data": "the resume fingerprint covers sizes, ground truth and config but not the score "
-                  "values: resuming on different data of the same shape continues silently",
-}
-
-
-def _known(kind: str):
-    reason = KNOWN_BUGS.get(kind)
-    marks = [pytest.mark.xfail(reason=f"known bug, reported: {reason}", strict=True)] if reason else []
-    return pytest.param(kind, marks=marks, id=kind)
-
-
 @pytest.fixture(scope="module")
 def other_model(trained, tmp_path_factory) -> Path:
     """A second model of a different size (its weights do not fit the first one's config)."""
@@ -198,7 +182,7 @@ def other_model(trained, tmp_path_factory) -> Path:
     return d / "model"
 
 
-@pytest.mark.parametrize("kind", [_known(k) for k in MODEL_TAMPERING])
+@pytest.mark.parametrize("kind", MODEL_TAMPERING)
 def test_apply_refuses_a_tampered_model_dir(kind, work, other_model):
     _tamper(work / "model", kind, other_model)
     res = invoke("apply", work / "model", "--sims", work / "sims.npy", "--captions-per-image", 2,
@@ -215,7 +199,6 @@ def test_apply_output_of_an_untampered_model_is_finite(work):
     assert np.isfinite(np.load(work / "out.npy", allow_pickle=False)).all()
 
 
-@pytest.mark.xfail(reason=f"known bug, reported: {KNOWN_BUGS['nan weights']}", strict=True)
 def test_apply_with_nan_weights_does_not_write_nan_scores(work):
     """Weights holding NaN (a diverged run, or planted with a matching manifest) must not turn into
     a NaN score matrix on disk: either a clear error or finite scores."""
@@ -237,7 +220,7 @@ CHECKPOINT_TAMPERING = ["state.json deleted", "state.json not JSON", "state.json
                         "tensors flipped byte", "tensors deleted", "future format", "other data"]
 
 
-@pytest.mark.parametrize("kind", [_known(k) for k in CHECKPOINT_TAMPERING])
+@pytest.mark.parametrize("kind", CHECKPOINT_TAMPERING)
 def test_resume_refuses_a_tampered_checkpoint(kind, work):
     ckpt = work / "ckpt"
     state = ckpt / "state.json"

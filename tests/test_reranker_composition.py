@@ -1,0 +1,50 @@
+"""Composition of a training-free normaliser with LeaPRR: banks and per-direction parameters."""
+
+import numpy as np
+
+from pillar_rerank.baselines import get_baseline
+from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.inputs import Relevance, RetrievalSet
+from pillar_rerank.reranker import PillarReranker, _normalizer_pair
+
+TINY = LeaPRRConfig(n_pillars=4, list_len_i2t=6, list_len_t2i=4, graph_neighbors=3, embed_dim=16,
+                    depth=1, num_heads=2, epochs=1, batch_size=32, eval_every=50, intra_rank=None,
+                    normalize="nnn", normalize_params={"i2t": {"k": 3, "alpha": 0.5},
+                                                       "t2i": {"k": 2, "alpha": 0.25}})
+
+
+def _side(n_images: int, seed: int, name: str) -> RetrievalSet:
+    rng = np.random.default_rng(seed)
+    img = rng.standard_normal((n_images, 8)).astype(np.float32)
+    t2i = np.repeat(np.arange(n_images), 2)
+    txt = img[t2i] + 0.3 * rng.standard_normal((2 * n_images, 8)).astype(np.float32)
+    return RetrievalSet(relevance=Relevance(t2i, n_images), image_embeddings=img,
+                        text_embeddings=txt, name=name)
+
+
+def test_per_direction_parameters_build_two_methods():
+    i2t, t2i = _normalizer_pair(get_baseline, "nnn", TINY.normalize_params)
+    assert (i2t.k, i2t.alpha, t2i.k, t2i.alpha) == (3, 0.5, 2, 0.25)
+    shared, none = _normalizer_pair(get_baseline, "nnn", {"k": 3})
+    assert shared.k == 3 and none is None
+
+
+def test_each_side_is_normalised_with_a_bank_of_other_queries(monkeypatch):
+    train, dev = _side(30, 0, "train"), _side(20, 1, "dev")
+    seen = {}
+    original = PillarReranker._normalized
+
+    def spy(self, data, cfg, bank_source=None):
+        bank = bank_source if bank_source is not None else self.bank_
+        seen[data.name] = bank["images"].numpy().copy()
+        return original(self, data, cfg, bank_source)
+
+    monkeypatch.setattr(PillarReranker, "_normalized", spy)
+    model = PillarReranker(TINY).fit(train, dev, verbose=False)
+    # the training side never uses its own queries as its bank; dev and test use the training side
+    np.testing.assert_array_equal(seen["train"], dev.image_embeddings)
+    np.testing.assert_array_equal(seen["dev"], train.image_embeddings)
+    test = _side(25, 2, "test")
+    out = model.rerank(test)
+    np.testing.assert_array_equal(seen["test"], train.image_embeddings)
+    assert out.shape == (25, 50) and np.isfinite(out).all()
