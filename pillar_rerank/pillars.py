@@ -29,6 +29,8 @@ from pillar_rerank.neighbors import (
     PairScores,
     build_neighbor_lists,
     cross_modal_scores,
+    intra_modal_source,
+    neighbor_memory_plan,
 )
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
 
@@ -76,6 +78,9 @@ class ListBuilder:
     config : LeaPRRConfig
     captions_indptr, captions_indices : ndarray
         CSR image -> captions layout (``Relevance.indptr`` / ``indices``).
+    list_batch : dict, optional
+        Queries per batch of :meth:`build_all`, ``{"image": .., "text": ..}`` (set from
+        ``max_memory`` by :meth:`from_data`; 4096 each by default).
 
     Notes
     -----
@@ -98,8 +103,10 @@ class ListBuilder:
 
     def __init__(self, *, neighbors: NeighborLists, phi_i2t: PairScores, phi_t2i: PairScores,
                  intra: IntraModalScores, txt_to_img: np.ndarray, config: LeaPRRConfig,
-                 captions_indptr: np.ndarray, captions_indices: np.ndarray) -> None:
+                 captions_indptr: np.ndarray, captions_indices: np.ndarray,
+                 list_batch: dict[str, int] | None = None) -> None:
         self.neighbors = neighbors
+        self.list_batch = dict(list_batch or {"image": 4096, "text": 4096})
         self.phi_i2t = phi_i2t
         self.phi_t2i = phi_t2i
         self.intra = intra
@@ -113,7 +120,8 @@ class ListBuilder:
     @classmethod
     def from_data(cls, data: RetrievalSet, config: LeaPRRConfig, *, neighbors: NeighborLists | None = None,
                   device: str | torch.device | None = None, budget_bytes: int = DEFAULT_BLOCK_BYTES,
-                  power_iterations: int = 1) -> ListBuilder:
+                  power_iterations: int = 1, max_memory: str | int | None = None,
+                  index: str | None = None, index_params: dict | None = None) -> ListBuilder:
         """Search the neighbours of ``data`` once and return a builder for its lists.
 
         Parameters
@@ -131,6 +139,17 @@ class ListBuilder:
             Working memory per block of the searches.
         power_iterations : int, default=1
             Subspace iterations of the second-order estimate.
+        max_memory : str or int, optional
+            One budget (e.g. ``"4GB"``) for what input building allocates on top of ``data``:
+            it sets the search and second-order block sizes (replacing ``budget_bytes``) and the
+            list batch of :meth:`build_all` (``plan_input_memory``). Too small a budget for the
+            lists and copies that scale with ``n_images + n_texts`` is an error.
+        index : {"flat", "ivf", "hnsw"}, optional
+            FAISS index of the embedding searches; default ``config.neighbor_index`` when the
+            config has that field, else "flat" (exact). See ``topk_search``.
+        index_params : dict, optional
+            Parameters of the approximate index; default ``config.neighbor_index_params`` when
+            present.
         """
         config = config.validate()
         L, C = config.n_pillars, config.graph_neighbors
@@ -142,12 +161,28 @@ class ListBuilder:
             check_k(value, n_gallery=gallery, name=name, owner="LeaPRRConfig")
         depth = {"i2t": max(L, k_i, C), "t2i": max(L, k_t, C), "i2i": max(L, C), "t2t": max(L, C)}
         second_order_rank = getattr(config, "intra_rank", DEFAULT_SECOND_ORDER_RANK)
+        index = index if index is not None else getattr(config, "neighbor_index", "flat")
+        if index_params is None:
+            index_params = getattr(config, "neighbor_index_params", None)
+        list_batch = None
+        if max_memory is not None:
+            resolved = (neighbors.source if neighbors is not None
+                        else intra_modal_source(data, config.intra_source))
+            plan = neighbor_memory_plan(
+                data, depth, max_memory, intra_source=resolved, second_order_rank=second_order_rank,
+                index=index, index_params=index_params,
+                list_shape={"n_pillars": L, "list_len_i2t": config.list_len_i2t,
+                            "list_len_t2i": config.list_len_t2i, "graph_neighbors": C})
+            budget_bytes, list_batch = plan.block_bytes, plan.list_batch
+            logger.info("%s: max_memory %d MiB -> blocks of %d MiB, list batches %s",
+                        data.name, plan.max_memory >> 20, budget_bytes >> 20, list_batch)
         if neighbors is None:
             intra = IntraModalScores.from_data(data, config.intra_source, rank=second_order_rank,
                                                power_iterations=power_iterations, seed=config.seed,
                                                budget_bytes=budget_bytes)
             neighbors = build_neighbor_lists(data, depth, intra=intra, device=device,
-                                             budget_bytes=budget_bytes)
+                                             budget_bytes=budget_bytes, index=index,
+                                             index_params=index_params)
         else:
             short = {d: neighbors.depth(d) for d in depth if neighbors.depth(d) < depth[d]}
             if short:
@@ -167,7 +202,7 @@ class ListBuilder:
         rel = data.relevance
         return cls(neighbors=neighbors, phi_i2t=phi_i2t, phi_t2i=phi_t2i, intra=intra,
                    txt_to_img=rel.txt_to_img, config=config, captions_indptr=rel.indptr,
-                   captions_indices=rel.indices)
+                   captions_indices=rel.indices, list_batch=list_batch)
 
     def _sides(self) -> tuple[_Side, _Side]:
         nb, cfg = self.neighbors, self.config
@@ -327,11 +362,18 @@ class ListBuilder:
                              adjacency=text_lists.adjacency, candidates=captions, query_ids=images)
         return t2i_map, i2t_map
 
-    def build_all(self, *, batch_size: int = 4096) -> tuple[QueryLists, QueryLists]:
-        """Lists of every image query and every text query, built in batches of ``batch_size``."""
+    def build_all(self, *, batch_size: int | None = None) -> tuple[QueryLists, QueryLists]:
+        """Lists of every image query and every text query, built in batches.
+
+        ``batch_size`` defaults to ``self.list_batch`` (from ``max_memory``, else 4096). The
+        result holds every list; for sets whose lists do not fit in memory, write them to disk
+        with :func:`pillar_rerank.cache.build_cache` instead.
+        """
         parts = []
-        for fn, n in ((self.image_lists, self.n_images), (self.text_lists, self.n_texts)):
-            chunks = [fn(torch.arange(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        for kind, fn, n in (("image", self.image_lists, self.n_images),
+                            ("text", self.text_lists, self.n_texts)):
+            step = batch_size or self.list_batch.get(kind, 4096)
+            chunks = [fn(torch.arange(s, min(n, s + step))) for s in range(0, n, step)]
             parts.append(_concat(chunks))
         return parts[0], parts[1]
 

@@ -12,13 +12,16 @@ blocks so that no full queries x gallery matrix is held beyond the input itself:
   matrix or from two embedding tables, which is what pillar vectors need;
 * :class:`IntraModalScores` chooses where image-image and text-text similarities come from
   (``"given"`` matrices, ``"embeddings"`` cosines or the ``"second_order"`` estimate);
-* :func:`build_neighbor_lists` builds the four lists LeaPRR needs.
+* :func:`build_neighbor_lists` builds the four lists LeaPRR needs;
+* ``index="ivf"`` / ``"hnsw"`` swap the exact search for an approximate FAISS index on very
+  large galleries, and :func:`recall_against_exact` measures what that costs in recall.
 
 Ordering rule everywhere: descending score, ties broken by the lower gallery index. FAISS's own
 choice among *exactly* equal scores inside one gallery block is not specified by FAISS; the exact
 rule holds for the matrix paths and for the torch search backend.
 """
 
+from pillar_rerank.neighbors._ann import INDEX_PARAMS, INDEX_TYPES, ivf_nlist
 from pillar_rerank.neighbors._intra import (
     DEFAULT_SECOND_ORDER_RANK,
     INTRA_SOURCES,
@@ -26,12 +29,20 @@ from pillar_rerank.neighbors._intra import (
     intra_modal_source,
     second_order_embeddings,
 )
-from pillar_rerank.neighbors._lists import DIRECTIONS, NeighborLists, build_neighbor_lists, cross_modal_scores
+from pillar_rerank.neighbors._lists import (
+    DIRECTIONS,
+    NeighborLists,
+    build_neighbor_lists,
+    cross_modal_scores,
+    neighbor_memory_plan,
+)
 from pillar_rerank.neighbors._pairs import PairScores
+from pillar_rerank.neighbors._recall import IndexRecall, recall_against_exact
 from pillar_rerank.neighbors._topk import TopK, force_self_first, merge_topk, topk_rows, topk_search
 
 __all__ = [
-    "DEFAULT_SECOND_ORDER_RANK", "DIRECTIONS", "INTRA_SOURCES", "IntraModalScores", "NeighborLists",
-    "PairScores", "TopK", "build_neighbor_lists", "cross_modal_scores", "force_self_first",
-    "intra_modal_source", "merge_topk", "second_order_embeddings", "topk_rows", "topk_search",
+    "DEFAULT_SECOND_ORDER_RANK", "DIRECTIONS", "INDEX_PARAMS", "INDEX_TYPES", "INTRA_SOURCES",
+    "IndexRecall", "IntraModalScores", "NeighborLists", "PairScores", "TopK", "build_neighbor_lists",
+    "cross_modal_scores", "force_self_first", "intra_modal_source", "ivf_nlist", "merge_topk",
+    "neighbor_memory_plan", "recall_against_exact", "second_order_embeddings", "topk_rows", "topk_search",
 ]

@@ -198,9 +198,13 @@ class IntraModalScores:
         return self.image if modality == "image" else self.text
 
     def topk(self, modality: str, k: int, *, device: str | torch.device | None = None,
-             budget_bytes: int = DEFAULT_BLOCK_BYTES) -> TopK:
-        """Top-``k`` same-modality neighbours of every item, the item itself forced at rank 0."""
+             budget_bytes: int = DEFAULT_BLOCK_BYTES, index: str = "flat",
+             index_params: dict | None = None) -> TopK:
+        """Top-``k`` same-modality neighbours of every item, the item itself forced at rank 0.
+
+        ``index`` / ``index_params``: approximate search of embedding sources (see ``topk_search``).
+        """
         pair = self.scores(modality)
-        top = pair.topk(k, device=device, budget_bytes=budget_bytes)
+        top = pair.topk(k, device=device, budget_bytes=budget_bytes, index=index, index_params=index_params)
         me = torch.arange(pair.shape[0])
         return force_self_first(top, pair.pairs(me, me).numpy())

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pillar_rerank._validation import check_int, check_k
 from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.inputs import RetrievalSet
-from pillar_rerank.neighbors._intra import DEFAULT_SECOND_ORDER_RANK, IntraModalScores
+from pillar_rerank.neighbors._ann import check_index
+from pillar_rerank.neighbors._intra import DEFAULT_SECOND_ORDER_RANK, IntraModalScores, intra_modal_source
 from pillar_rerank.neighbors._pairs import PairScores
 from pillar_rerank.neighbors._topk import TopK
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
+from pillar_rerank.utils.memory import MemoryPlan, plan_input_memory
 
 DIRECTIONS = ("i2t", "t2i", "i2i", "t2t")
 
@@ -76,7 +79,9 @@ def build_neighbor_lists(data: RetrievalSet, depth: int | dict[str, int], *, int
                          budget_bytes: int = DEFAULT_BLOCK_BYTES,
                          intra: IntraModalScores | None = None,
                          second_order_rank: int | None = DEFAULT_SECOND_ORDER_RANK,
-                         power_iterations: int = 1, seed: int = 0) -> NeighborLists:
+                         power_iterations: int = 1, seed: int = 0, index: str = "flat",
+                         index_params: dict | None = None,
+                         max_memory: str | int | None = None) -> NeighborLists:
     """Top-``depth`` lists i2t, t2i, i2i and t2t of ``data``.
 
     Parameters
@@ -95,20 +100,56 @@ def build_neighbor_lists(data: RetrievalSet, depth: int | dict[str, int], *, int
         Pre-built π (so a caller that also needs random access builds it once).
     second_order_rank, power_iterations, seed
         Options of :func:`second_order_embeddings`.
+    index : {"flat", "ivf", "hnsw"}, default="flat"
+        FAISS index of the searches over embeddings (cross-modal from embeddings, intra-modal
+        from embeddings or second-order profiles); "flat" is exact. Top-k of score matrices is
+        always exact. See :func:`topk_search` and :func:`recall_against_exact`.
+    index_params : dict, optional
+        Parameters of the approximate index (see :func:`topk_search`).
+    max_memory : str or int, optional
+        One budget (e.g. ``"4GB"``) for everything this call allocates on top of ``data``; it
+        sets the block size of every stage (:func:`~pillar_rerank.utils.memory.plan_input_memory`)
+        and replaces ``budget_bytes``.
 
     Returns
     -------
     NeighborLists
     """
     depths = _depths(depth)
+    check_index(index, index_params, owner="build_neighbor_lists")
+    if max_memory is not None:
+        resolved = intra.source if intra is not None else intra_modal_source(data, intra_source)
+        budget_bytes = neighbor_memory_plan(data, depths, max_memory, intra_source=resolved,
+                                            second_order_rank=second_order_rank, index=index,
+                                            index_params=index_params).block_bytes
     if intra is None:
         intra = IntraModalScores.from_data(data, intra_source, rank=second_order_rank,
                                            power_iterations=power_iterations, seed=seed,
                                            budget_bytes=budget_bytes)
     phi_i2t, phi_t2i = cross_modal_scores(data)
-    kw = {"device": device, "budget_bytes": budget_bytes}
+    kw = {"device": device, "budget_bytes": budget_bytes, "index": index, "index_params": index_params}
     i2t = phi_i2t.topk(check_k(depths["i2t"], n_gallery=data.n_texts, name="depth['i2t']"), **kw)
     t2i = phi_t2i.T.topk(check_k(depths["t2i"], n_gallery=data.n_images, name="depth['t2i']"), **kw)
     i2i = intra.topk("image", check_k(depths["i2i"], n_gallery=data.n_images, name="depth['i2i']"), **kw)
     t2t = intra.topk("text", check_k(depths["t2t"], n_gallery=data.n_texts, name="depth['t2t']"), **kw)
     return NeighborLists(i2t=i2t, t2i=t2i, i2i=i2i, t2t=t2t, source=intra.source)
+
+
+def neighbor_memory_plan(data: RetrievalSet, depths: dict[str, int], max_memory: str | int, *,
+                         intra_source: str, second_order_rank: int | None = DEFAULT_SECOND_ORDER_RANK,
+                         index: str = "flat", index_params: dict | None = None,
+                         list_shape: dict[str, int] | None = None) -> MemoryPlan:
+    """The :class:`~pillar_rerank.utils.memory.MemoryPlan` of ``data`` under ``max_memory``.
+
+    ``list_shape`` holds the LeaPRRConfig list fields (``n_pillars``, ``list_len_i2t``,
+    ``list_len_t2i``, ``graph_neighbors``) when list building is planned too.
+    """
+    shape = {"n_pillars": 1, "list_len_i2t": 2, "list_len_t2i": 2, "graph_neighbors": 1, **(list_shape or {})}
+    emb = data.image_embeddings
+    return plan_input_memory(
+        max_memory, n_images=data.n_images, n_texts=data.n_texts,
+        dim=None if emb is None else int(emb.shape[1]), intra_source=intra_source, depths=depths,
+        second_order_rank=second_order_rank, has_scores=data.scores is not None,
+        embeddings_float32=emb is None or (emb.dtype == np.float32
+                                           and data.text_embeddings.dtype == np.float32),
+        index=index, index_params=index_params, **shape)

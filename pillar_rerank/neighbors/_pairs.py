@@ -80,15 +80,27 @@ class PairScores:
         if self.matrix is not None:
             out = self.matrix[a_ids.numpy(), b_ids.numpy()]
             return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
-        return (self.left[a_ids] * self.right[b_ids]).sum(-1)
+        # gathered rows are (n, d): chunk them so e.g. all n self-pairs never copy the tables
+        flat_a, flat_b = a_ids.reshape(-1), b_ids.reshape(-1)
+        out = torch.empty(flat_a.shape[0], dtype=torch.float32)
+        step = max(1, _GATHER_BYTES // max(1, 2 * self.left.shape[1] * 4))
+        for s in range(0, flat_a.shape[0], step):
+            out[s:s + step] = (self.left[flat_a[s:s + step]] * self.right[flat_b[s:s + step]]).sum(-1)
+        return out.view(a_ids.shape)
 
     def topk(self, k: int, *, device: str | torch.device | None = None,
-             budget_bytes: int = DEFAULT_BLOCK_BYTES) -> TopK:
-        """Top-``k`` columns of every row (blockwise matrix top-k or FAISS search)."""
+             budget_bytes: int = DEFAULT_BLOCK_BYTES, index: str = "flat",
+             index_params: dict | None = None) -> TopK:
+        """Top-``k`` columns of every row (blockwise matrix top-k or FAISS search).
+
+        ``index`` / ``index_params`` choose an approximate FAISS index for embedding searches
+        (see :func:`topk_search`); the top-k of a matrix is always exact and ignores them.
+        """
         if self.matrix is not None:
             return topk_rows(self.matrix, k, axis=0 if self.transposed else 1, budget_bytes=budget_bytes)
         q, g = (self.right, self.left) if self.transposed else (self.left, self.right)
-        return topk_search(q.numpy(), g.numpy(), k, device=device, budget_bytes=budget_bytes)
+        return topk_search(q.numpy(), g.numpy(), k, device=device, budget_bytes=budget_bytes,
+                           index=index, index_params=index_params)
 
     def __repr__(self) -> str:
         kind = "matrix" if self.matrix is not None else f"embeddings(d={self.left.shape[1]})"
@@ -96,5 +108,10 @@ class PairScores:
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
+    """Row-normalised float32 copy, computed in row blocks (no (n, d) temporaries beyond the copy)."""
+    out = np.empty(x.shape, dtype=np.float32)
+    step = max(1, _GATHER_BYTES // max(1, x.shape[1] * 4))
+    for s in range(0, x.shape[0], step):
+        block = np.asarray(x[s:s + step], dtype=np.float32)
+        out[s:s + step] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), np.float32(1e-12))
+    return out

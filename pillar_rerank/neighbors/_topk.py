@@ -10,6 +10,7 @@ import torch
 
 from pillar_rerank._validation import check_float_matrix, check_k
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
+from pillar_rerank.neighbors._ann import build_index, check_index, search_index, to_gpu
 from pillar_rerank.typing import WITH_FAISS, faiss_num_gpus
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES, block_rows, iter_blocks
 from pillar_rerank.utils.device import resolve_device
@@ -24,7 +25,6 @@ class TopK(NamedTuple):
     ids: np.ndarray
 
 
-
 def _stable_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` of each row of ``block``: descending, ties broken by the lower column."""
     width = block.shape[1]
@@ -34,16 +34,22 @@ def _stable_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
         vals, pos = vals[:, :k].contiguous(), pos[:, :k].contiguous()
         if bool(tied.any()):
             # The k-th value is shared with items left out: take the lowest-index ones of them.
-            rows = tied.nonzero().squeeze(1)
-            sub = block[rows]
-            thr = vals[rows, k - 1:k]
-            above = sub > thr
-            equal = sub == thr
-            need = k - above.sum(1, keepdim=True)
-            take = above | (equal & (equal.cumsum(1) <= need))
-            picked = take.nonzero()[:, 1].view(-1, k)
-            vals[rows] = sub.gather(1, picked)
-            pos[rows] = picked
+            # Tied rows go in chunks of 1/16 of the block, so the copies, masks and counts
+            # (about 30 bytes per entry) add at most ~2 bytes per entry of the block:
+            # low-precision scores (float16) tie at the k-th value in most rows.
+            tied_rows = tied.nonzero().squeeze(1)
+            chunk = max(1, block.shape[0] // 16)
+            for start in range(0, tied_rows.shape[0], chunk):
+                rows = tied_rows[start:start + chunk]
+                sub = block[rows]
+                thr = vals[rows, k - 1:k]
+                above = sub > thr
+                equal = sub == thr
+                need = k - above.sum(1, keepdim=True)
+                take = above | (equal & (equal.cumsum(1, dtype=torch.int32) <= need))
+                picked = take.nonzero()[:, 1].view(-1, k)
+                vals[rows] = sub.gather(1, picked)
+                pos[rows] = picked
     else:
         pos = torch.arange(width, device=block.device).expand(block.shape[0], width).contiguous()
         vals = block
@@ -87,6 +93,13 @@ def topk_rows(scores: Any, k: int, *, axis: int = 1, budget_bytes: int = DEFAULT
     TopK
         ``values`` float32 and ``ids`` int64 of shape (n_queries, k), descending, ties broken by
         the lower gallery index.
+
+    Notes
+    -----
+    Column top-k (``axis=0``) of a memory map is computed in **one sequential pass over row
+    blocks** with a running per-column top-k, so a matrix larger than memory is read once from
+    disk; slicing column blocks instead would read every page of the file once per block. For
+    in-memory arrays, column blocks are cheaper (no merges) and are used.
     """
     if axis not in (0, 1):
         raise InvalidParameterError(f"The 'axis' parameter of topk_rows must be 0 or 1; got {axis!r}.")
@@ -97,20 +110,56 @@ def topk_rows(scores: Any, k: int, *, axis: int = 1, budget_bytes: int = DEFAULT
                                 f"of shape {getattr(scores, 'shape', None)}.")
     n_query, n_gallery = scores.shape if axis == 1 else scores.shape[::-1]
     k = check_k(k, n_gallery=n_gallery, owner="topk_rows")
+    if axis == 0 and isinstance(scores, np.memmap):
+        return _column_topk_streamed(scores, k, budget_bytes=budget_bytes, name=name)
     values = np.empty((n_query, k), dtype=np.float32)
     ids = np.empty((n_query, k), dtype=np.int64)
     step = block_rows(n_gallery, bytes_per_item=12, budget_bytes=budget_bytes)
     for rows in iter_blocks(n_query, step):
         raw = scores[rows] if axis == 1 else scores[:, rows].T
-        block = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
-        if not bool(torch.isfinite(block).all()):
-            bad = (~torch.isfinite(block)).nonzero()[0]
-            where = (rows.start + int(bad[0]), int(bad[1]))
-            raise InvalidInputError(f"{name}: expected finite values; found NaN/inf (first at "
-                                    f"{where if axis == 1 else where[::-1]}).")
+        block = _finite_block(raw, name=name, offset=(rows.start, 0), transposed=axis == 0)
         v, i = _stable_topk(block, k)
         values[rows], ids[rows] = v.numpy(), i.numpy()
     return TopK(values, ids)
+
+
+def _finite_block(raw: np.ndarray, *, name: str, offset: tuple[int, int], transposed: bool) -> torch.Tensor:
+    # copyto casts in small buffered chunks (converting a float16 memory map with
+    # np.ascontiguousarray goes through whole-block temporaries)
+    arr = np.empty(raw.shape, dtype=np.float32)
+    np.copyto(arr, raw, casting="same_kind")
+    # np.isfinite over row chunks: torch.isfinite would allocate a float copy (abs) of the block
+    step = max(1, 2**22 // max(1, arr.shape[1]))
+    for start in range(0, arr.shape[0], step):
+        finite = np.isfinite(arr[start:start + step])
+        if not finite.all():
+            r, c = np.argwhere(~finite)[0]
+            where = (offset[0] + start + int(r), offset[1] + int(c))
+            raise InvalidInputError(f"{name}: expected finite values; found NaN/inf (first at "
+                                    f"{where[::-1] if transposed else where}).")
+    return torch.from_numpy(arr)
+
+
+def _column_topk_streamed(scores: np.ndarray, k: int, *, budget_bytes: int, name: str) -> TopK:
+    """Top-``k`` of every column from one pass over row blocks, merged into a running top-k."""
+    n_rows, n_cols = scores.shape
+    # float32 copy + its transposed copy + top-k buffers per element of the block
+    step = block_rows(n_cols, bytes_per_item=12, budget_bytes=budget_bytes, minimum=min(k, n_rows))
+    # merges run over column chunks so their temporaries (about 36 bytes per candidate) stay
+    # within a quarter of the budget instead of scaling with n_cols * k
+    merge_step = block_rows(2 * k, bytes_per_item=36, budget_bytes=max(1, budget_bytes // 4))
+    best_v = best_i = None
+    for rows in iter_blocks(n_rows, step):
+        block = _finite_block(scores[rows], name=name, offset=(rows.start, 0), transposed=False)
+        v, i = _stable_topk(block.T.contiguous(), min(k, rows.stop - rows.start))
+        del block
+        i += rows.start
+        if best_v is None:  # the first block has >= k rows (step >= k), so k per column
+            best_v, best_i = v, i
+            continue
+        for cols in iter_blocks(n_cols, merge_step):
+            best_v[cols], best_i[cols] = merge_topk(best_v[cols], best_i[cols], v[cols], i[cols], k)
+    return TopK(best_v.numpy(), best_i.numpy())
 
 
 def _as_float32(x: Any, *, name: str) -> np.ndarray:
@@ -129,9 +178,17 @@ def _search_device(device: str | torch.device | None) -> torch.device:
     return resolve_device(device)
 
 
+def _gpu_resources() -> Any:
+    """FAISS GPU resources, created on first use only (never at import)."""
+    import faiss
+
+    return faiss.StandardGpuResources()
+
+
 def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.device | None = None,
-                budget_bytes: int = DEFAULT_BLOCK_BYTES, backend: str = "auto") -> TopK:
-    """Exact maximum-inner-product search of every query over the gallery, in blocks.
+                budget_bytes: int = DEFAULT_BLOCK_BYTES, backend: str = "auto", index: str = "flat",
+                index_params: dict | None = None) -> TopK:
+    """Maximum-inner-product search of every query over the gallery, in blocks.
 
     Parameters
     ----------
@@ -147,7 +204,15 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
     backend : {"auto", "faiss", "torch"}, default="auto"
         "auto" uses FAISS (GPU index when ``faiss_num_gpus() > 0`` and the device is CUDA, CPU
         otherwise); when the device is CUDA but FAISS has no GPU, torch matmuls on that device.
-        "torch" forces blocked torch matmuls (exact tie order).
+        "torch" forces blocked torch matmuls (exact tie order; ``index="flat"`` only).
+    index : {"flat", "ivf", "hnsw"}, default="flat"
+        "flat" is the exact search. "ivf" (``IndexIVFFlat``) and "hnsw" (``IndexHNSWFlat``) are
+        approximate inner-product indexes for very large galleries; measure what they cost in
+        recall with :func:`recall_against_exact`.
+    index_params : dict, optional
+        "ivf": ``nlist`` (default about 4 * sqrt(n_gallery)), ``nprobe`` (32), ``train_size``
+        (40 * nlist), ``seed`` (0). "hnsw": ``M`` (32), ``ef_construction`` (64), ``ef_search``
+        (128, raised to ``k`` when smaller). Unknown keys are an error.
 
     Returns
     -------
@@ -156,14 +221,21 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
 
     Notes
     -----
-    The gallery is streamed in blocks; each block's top-k is merged into a running top-k
-    (ids shifted by the block offset), so memory is O(n_queries * k + block), as in
+    Exact search streams the gallery in blocks; each block's top-k is merged into a running
+    top-k (ids shifted by the block offset), so memory is O(n_queries * k + block), as in
     ``faiss.contrib.exhaustive_search.knn_ground_truth``.
+
+    Approximate indexes hold a float32 copy of the whole gallery (HNSW also its graph, about
+    ``2 * M * 4`` bytes per item) and search queries in blocks. A query whose index search
+    returns fewer than ``k`` results (an IVF probe of nearly empty lists) is searched again
+    exactly, so every row always holds ``k`` valid ids. On a GPU, IVF runs as a FAISS GPU index;
+    FAISS has no GPU HNSW, so HNSW searches on CPU.
     """
     if backend not in ("auto", "faiss", "torch"):
         raise InvalidParameterError(
             "The 'backend' parameter of topk_search must be one of 'auto', 'faiss', 'torch'; "
             f"got {backend!r}.")
+    params = check_index(index, index_params)
     xq = _as_float32(queries, name="queries")
     xb = _as_float32(gallery, name="gallery")
     if xq.shape[1] != xb.shape[1]:
@@ -176,19 +248,35 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
     if backend == "faiss" and not use_faiss:
         raise InvalidParameterError(f"topk_search: backend='faiss' cannot run on {dev} "
                                     "(faiss missing or without GPU support).")
+    if index != "flat" and not use_faiss:
+        raise InvalidParameterError(
+            f"topk_search: index={index!r} needs FAISS on {dev} (faiss missing, without GPU support, "
+            "or backend='torch'); use index='flat'.")
+    gpu_res = _gpu_resources() if use_faiss and dev.type == "cuda" else None
+    logger.debug("topk_search: %d x %d (d=%d, k=%d) on %s with %s, index=%s", xq.shape[0], xb.shape[0],
+                 xq.shape[1], k, dev, "faiss" if use_faiss else "torch", index)
+    if index == "flat":
+        values, ids = _exact_search(xq, xb, k, dev=dev, use_faiss=use_faiss, gpu_res=gpu_res,
+                                    budget_bytes=budget_bytes)
+    else:
+        values, ids = _index_search(xq, xb, k, index=index, params=params, dev=dev, gpu_res=gpu_res,
+                                    budget_bytes=budget_bytes)
+    if use_faiss:
+        # Fix FAISS's arbitrary order among equal scores inside the kept set.
+        for rows in iter_blocks(xq.shape[0], block_rows(k, bytes_per_item=64, budget_bytes=budget_bytes)):
+            v, i = torch.from_numpy(values[rows]), torch.from_numpy(ids[rows])
+            v, i = merge_topk(v, i, v[:, :0], i[:, :0], k)
+            values[rows], ids[rows] = v.numpy(), i.numpy()
+    return TopK(values, ids)
+
+
+def _exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.device, use_faiss: bool,
+                  gpu_res: Any, budget_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     d = xq.shape[1]
     g_step = block_rows(d, budget_bytes=budget_bytes, minimum=k)
     q_step = block_rows(min(g_step, xb.shape[0]), budget_bytes=budget_bytes)
     values = np.empty((xq.shape[0], k), dtype=np.float32)
     ids = np.empty((xq.shape[0], k), dtype=np.int64)
-    gpu_res = None
-    if use_faiss and dev.type == "cuda":
-        import faiss
-
-        gpu_res = faiss.StandardGpuResources()
-    logger.debug("topk_search: %d x %d (d=%d, k=%d) on %s with %s", xq.shape[0], xb.shape[0], d, k,
-                 dev, "faiss" if use_faiss else "torch")
-    gallery_t = None
     for q_rows in iter_blocks(xq.shape[0], q_step):
         best_v = best_i = None
         q_block = xq[q_rows]
@@ -206,12 +294,25 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
                 best_v, best_i = v, i
             else:
                 best_v, best_i = merge_topk(best_v, best_i, v, i, k)
-        if use_faiss:
-            # Fix FAISS's arbitrary order among equal scores inside the kept set.
-            best_v, best_i = merge_topk(best_v, best_i, best_v[:, :0], best_i[:, :0], k)
         values[q_rows] = best_v.cpu().numpy()
         ids[q_rows] = best_i.cpu().numpy()
-    return TopK(values, ids)
+    return values, ids
+
+
+def _index_search(xq: np.ndarray, xb: np.ndarray, k: int, *, index: str, params: dict[str, Any],
+                  dev: torch.device, gpu_res: Any, budget_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    cpu_index = build_index(xb, index, params)
+    faiss_index = cpu_index if gpu_res is None else to_gpu(cpu_index, index, params, gpu_res, dev.index or 0)
+    values, ids = search_index(faiss_index, xq, k, index, params, budget_bytes=budget_bytes)
+    del faiss_index, cpu_index
+    short = np.flatnonzero((ids < 0).any(axis=1))
+    if short.size:
+        logger.info("topk_search: %d of %d queries got fewer than k=%d results from the %s index; "
+                    "searching them exactly.", short.size, xq.shape[0], k, index)
+        v, i = _exact_search(np.ascontiguousarray(xq[short]), xb, k, dev=dev, use_faiss=True,
+                             gpu_res=gpu_res, budget_bytes=budget_bytes)
+        values[short], ids[short] = v, i
+    return values, ids
 
 
 def _faiss_knn(xq: np.ndarray, xb: np.ndarray, k: int, gpu_res: Any, dev: torch.device):
