@@ -15,21 +15,13 @@ from pillar_rerank._validation import validate_params
 from pillar_rerank.exceptions import InvalidParameterError, NotFittedError
 
 
-class BaseReranker:
-    """Base class: parameters from ``__init__``'s signature, clone, repr and fitted check.
+class ParamsMixin:
+    """Parameter handling read from ``__init__``'s signature: get/set, clone, repr, validation.
 
-    Class flags describe what a method needs, so listings and reports can show them:
-
-    * ``requires_fit``: ``fit`` learns state (a bank statistic, a model) before ``rerank``.
-    * ``needs_bank``: ``fit`` takes query-bank scores against the test gallery.
-    * ``needs_intra_modal``: the method uses image-image / text-text similarities.
-    * ``transductive``: ``rerank`` uses the other test queries (e.g. DSL); report separately.
+    Shared by the re-rankers (:class:`BaseReranker`) and the backbone trainers
+    (``pillar_rerank.adapters.trainers.base.BaseTrainer``).
     """
 
-    requires_fit: ClassVar[bool] = True
-    needs_bank: ClassVar[bool] = False
-    needs_intra_modal: ClassVar[bool] = False
-    transductive: ClassVar[bool] = False
     _parameter_constraints: ClassVar[dict[str, Any]] = {}
 
     @classmethod
@@ -48,7 +40,7 @@ class BaseReranker:
         """The constructor parameters, by name, exactly as stored."""
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params: Any) -> BaseReranker:
+    def set_params(self, **params: Any) -> ParamsMixin:
         """Set constructor parameters (unknown names are an error); returns self."""
         valid = set(self._param_names())
         for name, value in params.items():
@@ -59,12 +51,40 @@ class BaseReranker:
             setattr(self, name, value)
         return self
 
-    def clone(self) -> BaseReranker:
+    def clone(self) -> ParamsMixin:
         """An unfitted copy with the same parameters."""
         return type(self)(**copy.deepcopy(self.get_params()))
 
+    def _constraints(self) -> dict[str, Any]:
+        return dict(self._parameter_constraints)
+
     def _validate_params(self) -> None:
-        validate_params(self.get_params(), self._parameter_constraints, owner=type(self).__name__)
+        validate_params(self.get_params(), self._constraints(), owner=type(self).__name__)
+
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+            if p.name != "self"
+        }
+        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if k not in defaults or defaults[k] != v]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class BaseReranker(ParamsMixin):
+    """Base class: parameters from ``__init__``'s signature, clone, repr and fitted check.
+
+    Class flags describe what a method needs, so listings and reports can show them:
+
+    * ``requires_fit``: ``fit`` learns state (a bank statistic, a model) before ``rerank``.
+    * ``needs_bank``: ``fit`` takes query-bank scores against the test gallery.
+    * ``needs_intra_modal``: the method uses image-image / text-text similarities.
+    * ``transductive``: ``rerank`` uses the other test queries (e.g. DSL); report separately.
+    """
+
+    requires_fit: ClassVar[bool] = True
+    needs_bank: ClassVar[bool] = False
+    needs_intra_modal: ClassVar[bool] = False
+    transductive: ClassVar[bool] = False
 
     def _check_is_fitted(self) -> None:
         if self.requires_fit and not any(
@@ -73,12 +93,3 @@ class BaseReranker:
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet; call fit() or load() first."
             )
-
-    def __repr__(self) -> str:
-        params = self.get_params()
-        defaults = {
-            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
-            if p.name != "self"
-        }
-        shown = [f"{k}={v!r}" for k, v in params.items() if k not in defaults or defaults[k] != v]
-        return f"{type(self).__name__}({', '.join(shown)})"

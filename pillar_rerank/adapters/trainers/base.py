@@ -9,8 +9,6 @@ model exposes ``encode_images``, ``encode_texts``, ``similarity`` and ``item_emb
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import math
 import time
@@ -21,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pillar_rerank._validation import Interval, validate_params
+from pillar_rerank._validation import Interval
 from pillar_rerank.adapters.features import FeatureSet
 from pillar_rerank.adapters.trainers._checkpoint import FORMAT_VERSION, CheckpointMixin
+from pillar_rerank.base import ParamsMixin
 from pillar_rerank.exceptions import InputFileError, InvalidInputError, NotFittedError
 from pillar_rerank.io import save_array, save_json
 from pillar_rerank.metrics import recall_metrics
@@ -57,7 +56,7 @@ def to_tensor(array: np.ndarray, device: torch.device, dtype: torch.dtype = torc
     return torch.as_tensor(np.asarray(array), dtype=dtype, device=device)
 
 
-class BaseTrainer(CheckpointMixin):
+class BaseTrainer(ParamsMixin, CheckpointMixin):
     """Base class of the backbone trainers (see module docstring).
 
     Common parameters
@@ -86,32 +85,8 @@ class BaseTrainer(CheckpointMixin):
     #: features the trainer needs: "vector" (n, d) or "token" (n, N, d)
     feature_kind: ClassVar[str] = "any"
 
-    # ------------------------------------------------------------------ parameters
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        names = []
-        for p in inspect.signature(cls.__init__).parameters.values():
-            if p.name == "self":
-                continue
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                raise TypeError(f"{cls.__name__}.__init__ must not take *args or **kwargs.")
-            names.append(p.name)
-        return sorted(names)
-
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def clone(self) -> BaseTrainer:
-        return type(self)(**copy.deepcopy(self.get_params()))
-
-    def __repr__(self) -> str:
-        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k, object()) != v]
-        return f"{type(self).__name__}({', '.join(shown)})"
-
-    def _validate_params(self) -> None:
-        constraints = {**COMMON_CONSTRAINTS, **self._parameter_constraints}
-        validate_params(self.get_params(), constraints, owner=type(self).__name__)
+    def _constraints(self) -> dict[str, Any]:
+        return {**COMMON_CONSTRAINTS, **self._parameter_constraints}
 
     def _json_params(self) -> dict[str, Any]:
         out = {}
