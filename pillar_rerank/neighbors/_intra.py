@@ -82,7 +82,8 @@ def second_order_embeddings(scores: Any, *, rank: int | None = DEFAULT_SECOND_OR
 
     def blocks():
         for rows in iter_blocks(n_img, step):
-            yield rows, torch.from_numpy(np.ascontiguousarray(arr[rows], dtype=np.float32))
+            # a copy: rows of a read-only memory map would give a non-writable tensor
+            yield rows, torch.from_numpy(np.array(arr[rows], dtype=np.float32))
 
     # Pass 1: norms, and a first sample of both spans (range(S diag(1/c)) = range(S)).
     row_norm = torch.empty(n_img)
