@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from pillar_rerank.cli.options import data_options, load_side, overwrite_option
 
+from pillar_rerank import distributed
 from pillar_rerank.checkpoint import check_model_dir_target
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import InvalidParameterError
@@ -153,7 +154,13 @@ def fit(
     model = PillarReranker(config).fit(
         train, dev, checkpoint_dir=ckpt, resume=resume, checkpoint_every=checkpoint_every, verbose=not quiet
     )
+    if not distributed.is_main():  # under torchrun, rank 0 writes the model dir and reports
+        distributed.barrier()
+        distributed.teardown()
+        return
     model.save(out, overwrite=overwrite, inputs=inputs)
+    distributed.barrier()
+    distributed.teardown()
     hist = model.history_
     click.echo(
         f"trained LeaPRR on {train.n_images} images x {train.n_texts} captions in "

@@ -7,6 +7,12 @@ scored once and their scores gathered back, so the loss keeps one image-query te
 Resumable state (written atomically, no pickle): model, optimiser momentum buffers, best
 weights, the data generator's state, the current epoch's permutation, epoch/iteration, history.
 A run killed at any point and resumed ends with the same weights, bitwise, on CPU.
+
+Under ``torchrun`` (see :mod:`pillar_rerank.distributed`) ``batch_size`` is the global batch:
+every rank draws the same order and mapped lists, trains on its contiguous share, and gradients
+are summed over ranks, so the result equals one process up to floating-point rounding. Rank 0
+validates (the figures are broadcast, so every rank selects the same weights) and writes
+checkpoints.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pillar_rerank import distributed
 from pillar_rerank.checkpoint import SimulatedCrash, TrainingCheckpoint
 from pillar_rerank.config import LeaPRRConfig
-from pillar_rerank.exceptions import CheckpointError
+from pillar_rerank.exceptions import CheckpointError, InvalidParameterError
 from pillar_rerank.losses import LeaPRRLoss
 from pillar_rerank.model.network import MutualRerankNetwork
 
@@ -58,6 +65,16 @@ class Trainer:
         self.verbose = verbose
         self.fingerprint = fingerprint
         self.loss_fn = LeaPRRLoss.from_config(config)
+        self.loss_fn_part_names = [
+            f"{term}_{d}"
+            for d, terms in {
+                "i2t": ("contrastive", "hinge", "triplet"),
+                "t2i": ("contrastive", "hinge", "triplet"),
+                "t2i_map": ("contrastive", "hinge"),
+                "i2t_map": ("contrastive", "hinge"),
+            }.items()
+            for term in terms
+        ] + ["kl_i2t", "kl_t2i"]
 
     # ---------------------------------------------------------------- one step
     def _step(
@@ -73,9 +90,24 @@ class Trainer:
         img_unique = self.train.image_lists(unique)
         img_items = img_unique[inverse]  # one image-query list per item (loss semantics)
         txt_lists = self.train.text_lists(ids)
+        # Under torchrun every rank builds the lists of the whole global batch (same generator
+        # state, so the same mapped-list draws as one process) and keeps its contiguous share.
         t2i_map, i2t_map = self.train.mapped_lists(
             ids, generator, image_lists=img_items, text_lists=txt_lists
         )
+        n_global = int(ids.shape[0])
+        weight = 1.0
+        if distributed.is_distributed():
+            world, rank = distributed.world(), distributed.rank()
+            lo, hi = rank * n_global // world, (rank + 1) * n_global // world
+            weight = (hi - lo) / n_global  # local mean x weight, summed over ranks = global mean
+            images = images[lo:hi]
+            unique, inverse = torch.unique(images, return_inverse=True)
+            img_unique = self.train.image_lists(unique) if hi > lo else None
+            img_items, txt_lists = img_items[lo:hi], txt_lists[lo:hi]
+            t2i_map, i2t_map = t2i_map[lo:hi], i2t_map[lo:hi]
+            if hi == lo:
+                return self._reduce_and_update(model, optimizer, None, {}, weight)
         img_unique, img_items, txt_lists = img_unique.to(dev), img_items.to(dev), txt_lists.to(dev)
         t2i_map, i2t_map = t2i_map.to(dev), i2t_map.to(dev)
         inverse = inverse.to(dev)
@@ -89,12 +121,52 @@ class Trainer:
             t2i_map=(s_t2i_map, t2i_map),
             i2t_map=(s_i2t_map, i2t_map),
         )
-        value = float(total.detach())
+        if not distributed.is_distributed():
+            value = float(total.detach())
+            optimizer.zero_grad(set_to_none=True)
+            if not math.isfinite(value):
+                logger.warning("non-finite loss (%s); skipping this update", value)
+                return value, parts
+            total.backward()
+            optimizer.step()
+            return value, parts
+        return self._reduce_and_update(model, optimizer, total, parts, weight)
+
+    def _reduce_and_update(
+        self,
+        model: MutualRerankNetwork,
+        optimizer: torch.optim.Optimizer,
+        total: torch.Tensor | None,
+        parts: dict[str, float],
+        weight: float,
+    ) -> tuple[float, dict[str, float]]:
+        """Distributed update: the sum over ranks of ``weight x local mean loss`` is the global
+        batch mean, so summing the gradients over ranks gives the single-process gradient."""
+        names = sorted(self.loss_fn_part_names)
+        local = torch.zeros(1 + len(names), dtype=torch.float64)
+        if total is not None:
+            local[0] = float(total.detach()) * weight
+            for i, name in enumerate(names):
+                local[1 + i] = parts[name] * weight
+        reduced = distributed.all_reduce_sum(local.to(self.device)).cpu()
+        value = float(reduced[0])
+        parts = {name: float(reduced[1 + i]) for i, name in enumerate(names)}
         optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(value):
+        if not math.isfinite(value):  # the same decision on every rank
             logger.warning("non-finite loss (%s); skipping this update", value)
             return value, parts
-        total.backward()
+        if total is not None:
+            (total * weight).backward()
+        grads = []
+        for param in model.parameters():
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            grads.append(param.grad)
+        flat = distributed.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
         optimizer.step()
         return value, parts
 
@@ -146,6 +218,13 @@ class Trainer:
         crash_at_step: int | None = None,
     ) -> tuple[MutualRerankNetwork, dict[str, Any]]:
         cfg = self.cfg
+        self.device = distributed.setup(self.device)
+        if distributed.is_distributed() and cfg.batch_size % distributed.world() != 0:
+            raise InvalidParameterError(
+                f"batch_size ({cfg.batch_size}) is the global batch and must be divisible by the "
+                f"number of processes ({distributed.world()}) under torchrun."
+            )
+        main = distributed.is_main()
         init_gen = torch.Generator().manual_seed(cfg.seed)
         model = MutualRerankNetwork.from_config(cfg, generator=init_gen).to(self.device).train()
         optimizer = torch.optim.SGD(
@@ -164,8 +243,9 @@ class Trainer:
         history: dict[str, Any] = {"validations": [], "epochs": [], "skipped_steps": 0}
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
-        if ckpt is not None:
+        if ckpt is not None and main:
             ckpt.remove_stale_temporaries()
+        distributed.barrier()
         if resume and ckpt is None:
             raise CheckpointError("resume=True needs a checkpoint dir.")
         if resume and ckpt.is_empty():
@@ -187,7 +267,13 @@ class Trainer:
             nonlocal best_state, best_rsum
             if self.validate_fn is None:
                 return
-            metrics = self.validate_fn(model)
+            # Rank 0 validates; every rank receives the figures and makes the same selection.
+            metrics = self.validate_fn(model) if main else None
+            if distributed.is_distributed():
+                metrics = distributed.broadcast_json(
+                    None if metrics is None else {k: float(v) for k, v in metrics.items()},
+                    device=self.device,
+                )
             model.train()
             entry = {"step": step, "epoch": at_epoch, **{k: float(v) for k, v in metrics.items()}}
             history["validations"].append(entry)
@@ -197,7 +283,7 @@ class Trainer:
             logger.info("step %d: dev RSUM %.2f (best %.2f)", step, metrics["RSUM"], best_rsum)
 
         def save() -> None:
-            if ckpt is None:
+            if ckpt is None or not main:
                 return
             state = {
                 "epoch": epoch,
@@ -210,7 +296,7 @@ class Trainer:
             }
             self._save(ckpt, model, optimizer, best_state, generator, perm, state)
 
-        progress = _progress(total, step, self.verbose)
+        progress = _progress(total, step, self.verbose and main)
         running = None
         try:
             while epoch < cfg.epochs:
