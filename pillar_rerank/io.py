@@ -110,26 +110,67 @@ def _check_npy_header(p: Path, *, name: str) -> None:
 def load_direction_pair(path: PathLikeStr, *, name: str = "scores") -> tuple[np.ndarray, np.ndarray]:
     """Load the ``.npz`` of direction-specific scores written by ``rerank baseline``.
 
-    It holds exactly two numeric arrays, ``i2t`` and ``t2i``, both image x text; the archive is
-    read with ``allow_pickle=False``.
+    It holds exactly two numeric arrays, ``i2t`` and ``t2i``, both image x text.
     """
-    import zipfile
+    arrays = load_npz(path, name=name, required={"i2t", "t2i"}, allowed={"i2t", "t2i"})
+    return arrays["i2t"], arrays["t2i"]
 
+
+def _pickled(name: str, p: Path) -> str:
+    return f"{name} ({p}): holds object (pickled) arrays, which are never loaded."
+
+
+def load_npz(path: PathLikeStr, *, name: str, required: set[str], allowed: set[str]
+              ) -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` archive (never unpickling), checking which arrays it holds.
+
+    Missing, truncated, non-zip, single-``.npy`` and object-array files give a clear error.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"{name} ({p}): file not found.")
     try:
-        with np.load(p, allow_pickle=False) as archive:
-            keys = sorted(archive.files)
-            if keys != ["i2t", "t2i"]:
-                raise InvalidInputError(
-                    f"{name} ({p}): expected an .npz with arrays 'i2t' and 't2i'; got {keys}."
-                )
-            return archive["i2t"], archive["t2i"]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, InvalidInputError):
-            raise
-        raise InvalidInputError(f"{name} ({p}): not a valid .npz of numeric arrays ({exc}).") from exc
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise InputFileError(f"{name} ({p}): cannot read the file ({exc}).") from exc
+    if magic == b"\x93NUMPY":
+        raise InvalidInputError(
+            f"{name} ({p}): expected an .npz archive with arrays {sorted(required)}; got a single .npy array."
+        )
+    if not magic.startswith(b"PK"):
+        # np.load would report any non-zip file as "pickled data"
+        raise InvalidInputError(f"{name} ({p}): not a valid .npz file (no zip header).")
+    try:
+        npz = np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise InvalidInputError(_pickled(name, p)) from exc
+        raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # pragma: no cover - excluded by the magic check
+        raise InvalidInputError(
+            f"{name} ({p}): expected an .npz archive with arrays {sorted(required)}; got a single .npy array."
+        )
+    with npz:
+        missing = required - set(npz.files)
+        if missing:
+            raise InvalidInputError(
+                f"{name} ({p}): missing array(s) {sorted(missing)}; expected an .npz with arrays "
+                f"{' and '.join(repr(k) for k in sorted(allowed))}."
+            )
+        extra = set(npz.files) - allowed
+        if extra:
+            raise InvalidInputError(f"{name} ({p}): unexpected array(s) {sorted(extra)}.")
+        try:
+            return {k: npz[k] for k in npz.files}
+        except ValueError as exc:
+            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                raise InvalidInputError(_pickled(name, p)) from exc
+            raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
+        except (OSError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError, MemoryError) as exc:
+            raise InvalidInputError(f"{name} ({p}): not a valid .npz file or truncated ({exc}).") from exc
 
 
 def _same_file(a: Path, b: Path) -> bool:

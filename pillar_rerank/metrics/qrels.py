@@ -14,17 +14,15 @@ length as ``indices``), plus ``n_gallery`` (a 0-d int). Write one with :meth:`Qr
 
 from __future__ import annotations
 
-import tokenize
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pillar_rerank._validation import check_int
-from pillar_rerank.exceptions import InputFileError, InvalidInputError
+from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import Relevance
-from pillar_rerank.io import atomic_path, check_output_path
+from pillar_rerank.io import atomic_path, check_output_path, load_npz
 from pillar_rerank.typing import PathLikeStr
 
 _NPZ_KEYS = {"indptr", "indices", "gains", "n_gallery"}
@@ -37,59 +35,6 @@ def _int_array(value, *, where: str, ndim: int = 1) -> np.ndarray:
     if arr.ndim != ndim:
         raise InvalidInputError(f"{where}: expected a {ndim}-D array; got shape {arr.shape}.")
     return arr.astype(np.int64)
-
-
-def _pickled(name: str, p: Path) -> str:
-    return f"{name} ({p}): holds object (pickled) arrays, which are never loaded."
-
-
-def _load_npz(path: PathLikeStr, *, name: str, required: set[str], allowed: set[str]
-              ) -> dict[str, np.ndarray]:
-    """Arrays of an ``.npz`` archive (never unpickling), checking which arrays it holds."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(f"{name} ({p}): file not found.")
-    try:
-        with open(p, "rb") as fh:
-            magic = fh.read(6)
-    except OSError as exc:
-        raise InputFileError(f"{name} ({p}): cannot read the file ({exc}).") from exc
-    if magic == b"\x93NUMPY":
-        raise InvalidInputError(
-            f"{name} ({p}): expected an .npz archive with arrays {sorted(required)}; got a single .npy array."
-        )
-    if not magic.startswith(b"PK"):
-        # np.load would report any non-zip file as "pickled data"
-        raise InvalidInputError(f"{name} ({p}): not a valid .npz file (no zip header).")
-    try:
-        npz = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise InvalidInputError(_pickled(name, p)) from exc
-        raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):  # pragma: no cover - excluded by the magic check
-        raise InvalidInputError(
-            f"{name} ({p}): expected an .npz archive with arrays {sorted(required)}; got a single .npy array."
-        )
-    with npz:
-        missing = required - set(npz.files)
-        if missing:
-            raise InvalidInputError(
-                f"{name} ({p}): missing array(s) {sorted(missing)}; expected {sorted(allowed)}."
-            )
-        extra = set(npz.files) - allowed
-        if extra:
-            raise InvalidInputError(f"{name} ({p}): unexpected array(s) {sorted(extra)}.")
-        try:
-            return {k: npz[k] for k in npz.files}
-        except ValueError as exc:
-            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-                raise InvalidInputError(_pickled(name, p)) from exc
-            raise InvalidInputError(f"{name} ({p}): not a valid .npz file ({exc}).") from exc
-        except (OSError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError, MemoryError) as exc:
-            raise InvalidInputError(f"{name} ({p}): not a valid .npz file or truncated ({exc}).") from exc
 
 
 @dataclass(frozen=True, eq=False)
@@ -275,7 +220,7 @@ class Qrels:
     def load(cls, path: PathLikeStr, *, name: str = "qrels") -> Qrels:
         """Read a ``.npz`` written by :meth:`save` (never unpickling)."""
         p = Path(path)
-        data = _load_npz(p, name=name, required={"indptr", "indices", "n_gallery"}, allowed=_NPZ_KEYS)
+        data = load_npz(p, name=name, required={"indptr", "indices", "n_gallery"}, allowed=_NPZ_KEYS)
         n_gallery = np.asarray(data["n_gallery"])
         if n_gallery.shape != () or n_gallery.dtype.kind not in "iu":
             raise InvalidInputError(f"{name} ({p}): n_gallery must be a 0-d integer; got {n_gallery!r}.")
@@ -309,7 +254,7 @@ def load_graded_pairs(path: PathLikeStr, n_images: int, n_texts: int, *, name: s
                       ) -> dict[str, Qrels]:
     """Read a ``.npz`` of (image, text, gain) triples (see :func:`save_graded_pairs`) for both directions."""
     p = Path(path)
-    data = _load_npz(p, name=name, required={"image", "text", "gain"}, allowed={"image", "text", "gain"})
+    data = load_npz(p, name=name, required={"image", "text", "gain"}, allowed={"image", "text", "gain"})
     images, texts, gains = data["image"], data["text"], data["gain"]
     if not (images.shape == texts.shape == gains.shape) or images.ndim != 1:
         raise InvalidInputError(
