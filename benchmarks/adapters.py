@@ -30,8 +30,8 @@ def leaprr_accuracy(
 
     ``config`` overrides fields of the module's reduced CPU configuration. With ``normalize``, the
     scores pass through that training-free method first (composition); ``normalize_params="tuned"``
-    picks its parameters with :func:`pillar_rerank.baselines.tuning.tune` on ``coco1k_dev`` (never
-    an evaluated item), and the choice is returned with the figures.
+    picks its parameters per direction with :func:`pillar_rerank.baselines.tuning.tune` on
+    ``coco1k_dev`` (never an evaluated item), and the choice is returned with the figures.
     """
     from benchmarks.leaprr_accuracy import REDUCED, run
     from pillar_rerank.config import LeaPRRConfig
@@ -42,7 +42,8 @@ def leaprr_accuracy(
             from pillar_rerank.baselines.tuning import tune
             from pillar_rerank.datasets import load_coco_proxy
 
-            chosen = dict(tune(normalize, load_coco_proxy("coco1k_dev", root), seed=0).best_params)
+            tuned = tune(normalize, load_coco_proxy("coco1k_dev", root), seed=0)
+            chosen = {"i2t": dict(tuned.best_params_i2t), "t2i": dict(tuned.best_params_t2i)}
         else:
             chosen = dict(normalize_params or {})
     fields = {**REDUCED, **(config or {}), "seed": seed, "normalize": normalize, "normalize_params": chosen}

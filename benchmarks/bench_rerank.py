@@ -10,9 +10,11 @@ Measures, for one full re-rank in both directions with the paper's model configu
 * ``combine``: writing the new scores and averaging the two directions;
 
 plus queries per second and peak RSS, and writes them to ``benchmarks/results/rerank_speed.json``.
+The model stage is also compared with its bare matrix multiplies on the same batch shapes, timed
+in the same process (:func:`benchmarks.model_reference.inference_seconds`).
 Each image query's graph is built and scored once (not once per caption).
 
-Usage: ``python benchmarks/bench_rerank.py [--n-images 5000 --captions-per-image 5 --dim 256]``.
+Usage: ``python -m benchmarks.bench_rerank [--n-images 5000 --captions-per-image 5 --dim 256]``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.model_reference import inference_seconds
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.model.network import MutualRerankNetwork
@@ -94,6 +97,7 @@ def run(
         return out
 
     builder._adjacency = timed_adjacency
+    batches: list[tuple[int, int]] = []
     upd = {k: [] for k in ("i2t_rows", "i2t_cols", "i2t_values", "t2i_rows", "t2i_cols", "t2i_values")}
     lists_time = lists_cpu = 0.0
     with torch.inference_mode():
@@ -111,6 +115,7 @@ def run(
                 t, c = time.perf_counter(), time.process_time()
                 new = net.score_lists(lists)[:, 1:]
                 times["model"] += time.perf_counter() - t
+                batches.append(tuple(lists.features.shape[:2]))
                 cpu["model"] += time.process_time() - c
                 q = lists.query_ids[:, None].expand_as(lists.candidates).reshape(-1)
                 c = lists.candidates.reshape(-1)
@@ -128,6 +133,7 @@ def run(
     times["combine"] = time.perf_counter() - t
     cpu["combine"] = time.process_time() - c
     total = sum(times.values())
+    reference_s = inference_seconds(batches, cfg, seed=seed)
     n_queries = data.n_images + data.n_texts
     result = {
         "shape": [data.n_images, data.n_texts],
@@ -153,6 +159,9 @@ def run(
         "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()},
         "total_cpu_seconds": round(sum(cpu.values()), 3),
         "total_seconds": round(total, 3),
+        "model_reference_seconds": round(reference_s, 3),
+        "ratio_model_to_reference": round(times["model"] / reference_s, 2),
+        "ratio_total_to_reference": round(total / reference_s, 2),
         "queries_per_second": round(n_queries / total, 1),
         "image_queries_scored": data.n_images,
         "text_queries_scored": data.n_texts,

@@ -108,6 +108,12 @@ BASELINE_NAMES = (
     "k_reciprocal",
 )
 
+# LeaPRR accuracy runs: overrides of the reduced CPU configuration of benchmarks.leaprr_accuracy
+# (embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6; the paper's is 768 / 24 heads / batch 512 /
+# 30 epochs). Protocol b has 4x the training captions of a, so it gets half the epochs (400
+# iterations against a's 200).
+LEAPRR_ACCURACY_CONFIG = {"a": {"epochs": 8}, "b": {"epochs": 4}}
+
 # Sizes of the scale suite: (n_images, n_texts), up to the Flickr30K training shape.
 SCALE_SIZES = ((1000, 5000), (5000, 25_000), (14_500, 72_500), (29_000, 145_000))
 
@@ -128,17 +134,12 @@ SUITES: dict[str, list[Benchmark]] = {
         Benchmark(
             "smoke",
             "synthetic_scale",
-            "Input building at two tiny sizes (smoke)",
-            "benchmarks.scale:run",
-            description="The scale benchmark at toy sizes: one process per size.",
-            params={
-                "dim": 32,
-                "budget_mb": 16,
-                "config": {"n_pillars": 16, "list_len_i2t": 8, "list_len_t2i": 4, "graph_neighbors": 5},
-            },
-            points=({"n_images": 200, "n_texts": 1000}, {"n_images": 400, "n_texts": 2000}),
-            requires=("pillar_rerank.neighbors",),
-            summarize="benchmarks.scale:summarize",
+            "Input building under a memory budget at two tiny sizes (smoke)",
+            "benchmarks.bench_scale_inputs:run",
+            description="The scale suite's benchmark at toy sizes: one fresh process per size.",
+            params={"sizes": [[200, 1000], [400, 2000]], "d": 32, "max_memory": "128MB", "out": None},
+            requires=("benchmarks.bench_scale_inputs", "pillar_rerank.cache"),
+            summarize="benchmarks.summaries:scale_memory_budget",
             timeout_s=300,
         ),
     ],
@@ -165,9 +166,11 @@ SUITES: dict[str, list[Benchmark]] = {
             description="LeaPRR, and LeaPRR after a normaliser (NNN, parameters tuned on coco1k_dev), "
             "trained on the training side of each protocol (a: coco1k_dev -> COCO 5K; b: items "
             "1000-4999 -> fold 0), model selection on a dev split of the training side; one "
-            "process per protocol, variant and seed; mean and spread over 3 seeds.",
+            "process per protocol, variant and seed; mean and spread over 3 seeds. Reduced CPU "
+            "configuration: embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs (a) / "
+            "4 epochs (b); NNN parameters tuned per direction on coco1k_dev.",
             points=tuple(
-                {"protocol": p, **v}
+                {"protocol": p, "config": LEAPRR_ACCURACY_CONFIG[p], **v}
                 for p in ("a", "b")
                 for v in ({}, {"normalize": "nnn", "normalize_params": "tuned"})
             ),
@@ -259,6 +262,25 @@ SUITES: dict[str, list[Benchmark]] = {
             requires=("benchmarks.bench_rerank", "pillar_rerank.reranker"),
             summarize="benchmarks.summaries:leaprr_rerank_speed",
         ),
+        Benchmark(
+            "speed",
+            "training",
+            "LeaPRR training throughput",
+            "benchmarks.bench_train:run",
+            description="Training items per second of the training loop at the paper's model size and at "
+            "the reduced size of the accuracy suite, on synthetic embeddings (5 captions per image), "
+            "and the ratio to the forward and backward of the model's bare matrix multiplies on "
+            "the same batch shapes, timed in the same process.",
+            points=(
+                {"config": "paper", "n_images": 300},
+                {"config": "small", "n_images": 1000},
+            ),
+            quick_points=({"config": {"embed_dim": 32, "num_heads": 2, "batch_size": 64, "n_pillars": 16},
+                           "n_images": 100},),
+            requires=("benchmarks.bench_train", "pillar_rerank._trainer"),
+            summarize="benchmarks.summaries:leaprr_training_speed",
+            timeout_s=3600.0,
+        ),
     ],
     "scale": [
         Benchmark(
@@ -282,18 +304,21 @@ SUITES: dict[str, list[Benchmark]] = {
         ),
         Benchmark(
             "scale",
-            "input_building",
-            "Input building from embeddings vs size",
-            "benchmarks.scale:run",
-            description="Neighbour search (FAISS, streamed in blocks) and pillar/list building from "
-            "synthetic L2-normalised embeddings (d = 1024, 5 captions per image), one "
-            "fresh process per size; time per stage and peak RSS against size.",
-            params={"dim": 1024, "budget_mb": 1024},
-            points=tuple({"n_images": i, "n_texts": t} for i, t in SCALE_SIZES),
-            quick_params={"dim": 256, "budget_mb": 256},
-            quick_points=({"n_images": 1000, "n_texts": 5000}, {"n_images": 4000, "n_texts": 20_000}),
-            requires=("pillar_rerank.neighbors",),
-            summarize="benchmarks.scale:summarize",
+            "multi_process_fit",
+            "rerank fit: one process vs two gloo processes under torchrun",
+            "benchmarks.ddp_fit:run",
+            description="The same `rerank fit` (protocol a of the LeaPRR accuracy benchmark: real COCO "
+            "caption proxy, coco1k_dev images 0-799 train, 800-999 dev; its reduced configuration, "
+            "8 epochs) in one process with 2 threads and under torchrun with 2 processes of 1 thread: "
+            "wall time, best dev RSUM, largest weight difference.",
+            params={"protocol": "a", "processes": 2, "threads": 2,
+                    "config": LEAPRR_ACCURACY_CONFIG["a"]},
+            quick_params={"protocol": "a", "processes": 2, "threads": 2,
+                          "config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},
+            requires=("benchmarks.ddp_fit", "torch.distributed"),
+            data_files=COCO_FILES,
+            data_param="root",
+            summarize="benchmarks.summaries:multi_process_fit",
         ),
     ],
 }

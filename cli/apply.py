@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import click
-from pillar_rerank.cli.options import data_options, load_side, overwrite_option
+from pillar_rerank.cli.options import data_options, input_building_options, load_side, overwrite_option
 
 
 def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
@@ -39,9 +39,17 @@ def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
     help="Re-rank only share i of n of the queries (i/n); join shards with `rerank merge`.",
 )
 @click.option("--device", type=str, default=None, help="cpu, cuda or cuda:N.")
+@input_building_options
 @overwrite_option
 def apply(
-    model_dir: str, output: str, shard: tuple[int, int] | None, device: str | None, overwrite: bool, **kwargs
+    model_dir: str,
+    output: str,
+    shard: tuple[int, int] | None,
+    device: str | None,
+    max_memory: str | None,
+    cache_dir: str | None,
+    overwrite: bool,
+    **kwargs,
 ) -> None:
     """Re-rank the test side with MODEL_DIR; write the new score matrix atomically."""
     from pillar_rerank.checkpoint import check_output_outside_model_dir, model_dir_files
@@ -55,11 +63,11 @@ def apply(
     model = PillarReranker.load(model_dir, device=device)
     start = time.perf_counter()
     if shard is None:
-        scores = model.rerank(test)
+        scores = model.rerank(test, max_memory=max_memory, cache_dir=cache_dir)
         save_array(output, scores, inputs=inputs, overwrite=overwrite)
         what = f"{test.n_images} image and {test.n_texts} text queries"
     else:
-        result = model.rerank_shard(test, *shard)
+        result = model.rerank_shard(test, *shard, max_memory=max_memory, cache_dir=cache_dir)
         result.save(output, overwrite=overwrite, inputs=inputs)
         what = (
             f"shard {shard[0]}/{shard[1]}: {len(set(result.i2t_rows.tolist()))} image and "

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import click
-from pillar_rerank.cli.options import data_options, load_side, overwrite_option
+from pillar_rerank.cli.options import data_options, input_building_options, load_side, overwrite_option
 
 from pillar_rerank import distributed
 from pillar_rerank.checkpoint import check_model_dir_target
@@ -32,6 +32,8 @@ OVERRIDES = {
     "intra_source": "intra_source",
     "attention": "attention",
     "normalize": "normalize",
+    "index": "neighbor_index",
+    "precision": "precision",
 }
 
 
@@ -49,7 +51,8 @@ def parse_params(pairs: tuple[str, ...], *, option: str) -> dict:
     return out
 
 
-def build_config(config_file: str | None, overrides: dict, normalize_params: dict) -> LeaPRRConfig:
+def build_config(config_file: str | None, overrides: dict, normalize_params: dict,
+                 index_params: dict | None = None) -> LeaPRRConfig:
     """Config file (unknown keys are an error) + command-line flags, which win."""
     values = {}
     if config_file is not None:
@@ -62,6 +65,8 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
     values.update({OVERRIDES[k]: v for k, v in overrides.items() if v is not None})
     if normalize_params:
         values["normalize_params"] = normalize_params
+    if index_params:
+        values["neighbor_index_params"] = index_params
     return LeaPRRConfig.from_dict(values)
 
 
@@ -100,8 +105,27 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
 @click.option("--attention", type=click.Choice(["dense", "sparse"]), default=None)
 @click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option("--device", type=str, default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default=None,
+    help="Model precision: auto = bf16 autocast on a CUDA GPU with bf16 support, fp32 elsewhere.",
+)
 @click.option("--normalize", type=str, default=None, help="Training-free normaliser applied before LeaPRR.")
 @click.option("--normalize-param", "normalize_param", multiple=True, help="Normaliser parameter KEY=VALUE.")
+@click.option(
+    "--index",
+    type=click.Choice(["flat", "ivf", "hnsw"]),
+    default=None,
+    help="FAISS index of the neighbour searches from embeddings: exact flat (default) or approximate "
+    "IVF/HNSW for very large galleries; saved in the model's config and used again by apply.",
+)
+@click.option(
+    "--index-param", "index_param", multiple=True,
+    help="Approximate index parameter KEY=VALUE (ivf: nlist, nprobe, seed; hnsw: m, ef_construction, "
+    "ef_search).",
+)
+@input_building_options
 @click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False),
@@ -127,6 +151,9 @@ def fit(
     model_dir: str,
     config_file: str | None,
     normalize_param: tuple[str, ...],
+    index_param: tuple[str, ...],
+    max_memory: str | None,
+    cache_dir: str | None,
     checkpoint_dir: str | None,
     checkpoint_every: int | None,
     resume: bool,
@@ -147,12 +174,13 @@ def fit(
         )
     params = parse_params(normalize_param, option="--normalize-param")
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in OVERRIDES}
-    config = build_config(config_file, overrides, params)
+    config = build_config(config_file, overrides, params, parse_params(index_param, option="--index-param"))
     train = load_side(kwargs, name="train")
     dev = load_side(kwargs, "dev", name="dev", required=False)
     start = time.perf_counter()
     model = PillarReranker(config).fit(
-        train, dev, checkpoint_dir=ckpt, resume=resume, checkpoint_every=checkpoint_every, verbose=not quiet
+        train, dev, checkpoint_dir=ckpt, resume=resume, checkpoint_every=checkpoint_every, verbose=not quiet,
+        max_memory=max_memory, cache_dir=cache_dir,
     )
     if not distributed.is_main():  # under torchrun, rank 0 writes the model dir and reports
         distributed.barrier()

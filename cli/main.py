@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "fit": "fit:fit",
     "apply": "apply:apply",
     "merge": "merge:merge",
+    "cache": "cache:cache",
     "baseline": "baseline:baseline",
     "tune": "tune:tune",
     "train-backbone": "train_backbone:train_backbone",

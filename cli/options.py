@@ -57,3 +57,29 @@ def overwrite_option(func: Callable) -> Callable:
     return click.option("--overwrite", is_flag=True, help="Replace an existing output file.")(func)
 
 
+def _check_memory(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from pillar_rerank.utils.blocks import parse_bytes
+
+    if value is None:
+        return None
+    try:
+        if parse_bytes(value) <= 0:
+            raise ValueError
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(f"expected a size such as 4GB or 512MiB; got {value!r}.") from exc
+    return value
+
+
+def input_building_options(func: Callable) -> Callable:
+    """--max-memory and --cache: how LeaPRR's inputs (neighbours, lists) are built and kept."""
+    func = click.option(
+        "--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+        help="Existing folder where the built lists are cached (one versioned sub-folder per side, "
+        "named by a hash of the inputs and settings) and reused by later fit/apply runs.",
+    )(func)
+    return click.option(
+        "--max-memory", callback=_check_memory, default=None,
+        help="Bound on what input building allocates beyond the inputs, e.g. 4GB (results do not "
+        "depend on it). Default: blocks of a few hundred MiB.",
+    )(func)
+

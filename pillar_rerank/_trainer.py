@@ -31,6 +31,7 @@ from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InvalidParameterError
 from pillar_rerank.losses import LeaPRRLoss
 from pillar_rerank.model.network import MutualRerankNetwork
+from pillar_rerank.utils.device import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -111,15 +112,16 @@ class Trainer:
         img_unique, img_items, txt_lists = img_unique.to(dev), img_items.to(dev), txt_lists.to(dev)
         t2i_map, i2t_map = t2i_map.to(dev), i2t_map.to(dev)
         inverse = inverse.to(dev)
-        s_img = model.i2t.score_lists(img_unique)[inverse]
-        s_txt = model.t2i.score_lists(txt_lists)
-        s_t2i_map = model.t2i.score_lists(t2i_map)
-        s_i2t_map = model.i2t.score_lists(i2t_map)
-        total, parts = self.loss_fn(
-            i2t=(s_img, img_items),
-            t2i=(s_txt, txt_lists),
-            t2i_map=(s_t2i_map, t2i_map),
-            i2t_map=(s_i2t_map, i2t_map),
+        with autocast(dev, self.cfg.precision):
+            s_img = model.i2t.score_lists(img_unique)[inverse]
+            s_txt = model.t2i.score_lists(txt_lists)
+            s_t2i_map = model.t2i.score_lists(t2i_map)
+            s_i2t_map = model.i2t.score_lists(i2t_map)
+        total, parts = self.loss_fn(  # the losses in fp32
+            i2t=(s_img.float(), img_items),
+            t2i=(s_txt.float(), txt_lists),
+            t2i_map=(s_t2i_map.float(), t2i_map),
+            i2t_map=(s_i2t_map.float(), i2t_map),
         )
         if not distributed.is_distributed():
             value = float(total.detach())

@@ -131,6 +131,27 @@ def cache_meta(data: RetrievalSet, config: LeaPRRConfig, *, index: str | None = 
             "data": data_fingerprint(data, mode=fingerprint)}
 
 
+def cache_key(data: RetrievalSet, config: LeaPRRConfig, *, prefix: str = "lists", **meta_kw: Any) -> str:
+    """Folder name ``<prefix>-<16 hex>`` for ``data``'s lists: a hash of :func:`cache_meta`.
+
+    Inputs and settings that give the same lists give the same name; any difference (data,
+    list-determining config fields, neighbour index) gives another, so caches of several sides or
+    runs can share one root folder.
+    """
+    meta = cache_meta(data, config, **meta_kw)
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=_json_default).encode()).hexdigest()
+    return f"{prefix}-{digest[:16]}"
+
+
+def is_complete_cache(path: PathLikeStr) -> bool:
+    """Whether ``path`` holds a finished cache (its manifest says complete; files not checked)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT and bool(manifest.get("complete"))
+
+
 def _diff(found: Any, expected: Any, prefix: str = "") -> list[str]:
     if isinstance(found, dict) and isinstance(expected, dict):
         out = []
@@ -676,5 +697,5 @@ def _swap_into_place(partial: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "CachedLists", "build_cache", "cache_meta", "data_fingerprint",
-           "load_lists", "save_lists"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "CachedLists", "build_cache", "cache_key", "cache_meta",
+           "data_fingerprint", "is_complete_cache", "load_lists", "save_lists"]

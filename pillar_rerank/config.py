@@ -43,6 +43,15 @@ class LeaPRRConfig:
         Rank of the second-order estimate (used when the intra source resolves to
         "second_order"; see ``pillar_rerank.neighbors.second_order_embeddings``). None is exact,
         at the cost of a scores-sized copy and O(n_images * n_texts * min(n_images, n_texts)) work.
+    neighbor_index : {"flat", "ivf", "hnsw"}, default="flat"
+        FAISS index of the neighbour searches from embeddings: exact ("flat") or approximate
+        (IVF-Flat, HNSW-Flat) for very large galleries. Approximate neighbours change the lists,
+        so the choice is part of the model's config (see ``benchmarks/bench_scale_inputs.py`` for
+        measured recall against exact).
+    neighbor_index_params : dict, default={}
+        Parameters of the approximate index (ivf: ``nlist``, ``nprobe``, ``seed``; hnsw: ``m``,
+        ``ef_construction``, ``ef_search``); unset ones take the defaults of
+        :func:`pillar_rerank.neighbors.topk_search`.
     embed_dim, depth, num_heads, mlp_ratio, qkv_bias : model size (paper: 768, 2, 24, 4, True).
     attention : {"dense", "sparse"}, default="dense"
         "dense" is the paper's A-averaged attention; "sparse" restricts attention to the graph's
@@ -60,6 +69,11 @@ class LeaPRRConfig:
     seed : int, default=0
     device : str or None, default=None
         None picks CUDA when available, else CPU.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        Mixed precision of the model's forward passes (training and re-ranking): "auto" is bf16
+        autocast on a CUDA device that supports it and fp32 elsewhere; "bf16" forces autocast
+        (also on CPU, where it is mainly for testing); "fp32" turns it off. Parameters, optimiser
+        state and the returned scores stay fp32.
     normalize : str or None, default=None
         Name of a training-free normaliser applied to the scores before LeaPRR (composition).
     normalize_params : dict, default={}
@@ -75,6 +89,8 @@ class LeaPRRConfig:
     reference_thresholds: bool = False
     intra_source: str = "auto"
     intra_rank: int | None = 128
+    neighbor_index: str = "flat"
+    neighbor_index_params: dict = dataclasses.field(default_factory=dict)
     embed_dim: int = 768
     depth: int = 2
     num_heads: int = 24
@@ -95,6 +111,7 @@ class LeaPRRConfig:
     eval_every: int = 200
     seed: int = 0
     device: str | None = None
+    precision: str = "auto"
     normalize: str | None = None
     normalize_params: dict = dataclasses.field(default_factory=dict)
 
@@ -105,6 +122,7 @@ class LeaPRRConfig:
         "reference_thresholds": bool,
         "intra_source": Options(frozenset({"auto", "embeddings", "given", "second_order"})),
         "intra_rank": [None, Interval(int, 1)],
+        "neighbor_index": Options(frozenset({"flat", "ivf", "hnsw"})), "neighbor_index_params": dict,
         "embed_dim": Interval(int, 1), "depth": Interval(int, 1), "num_heads": Interval(int, 1),
         "mlp_ratio": Interval(float, 0.0, closed="neither"), "qkv_bias": bool,
         "attention": Options(frozenset({"dense", "sparse"})),
@@ -114,12 +132,16 @@ class LeaPRRConfig:
         "epochs": Interval(int, 1), "batch_size": Interval(int, 1),
         "lr": Interval(float, 0.0, closed="neither"), "momentum": Interval(float, 0.0, 1.0),
         "weight_decay": Interval(float, 0.0), "eval_every": Interval(int, 1), "seed": Interval(int, 0),
-        "device": [None, str], "normalize": [None, str], "normalize_params": dict,
+        "device": [None, str], "precision": Options(frozenset({"auto", "fp32", "bf16"})),
+        "normalize": [None, str], "normalize_params": dict,
     }
 
     def validate(self) -> LeaPRRConfig:
         """Check every field against its constraint table; returns self."""
         validate_params(self.to_dict(), self._constraints, owner="LeaPRRConfig")
+        from pillar_rerank.neighbors._ann import check_index  # no faiss import
+
+        check_index(self.neighbor_index, self.neighbor_index_params, owner="LeaPRRConfig")
         if self.embed_dim % self.num_heads:
             raise InvalidParameterError(
                 f"LeaPRRConfig: embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}."

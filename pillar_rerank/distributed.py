@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 _OWNED = False  # whether this module created the process group (and so tears it down)
 
@@ -63,6 +66,18 @@ def barrier() -> None:
     """Wait for every rank (no-op in one process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def main_first(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0, then on the other ranks (e.g. rank 0 writes a cache, the rest read it)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return fn()
+    if is_main():
+        out = fn()
+        dist.barrier()
+        return out
+    dist.barrier()
+    return fn()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pillar_rerank import distributed
 from pillar_rerank._lists_source import ListSource, get_builder_class
 from pillar_rerank._validation import check_k
 from pillar_rerank._version import __version__
@@ -26,7 +27,7 @@ from pillar_rerank.metrics.recall import recall_metrics
 from pillar_rerank.model.network import MutualRerankNetwork
 from pillar_rerank.sharding import ShardResult, apply_updates, check_shard_set, shard_range
 from pillar_rerank.typing import PathLikeStr
-from pillar_rerank.utils.device import resolve_device
+from pillar_rerank.utils.device import autocast, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +129,25 @@ class PillarReranker(BaseReranker):
             )
         return apply_both(method, data, bank, t2i_method=t2i_method)
 
-    def _builder(self, data: RetrievalSet, cfg: LeaPRRConfig):
-        return get_builder_class().from_data(data, cfg)
+    def _builder(self, data: RetrievalSet, cfg: LeaPRRConfig, *, role: str = "data",
+                 max_memory: str | int | None = None, cache_dir: PathLikeStr | None = None):
+        """Lists of ``data``: searched now (under ``max_memory``), or read from / written to a cache.
+
+        With ``cache_dir`` the lists live in ``cache_dir/<role>-<key>``, ``key`` a hash of what
+        determines them (:func:`pillar_rerank.cache.cache_meta`: data fingerprint, list fields of
+        the config, neighbour index), so a later fit or apply on the same inputs reuses them and
+        different inputs never collide.
+        """
+        if cache_dir is None:
+            return get_builder_class().from_data(data, cfg, max_memory=max_memory)
+        from pillar_rerank.cache import build_cache, cache_key
+
+        root = Path(cache_dir)
+        if not root.is_dir():
+            raise InputFileError(f"cache_dir ({root}): not an existing folder; create it first.")
+        path = root / cache_key(data, cfg, prefix=role)
+        budget = max_memory if max_memory is not None else "4GB"
+        return distributed.main_first(lambda: build_cache(data, cfg, path, max_memory=budget))
 
     def model_digest(self) -> str:
         """SHA-256 over the fitted weights (names, shapes, bytes): identifies the model in shards."""
@@ -152,6 +170,8 @@ class PillarReranker(BaseReranker):
         resume: bool = False,
         checkpoint_every: int | None = None,
         verbose: bool = True,
+        max_memory: str | int | None = None,
+        cache_dir: PathLikeStr | None = None,
         crash_at_step: int | None = None,
     ) -> PillarReranker:
         """Train both direction networks on ``train``; select by RSUM on ``dev``.
@@ -174,6 +194,12 @@ class PillarReranker(BaseReranker):
             :class:`~pillar_rerank.exceptions.CheckpointError`.
         verbose : bool, default=True
             Show a tqdm progress bar with the running loss.
+        max_memory : str or int, optional
+            Bound on what input building allocates beyond the inputs ("4GB", bytes): neighbour
+            searches and lists run in blocks sized to it. Results do not depend on it.
+        cache_dir : path, optional
+            Existing folder where the built lists of the training and dev sides are cached
+            (versioned, validated on load) and reused by later runs on the same inputs.
         crash_at_step : int, optional
             Testing knob: raise :class:`~pillar_rerank.checkpoint.SimulatedCrash` before step N.
 
@@ -195,6 +221,8 @@ class PillarReranker(BaseReranker):
                 f"got {checkpoint_every!r}."
             )
         device = resolve_device(cfg.device)
+        if cache_dir is not None and distributed.is_distributed():
+            distributed.setup(device)  # rank 0 builds the caches, the other ranks then read them
         bank_source = None
         if cfg.normalize is not None and train.has_embeddings:
             bank_source = {
@@ -212,8 +240,11 @@ class PillarReranker(BaseReranker):
             }
         train_n = self._normalized(train, cfg, train_bank)
         dev_n = self._normalized(dev, cfg, bank_source) if dev is not None else None
-        train_src = ListSource(self._builder(train_n, cfg), cfg)
-        dev_src = ListSource(self._builder(dev_n, cfg), cfg) if dev_n is not None else None
+        inputs = {"max_memory": max_memory, "cache_dir": cache_dir}
+        train_src = ListSource(self._builder(train_n, cfg, role="train", **inputs), cfg)
+        dev_src = None
+        if dev_n is not None:
+            dev_src = ListSource(self._builder(dev_n, cfg, role="dev", **inputs), cfg)
 
         def validate(model: MutualRerankNetwork) -> dict[str, float]:
             scores = self._rerank_matrix(dev_n, dev_src, model, device=device)
@@ -261,7 +292,7 @@ class PillarReranker(BaseReranker):
             k: [] for k in ("i2t_rows", "i2t_cols", "i2t_values", "t2i_rows", "t2i_cols", "t2i_values")
         }
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, cfg.precision):
             block = max(1, INFERENCE_NODES // cfg.list_len_i2t)
             for s in range(0, image_ids.shape[0], block):
                 lists = src.image_lists(image_ids[s : s + block]).to(device)
@@ -294,7 +325,9 @@ class PillarReranker(BaseReranker):
         shard = ShardResult(0, 1, data.n_images, data.n_texts, "", **upd)
         return apply_updates(*_bases(data), [shard])
 
-    def rerank(self, test: RetrievalSet, *, shard: tuple[int, int] | None = None) -> np.ndarray | ShardResult:
+    def rerank(self, test: RetrievalSet, *, shard: tuple[int, int] | None = None,
+               max_memory: str | int | None = None,
+               cache_dir: PathLikeStr | None = None) -> np.ndarray | ShardResult:
         """Re-ranked image x text score matrix of ``test`` (float32; the input is not modified).
 
         Every image query's candidates get the i2t network's cosines in a copy of the i2t
@@ -303,25 +336,42 @@ class PillarReranker(BaseReranker):
 
         With ``shard=(i, n)`` only share ``i`` of ``n`` of the queries is re-ranked and the
         partial :class:`~pillar_rerank.sharding.ShardResult` is returned (see
-        :meth:`rerank_shard` and :meth:`merge`).
+        :meth:`rerank_shard` and :meth:`merge`). ``max_memory`` and ``cache_dir`` are as in
+        :meth:`fit`.
         """
         self._check_is_fitted()
         if shard is not None:
-            return self.rerank_shard(test, *shard)
-        return self.rerank_shard(test, 0, 1, _as_matrix=True)
+            return self.rerank_shard(test, *shard, max_memory=max_memory, cache_dir=cache_dir)
+        return self.rerank_shard(test, 0, 1, max_memory=max_memory, cache_dir=cache_dir, _as_matrix=True)
 
-    def rerank_shard(self, test: RetrievalSet, index: int, count: int, *, _as_matrix: bool = False):
+    def rerank_shard(self, test: RetrievalSet, index: int, count: int, *,
+                     max_memory: str | int | None = None, cache_dir: PathLikeStr | None = None,
+                     _as_matrix: bool = False):
         """Re-rank only the contiguous share ``index`` of ``count`` of the image and text queries.
 
         Returns a :class:`~pillar_rerank.sharding.ShardResult` (the entries it re-scored, their
         new values and this model's digest); join all shares with :meth:`merge`.
+
+        With ``cache_dir`` and ``count > 1`` the cache must already be complete (built once by
+        an unsharded :meth:`rerank` or :func:`pillar_rerank.cache.build_cache`): concurrent
+        shards must not build the same cache.
         """
         self._check_is_fitted()
         cfg = self.config_
         self._check_sizes(test, cfg, role="test")
         device = next(self.model_.parameters()).device
         data = self._normalized(test, cfg)
-        builder = self._builder(data, cfg)
+        if cache_dir is not None and count > 1:
+            from pillar_rerank.cache import cache_key, is_complete_cache
+
+            where = Path(cache_dir) / cache_key(data, cfg, prefix="test")
+            if not is_complete_cache(where):
+                raise InvalidParameterError(
+                    f"cache_dir ({cache_dir}): no complete cache of this test side ({where.name}); shards "
+                    "run concurrently and must not build it. Build it once first (`rerank cache` or "
+                    "PillarReranker.cache_inputs), or drop the cache."
+                )
+        builder = self._builder(data, cfg, role="test", max_memory=max_memory, cache_dir=cache_dir)
         images = torch.arange(test.n_images)[shard_range(test.n_images, index, count)]
         texts = torch.arange(test.n_texts)[shard_range(test.n_texts, index, count)]
         upd = self._updates(builder, self.model_, images, texts, device)
@@ -329,6 +379,19 @@ class PillarReranker(BaseReranker):
         if _as_matrix:
             return apply_updates(*_bases(data), [shard])
         return shard
+
+    def cache_inputs(
+        self, test: RetrievalSet, cache_dir: PathLikeStr, *, max_memory: str | int | None = None
+    ):
+        """Build (or reuse) the cache of ``test``'s lists that ``rerank(test, cache_dir=...)`` reads.
+
+        The step to run once before sharded re-ranking with a cache. Returns the
+        :class:`~pillar_rerank.cache.CachedLists`.
+        """
+        self._check_is_fitted()
+        self._check_sizes(test, self.config_, role="test")
+        data = self._normalized(test, self.config_)
+        return self._builder(data, self.config_, role="test", max_memory=max_memory, cache_dir=cache_dir)
 
     def merge(self, test: RetrievalSet, shards: list[ShardResult | PathLikeStr]) -> np.ndarray:
         """Join the shards of :meth:`rerank_shard` (all present once, all from this model)."""

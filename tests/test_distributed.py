@@ -90,8 +90,10 @@ def test_two_process_gloo_fit_matches_one_process(data):
     root, args = data
     single, t1 = _fit([*args, "-o", str(root / "m1")], nproc=1)
     assert single.returncode == 0, single.stderr
-    double, t2 = _fit([*args, "-o", str(root / "m2")], nproc=2)
+    (root / "cache").mkdir()  # rank 0 builds the input caches, rank 1 reads them
+    double, t2 = _fit([*args, "-o", str(root / "m2"), "--cache", str(root / "cache")], nproc=2)
     assert double.returncode == 0, double.stderr
+    assert sorted(p.name.split("-")[0] for p in (root / "cache").iterdir()) == ["dev", "train"]
     w1 = load_file(root / "m1" / "weights.safetensors")
     w2 = load_file(root / "m2" / "weights.safetensors")
     assert w1.keys() == w2.keys()
@@ -110,3 +112,30 @@ def test_global_batch_must_divide_by_world_size(data):
     assert proc.returncode != 0
     assert "divisible by the number of processes (2)" in proc.stderr
     assert not (root / "m3").exists()
+
+
+def test_sharded_apply_as_a_torchrun_job_merges_to_the_single_process_result(data):
+    root, args = data
+    fit, _ = _fit([*args, "-o", str(root / "m_apply")], nproc=1)
+    assert fit.returncode == 0, fit.stderr
+    test = _write_side(root, "test", 20, 3)
+    test = [a.replace("--test-", "--") for a in test]
+    cli = [sys.executable, "-m", "pillar_rerank.cli.main"]
+    model = str(root / "m_apply")
+    plain = subprocess.run([*cli, "apply", model, *test, "-o", str(root / "plain.npy")],
+                           capture_output=True, text=True, env=_env(), timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    apply = " ".join([*cli, "apply", model, *test, "--shard", "$RANK/$WORLD_SIZE", "-o",
+                      str(root / "part_$RANK.npz")])
+    job = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), "--no-python", "bash", "-c", apply],
+        capture_output=True, text=True, env=_env(), timeout=120,
+    )
+    assert job.returncode == 0, job.stderr
+    parts = sorted(str(p) for p in root.glob("part_*.npz"))
+    assert len(parts) == 2
+    merged = subprocess.run([*cli, "merge", model, *parts, *test, "-o", str(root / "merged.npy")],
+                            capture_output=True, text=True, env=_env(), timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    assert np.array_equal(np.load(root / "merged.npy"), np.load(root / "plain.npy"))

@@ -6,7 +6,13 @@ import torch
 
 from pillar_rerank.checkpoint import SimulatedCrash
 from pillar_rerank.config import LeaPRRConfig
-from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError, NotFittedError
+from pillar_rerank.exceptions import (
+    CheckpointError,
+    InputFileError,
+    InvalidInputError,
+    InvalidParameterError,
+    NotFittedError,
+)
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.metrics.recall import recall_metrics
 from pillar_rerank.model.network import MutualRerankNetwork
@@ -269,3 +275,47 @@ def test_normaliser_composition_hook(data):
     r = PillarReranker(cfg).fit(train, dev, verbose=False)
     assert r.input_["normalize"] == "inverted_softmax"
     assert r.rerank(dev).shape == dev.scores.shape
+
+
+def test_cache_dir_gives_the_same_model_and_scores_and_is_reused(fitted, data, tmp_path, monkeypatch):
+    train, dev = data
+    cached = PillarReranker(CFG).fit(train, dev, verbose=False, cache_dir=tmp_path, max_memory="128MB")
+    for name, tensor in fitted.model_.state_dict().items():
+        assert torch.equal(tensor, cached.model_.state_dict()[name]), name
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["dev", "train"]
+    expected = fitted.rerank(dev)
+    assert np.array_equal(cached.rerank(dev, cache_dir=tmp_path), expected)
+    assert len(list(tmp_path.glob("test-*"))) == 1
+
+    import pillar_rerank.pillars as pillars
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched neighbours although the cache holds the lists")
+
+    monkeypatch.setattr(pillars.ListBuilder, "from_data", no_search)
+    assert np.array_equal(cached.rerank(dev, cache_dir=tmp_path), expected)
+    shards = [cached.rerank_shard(dev, i, 2, cache_dir=tmp_path) for i in range(2)]
+    assert np.array_equal(cached.merge(dev, shards), expected)
+
+
+def test_sharded_rerank_refuses_to_build_a_cache(fitted, data, tmp_path):
+    with pytest.raises(InvalidParameterError, match="no complete cache of this test side"):
+        fitted.rerank_shard(data[1], 0, 2, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputFileError, match="not an existing folder"):
+        fitted.rerank(data[1], cache_dir=tmp_path / "missing")
+
+
+def test_max_memory_does_not_change_the_result(fitted, data):
+    assert np.array_equal(fitted.rerank(data[1], max_memory="100MB"), fitted.rerank(data[1]))
+
+
+def test_bf16_autocast_trains_and_reranks_close_to_fp32(fitted, data):
+    train, dev = data
+    half = PillarReranker(CFG.replace(precision="bf16")).fit(train, dev, verbose=False)
+    assert all(p.dtype == torch.float32 for p in half.model_.parameters())
+    scores = half.rerank(dev)
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    full = recall_metrics(fitted.rerank(dev), dev.relevance)["RSUM"]
+    assert abs(recall_metrics(scores, dev.relevance)["RSUM"] - full) < 25.0
+    assert not np.array_equal(scores, fitted.rerank(dev))  # bf16 was really used

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from pillar_rerank.exceptions import InvalidParameterError
@@ -31,3 +33,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     elif dev.type != "cpu":
         raise InvalidParameterError(f"device: expected 'cpu' or 'cuda[:N]'; got {device!r}.")
     return dev
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of ``precision`` ("auto", "fp32", "bf16"; see ``LeaPRRConfig``) on ``device``.
+
+    "auto" is bf16 on a CUDA device with bf16 support and off elsewhere (CPU bf16 matmuls are
+    slower than fp32 on most CPUs, and CPU runs stay bitwise reproducible).
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "auto":
+        if device.type != "cuda" or not torch.cuda.is_bf16_supported():
+            return contextlib.nullcontext()
+    elif precision != "bf16":
+        raise InvalidParameterError(f"precision: expected 'auto', 'fp32' or 'bf16'; got {precision!r}.")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+

@@ -141,11 +141,15 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert "diagnostics" not in accuracy["runs"][0]["figures"]  # stored once, at the top level
     assert methods[0] == "base" and len(methods) >= 2
     scale = next(r for r in loaded if r["name"] == "synthetic_scale")
-    assert len(scale["runs"]) == 2 and len(scale["plots"]) == 2
+    assert len(scale["runs"]) == 1 and len(scale["plots"]) == 2  # the benchmark spawns one process per size
+    sizes = scale["runs"][0]["figures"]["runs"]
+    assert [(r["n_images"], r["n_texts"]) for r in sizes] == [(200, 1000), (400, 2000)]
+    assert all(r["within_budget"] for r in sizes)
 
     readme = written["results_readme"].read_text()
     assert readme == render_results_readme(loaded)  # regenerated from the JSONs alone
-    assert "#### Recall@K, synthetic" in readme and "#### Input building from embeddings vs size" in readme
+    assert "#### Recall@K, synthetic" in readme
+    assert "#### Input building under a memory budget (build_cache, max_memory)" in readme
     (results_dir / "README.md").unlink()
     publish(results_dir, html_report=False)
     assert (results_dir / "README.md").read_text() == readme

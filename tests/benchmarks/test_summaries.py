@@ -119,3 +119,42 @@ def test_leaprr_rerank_speed_table():
     tables = leaprr_rerank_speed([{"figures": fig, "peak_rss_mb": 50.0}], None)["tables"]
     assert tables[0]["headline"] and "the paper's size" in tables[0]["notes"]
     assert tables[1]["columns"][2:4] == ["neighbors s", "model s"]
+
+
+def test_leaprr_training_speed_table():
+    from benchmarks.summaries import leaprr_training_speed
+
+    fig = {
+        "config_name": "paper",
+        "config": {"embed_dim": 768, "depth": 2, "num_heads": 24, "batch_size": 512},
+        "shape": [300, 1500],
+        "steps": 3,
+        "items_per_second": 10.0,
+        "reference_items_per_second": 20.0,
+        "ratio_loop_to_reference": 2.0,
+        "seconds": {"inputs (not in the loop)": 1.5},
+    }
+    table = leaprr_training_speed([{"figures": fig, "peak_rss_mb": 900.0}], None)["tables"][0]
+    row = dict(zip(table["columns"], table["rows"][0]))
+    assert row["config"].startswith("paper (D=768") and row["loop / bare matmuls"] == 2.0
+    assert row["items/s"] == 10.0 and "bare matmuls" in table["notes"]
+
+
+def test_multi_process_fit_table():
+    from benchmarks.summaries import multi_process_fit
+
+    fig = {
+        "protocol": "a",
+        "train": [800, 3200],
+        "config": {"embed_dim": 64, "depth": 2, "num_heads": 4, "batch_size": 128, "epochs": 8},
+        "threads_total": 2,
+        "one_process": {"seconds": 100.0, "best_dev_rsum": 500.0},
+        "2_processes": {"seconds": 80.0, "best_dev_rsum": 500.1},
+        "speedup": 1.25,
+        "max_weight_difference": 2e-7,
+    }
+    table = multi_process_fit([{"figures": fig}], None)["tables"][0]
+    rows = [dict(zip(table["columns"], r)) for r in table["rows"]]
+    assert [r["run"] for r in rows] == ["1 process x 2 thread(s)", "2 processes x 1 thread(s)"]
+    assert rows[1]["best dev RSUM"] == 500.1 and rows[1]["speed-up"] == 1.25
+    assert "8 epochs" in table["notes"]

@@ -257,6 +257,81 @@ def test_apply_and_merge_refuse_outputs_inside_the_model_dir(workspace):
 
 
 def test_commands_are_listed_with_help():
-    for name in ("fit", "apply", "merge", "demo"):
+    for name in ("fit", "apply", "merge", "cache", "demo"):
         r = run(name, "--help")
         assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_cache_and_memory_budget_options(workspace, tmp_path):
+    from safetensors.numpy import load_file
+
+    root, train, dev, test = workspace
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cfg = ["--config", root / "cfg.json", "-q"]
+    r = run("fit", *train, *dev, *cfg, "--cache", cache, "--max-memory", "128MB", "-o", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    ref = load_file(root / "model" / "weights.safetensors")
+    got = load_file(tmp_path / "m" / "weights.safetensors")
+    assert all(np.array_equal(ref[k], got[k]) for k in ref)
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["dev", "train"]
+
+    assert run("apply", root / "model", *test, "-o", tmp_path / "plain.npy").exit_code == 0
+    r = run("apply", root / "model", *test, "--cache", cache, "-o", tmp_path / "cached.npy")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "cached.npy"))
+    r = run("apply", root / "model", *test, "--cache", cache, "--shard", "1/2", "-o", tmp_path / "s1.npz")
+    assert r.exit_code == 0, r.output
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("apply", root / "model", *test, "--cache", empty, "--shard", "0/2", "-o", tmp_path / "s0.npz")
+    assert r.exit_code == 2 and "no complete cache of this test side" in r.output
+    r = run("cache", root / "model", *test, "--cache", empty, "--max-memory", "100MB")
+    assert r.exit_code == 0 and "cached the lists of 30 image and 90 text queries" in r.output
+    assert len(list(empty.iterdir())) == 1
+    for i in range(2):
+        out = tmp_path / f"p{i}.npz"
+        r = run("apply", root / "model", *test, "--cache", empty, "--shard", f"{i}/2", "-o", out)
+        assert r.exit_code == 0, r.output
+    parts = [tmp_path / "p0.npz", tmp_path / "p1.npz"]
+    r = run("merge", root / "model", *parts, *test, "-o", tmp_path / "merged.npy")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(tmp_path / "merged.npy"), np.load(tmp_path / "plain.npy"))
+    assert run("cache", root / "model", *test).exit_code == 2
+    r = run("apply", root / "model", *test, "--max-memory", "lots", "-o", tmp_path / "x.npy")
+    assert r.exit_code == 2 and "expected a size such as 4GB" in r.output
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_fit_index_options_are_saved_in_the_config(workspace, tmp_path):
+    root, train, dev, _ = workspace
+    args = [*train, *dev, "--config", root / "cfg.json", "-q", "--index", "ivf"]
+    r = run("fit", *args, "--index-param", "nlist=4", "--index-param", "nprobe=2", "-o", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "m" / "config.json").read_text())["config"]
+    assert doc["neighbor_index"] == "ivf"
+    assert doc["neighbor_index_params"] == {"nlist": 4, "nprobe": 2}
+    r = run("fit", *args, "--index-param", "ef_search=8", "-o", tmp_path / "bad")
+    assert r.exit_code == 2 and "unknown key(s) 'ef_search'" in r.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cache_command_errors(workspace, tmp_path):
+    root, _, _, test = workspace
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    r = run("cache", root / "model", "--sims", tmp_path / "missing.npy", "--captions-per-image", 3,
+            "--cache", cache)
+    assert r.exit_code == 3 and "missing.npy" in r.output
+    sims = np.load(root / "test_sims.npy")
+    sims[0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", sims)
+    nan = ["--sims", tmp_path / "nan.npy", "--captions-per-image", 3]
+    r = run("cache", root / "model", *nan, "--cache", cache)
+    assert r.exit_code == 2 and "NaN" in r.output
+    r = run("cache", tmp_path / "no_model", *test, "--cache", cache)
+    assert r.exit_code == 3
+    r = run("cache", root / "model", *test, "--cache", tmp_path / "absent")
+    assert r.exit_code == 3 and "not an existing folder" in r.output
+    assert list(cache.iterdir()) == []

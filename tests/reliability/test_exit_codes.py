@@ -100,7 +100,10 @@ SPECS: dict[str, Spec] = {
 
 # Commands deliberately without a valid-run spec, and where they are covered instead.
 NO_SPEC = {"demo": "trains on the bundled data (minutes); its output check is "
-                   "test_demo_refuses_a_non_empty_output_folder_before_training"}
+                   "test_demo_refuses_a_non_empty_output_folder_before_training",
+           "cache": "writes into an existing cache folder and reuses a matching cache by design (no "
+                    "-o output to protect); its exit codes are checked in tests/cli/test_fit_apply.py::"
+                    "test_cache_command_errors"}
 
 def _spec_or_skip(name: str) -> Spec:
     if not command_available(name):

@@ -32,3 +32,18 @@ def test_random_state_and_seeding_are_reproducible():
     assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
     with pytest.raises(InvalidParameterError):
         check_random_state(-1)
+
+
+def test_autocast_precision_choices():
+    from pillar_rerank.utils.device import autocast
+
+    cpu = torch.device("cpu")
+    a = torch.ones(4, 4)
+    with autocast(cpu, "auto"):  # off on CPU: reproducible fp32
+        assert (a @ a).dtype == torch.float32
+    with autocast(cpu, "fp32"):
+        assert (a @ a).dtype == torch.float32
+    with autocast(cpu, "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with pytest.raises(InvalidParameterError, match="precision"):
+        autocast(cpu, "fp8")
