@@ -8,7 +8,6 @@ measured ones. The project README's block lives between :data:`START_MARKER` and
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +113,6 @@ def render_readme_block(results: list[dict[str, Any]], *, results_link: str = "b
             f"commit {str(res['git'].get('commit'))[:10]}.</sub>",
             "",
         ]
-    lines += leaprr_accuracy_lines(Path(__file__).resolve().parent / "results" / "leaprr_accuracy.json")
     lines += [
         f"All tables, speed and scale figures: [{results_link}/README.md]({results_link}/README.md); "
         f"plots: [{results_link}/report.html]({results_link}/report.html).",
@@ -157,38 +155,3 @@ def publish(results_dir: PathLikeStr, *, readme: PathLikeStr | None = None, html
     if readme is not None:
         written["readme"] = update_readme(readme, results)
     return written
-
-
-def leaprr_accuracy_lines(path: Path) -> list[str]:
-    """Markdown table of ``benchmarks/leaprr_accuracy.py``'s JSON (written by that script)."""
-    if not path.is_file():
-        return []
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    names = {"a": "COCO 5K (train coco1k_dev)", "b": "COCO 1K fold 0 (train items 1000-4999)"}
-    lines = [
-        "#### LeaPRR on the COCO caption proxy (reduced CPU configuration)",
-        "",
-        "| protocol | normaliser before LeaPRR | LeaPRR config | base RSUM | normaliser alone | "
-        "LeaPRR RSUM | ΔRSUM | best dev RSUM |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for key, run in doc.get("protocols", {}).items():
-        cfg = run.get("config", doc.get("config", {}))
-        norm = cfg.get("normalize") or "none"
-        alone = run.get("normaliser_alone")
-        alone_rsum = "" if alone is None else f"{alone['RSUM']:.1f}"
-        model = (f"d={cfg.get('embed_dim')}, depth {cfg.get('depth')}, {cfg.get('num_heads')} heads, "
-                 f"{cfg.get('epochs')} epochs, lr {cfg.get('lr')}")
-        lines.append(
-            f"| {names.get(key.split(':')[0], key)} | {norm} | {model} | {run['base']['RSUM']:.1f} | "
-            f"{alone_rsum} | {run['leaprr']['RSUM']:.1f} | {run['rsum_gain']:+.1f} | "
-            f"{run.get('best_dev_rsum') or 0:.1f} |"
-        )
-    lines += [
-        "",
-        "*Paper configuration: embed_dim 768, 24 heads, batch 512, 30 epochs. Configurations and the "
-        "normaliser's parameters were chosen on training/dev data only. "
-        "Regenerate with `python benchmarks/leaprr_accuracy.py`.*",
-        "",
-    ]
-    return lines

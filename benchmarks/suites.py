@@ -185,6 +185,29 @@ SUITES: dict[str, list[Benchmark]] = {
         ),
         Benchmark(
             "accuracy",
+            "leaprr_transductive",
+            "LeaPRR after a transductive normaliser (DSL) on the COCO caption proxy",
+            "benchmarks.adapters:leaprr_accuracy",
+            description="LeaPRR composed with DSL (parameters tuned per direction on coco1k_dev): DSL "
+            "normalises each side with its own queries, so this is transductive and is compared with "
+            "DSL alone, not with the inductive methods. Same protocols, configuration and seeds as "
+            "the LeaPRR benchmark.",
+            points=tuple(
+                {"protocol": p, "config": LEAPRR_ACCURACY_CONFIG[p], "normalize": "dsl",
+                 "normalize_params": "tuned"}
+                for p in ("a", "b")
+            ),
+            seeds=(0, 1, 2),
+            quick_params={"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},
+            quick_points=({"protocol": "b", "normalize": "dsl", "normalize_params": "tuned"},),
+            quick_seeds=(0,),
+            requires=("benchmarks.leaprr_accuracy", "pillar_rerank.reranker"),
+            data_files=COCO_FILES,
+            data_param="root",
+            summarize="benchmarks.summaries:leaprr_accuracy",
+        ),
+        Benchmark(
+            "accuracy",
             "coco5k_extended",
             "COCO 5K: ECCV Caption and CxC metrics, diagnostics",
             "benchmarks.coco_extended:run",

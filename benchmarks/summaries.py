@@ -322,7 +322,7 @@ def leaprr_accuracy(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str, Any
             Table.from_records(
                 f"LeaPRR, protocol {proto}: {LEAPRR_PROTOCOLS.get(proto, proto)}",
                 records,
-                notes=_config_note(runs),
+                notes=_config_note([r for r in runs if r["figures"]["protocol"] == proto]),
             )
         )
     tables.insert(
@@ -338,9 +338,15 @@ def leaprr_accuracy(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str, Any
 
 
 def _config_note(runs: Sequence[dict[str, Any]]) -> str:
-    cfg = runs[0]["figures"]["config"]
     keys = ("embed_dim", "depth", "num_heads", "epochs", "batch_size", "lr", "n_pillars")
-    shown = ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
+    by_protocol: dict[str, str] = {}
+    for r in runs:
+        cfg = r["figures"]["config"]
+        by_protocol.setdefault(r["figures"]["protocol"], ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg))
+    if len(set(by_protocol.values())) == 1:
+        shown = next(iter(by_protocol.values()))
+    else:
+        shown = "; ".join(f"protocol {p}: {text}" for p, text in sorted(by_protocol.items()))
     return (
         f"Reduced CPU configuration ({shown}); the paper's is embed_dim 768, 24 heads, batch 512, "
         "30 epochs. Model selection on a dev split of the training side only; mean ± sample std over seeds."

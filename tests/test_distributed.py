@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,59 @@ def test_sharded_apply_as_a_torchrun_job_merges_to_the_single_process_result(dat
                             capture_output=True, text=True, env=_env(), timeout=120)
     assert merged.returncode == 0, merged.stderr
     assert np.array_equal(np.load(root / "merged.npy"), np.load(root / "plain.npy"))
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_killed_torchrun_fit_resumes_to_the_uninterrupted_result(data):
+    """SIGKILL the whole 2-process job mid-training, rerun it with --resume under torchrun."""
+    import signal
+
+    from pillar_rerank.checkpoint import STATE_FILE
+
+    root, args = data
+    steps = 2 * -(-147 // 16)  # epochs x batches per epoch
+    ref, _ = _fit([*args, "-o", str(root / "r_ref")], nproc=2)
+    assert ref.returncode == 0, ref.stderr
+    ckpt = root / "r_kill.ckpt"
+    cmd = [*args, "-o", str(root / "r_kill"), "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                "127.0.0.1", "--master_port", str(_free_port()), "-m", "pillar_rerank.cli.main", "fit"]
+    job = subprocess.Popen([*launcher, *cmd], env=_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    step = 0
+    while time.monotonic() < deadline and job.poll() is None:
+        try:
+            step = int(json.loads((ckpt / STATE_FILE).read_text())["global_step"])
+        except (OSError, ValueError, KeyError):
+            step = 0
+        if step >= 3:
+            # the agent and its workers (torchrun may start them in their own sessions)
+            os.killpg(job.pid, signal.SIGKILL)
+            _kill_processes_mentioning(str(root / "r_kill"))
+            break
+        time.sleep(0.05)
+    job.wait(timeout=60)
+    assert 3 <= step < steps and not (root / "r_kill").exists(), "the job was not killed mid-training"
+    resumed, _ = _fit([*cmd, "--resume"], nproc=2)
+    assert resumed.returncode == 0, resumed.stderr
+    w_ref = load_file(root / "r_ref" / "weights.safetensors")
+    w_res = load_file(root / "r_kill" / "weights.safetensors")
+    for name in w_ref:
+        assert torch.equal(w_ref[name], w_res[name]), name

@@ -158,3 +158,13 @@ def test_multi_process_fit_table():
     assert [r["run"] for r in rows] == ["1 process x 2 thread(s)", "2 processes x 1 thread(s)"]
     assert rows[1]["best dev RSUM"] == 500.1 and rows[1]["speed-up"] == 1.25
     assert "8 epochs" in table["notes"]
+
+
+def test_leaprr_accuracy_notes_each_protocols_configuration():
+    from benchmarks.summaries import leaprr_accuracy
+
+    b = _leaprr_fig("b", 0, 220.0)
+    b["figures"]["config"] = {"embed_dim": 128, "epochs": 3}
+    tables = leaprr_accuracy([_leaprr_fig("a", 0, 210.0), b], None)["tables"]
+    assert "protocol a: embed_dim=128, epochs=6; protocol b: embed_dim=128, epochs=3" in tables[0]["notes"]
+    assert "epochs=3" in tables[2]["notes"] and "epochs=6" not in tables[2]["notes"]
