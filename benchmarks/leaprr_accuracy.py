@@ -66,6 +66,27 @@ def protocol_sets(name: str, root: str | None = None):
     raise ValueError(f"protocol: expected 'a' or 'b'; got {name!r}.")
 
 
+#: ECCV Caption / CxC metrics added for the protocol whose test side is the whole COCO 5K.
+EXTENDED_METRICS = ("i2t_mAP@R", "t2i_mAP@R", "i2t_R-P", "t2i_R-P", "i2t_NDCG@10", "t2i_NDCG@10")
+
+
+def extended_metrics(scores: np.ndarray, test, root: str | None = None) -> dict[str, float] | None:
+    """ECCV Caption mAP@R / R-Precision and CxC NDCG@10 of COCO 5K scores (None without the files)."""
+    from pillar_rerank.datasets import coco_proxy_ids, load_cxc_graded, load_eccv_positives
+    from pillar_rerank.exceptions import InputFileError
+    from pillar_rerank.metrics.evaluate import evaluate
+
+    try:
+        image_ids, caption_ids = coco_proxy_ids("coco5k_test", root)
+        eccv = load_eccv_positives(image_ids, caption_ids, kind="eccv", root=root)
+        cxc = load_cxc_graded(image_ids, caption_ids, root=root)
+    except (InputFileError, FileNotFoundError):
+        return None
+    out = evaluate(test.with_scores(np.asarray(scores, dtype=np.float32)), metrics=list(EXTENDED_METRICS),
+                   positives=eccv, graded=cxc)
+    return {k: round(float(out[k]), 2) for k in EXTENDED_METRICS}
+
+
 def run(protocols=("a", "b"), config: LeaPRRConfig | None = None, root: str | None = None) -> dict:
     """Fit and evaluate each protocol; returns the JSON document."""
     cfg = config or LeaPRRConfig(**REDUCED)
@@ -90,6 +111,12 @@ def run(protocols=("a", "b"), config: LeaPRRConfig | None = None, root: str | No
             norm_set = model._normalized(test, cfg)
             normalised = recall_metrics(norm_set.similarity(), test.relevance,
                                         t2i_scores=norm_set.t2i_scores)
+        extended = None
+        if name == "a":
+            extended = {"base": extended_metrics(test.similarity(), test, root),
+                        "leaprr": extended_metrics(scores, test, root)}
+            if extended["base"] is None:
+                extended = None
         out["protocols"][name] = {
             "train": [train.n_images, train.n_texts],
             "dev": [dev.n_images, dev.n_texts],
@@ -99,6 +126,7 @@ def run(protocols=("a", "b"), config: LeaPRRConfig | None = None, root: str | No
             "leaprr": {k: round(new[k], 2) for k in KEYS},
             "rsum_gain": round(new["RSUM"] - base["RSUM"], 2),
             "normaliser_alone": None if normalised is None else {k: round(normalised[k], 2) for k in KEYS},
+            "extended": extended,
             "best_dev_rsum": model.history_.get("best_rsum"),
             "dev_curve": [(v["step"], round(v["RSUM"], 2)) for v in model.history_["validations"]],
             "fit_seconds": round(fit_s, 1),

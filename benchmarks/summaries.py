@@ -281,12 +281,12 @@ def leaprr_accuracy(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str, Any
     tables, headline = [], []
     for proto in sorted({p for p, _ in groups}):
         records = []
-        base = None
+        base, base_runs = None, []
         for (p, label), figs in groups.items():
             if p != proto:
                 continue
             res = [f["protocols"][proto] for f in figs]
-            base = res[0]["base"]
+            base, base_runs = res[0]["base"], res
             params = figs[0].get("normalize_params") or {}
             records.append(
                 {
@@ -295,6 +295,7 @@ def leaprr_accuracy(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str, Any
                     "seeds": len(figs),
                     **{_label(k): mean_spread([x["leaprr"][k] for x in res]) for k in RECALL_KEYS},
                     "ΔRSUM": mean_spread([x["rsum_gain"] for x in res]),
+                    **_extended_columns([x["extended"]["leaprr"] for x in res if x.get("extended")]),
                     "fit s": mean_spread([x["fit_seconds"] for x in res]),
                     "re-rank s": mean_spread([x["rerank_seconds"] for x in res]),
                 }
@@ -316,6 +317,7 @@ def leaprr_accuracy(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str, Any
                 "seeds": None,
                 **{_label(k): base[k] for k in RECALL_KEYS},
                 "ΔRSUM": 0.0,
+                **_extended_columns([x["extended"]["base"] for x in base_runs if x.get("extended")][:1]),
             },
         )
         tables.append(
@@ -335,6 +337,13 @@ def leaprr_accuracy(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str, Any
         ),
     )
     return {"tables": [t.to_dict() for t in tables]}
+
+
+def _extended_columns(values: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """ECCV Caption / CxC columns (mean ± spread over seeds) when the runs measured them."""
+    if not values:
+        return {}
+    return {k.replace("_", " "): mean_spread([v[k] for v in values]) for k in values[0]}
 
 
 def _config_note(runs: Sequence[dict[str, Any]]) -> str:

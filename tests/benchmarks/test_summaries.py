@@ -168,3 +168,18 @@ def test_leaprr_accuracy_notes_each_protocols_configuration():
     tables = leaprr_accuracy([_leaprr_fig("a", 0, 210.0), b], None)["tables"]
     assert "protocol a: embed_dim=128, epochs=6; protocol b: embed_dim=128, epochs=3" in tables[0]["notes"]
     assert "epochs=3" in tables[2]["notes"] and "epochs=6" not in tables[2]["notes"]
+
+
+def test_leaprr_accuracy_adds_extended_metrics_when_measured():
+    from benchmarks.summaries import leaprr_accuracy
+
+    runs = [_leaprr_fig("a", s, 210.0) for s in range(2)]
+    for s, r in enumerate(runs):
+        r["figures"]["protocols"]["a"]["extended"] = {
+            "base": {"i2t_mAP@R": 9.0, "t2i_NDCG@10": 30.0},
+            "leaprr": {"i2t_mAP@R": 12.0 + 2 * s, "t2i_NDCG@10": 31.0},
+        }
+    detail = leaprr_accuracy(runs, None)["tables"][1]
+    rows = [dict(zip(detail["columns"], r)) for r in detail["rows"]]
+    assert rows[0]["i2t mAP@R"] == 9.0 and rows[0]["t2i NDCG@10"] == 30.0
+    assert rows[1]["i2t mAP@R"]["mean"] == 13.0 and rows[1]["t2i NDCG@10"]["mean"] == 31.0
