@@ -122,8 +122,8 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
 )
 @click.option(
     "--index-param", "index_param", multiple=True,
-    help="Approximate index parameter KEY=VALUE (ivf: nlist, nprobe, seed; hnsw: m, ef_construction, "
-    "ef_search).",
+    help="Approximate index parameter KEY=VALUE (ivf: nlist, nprobe, train_size, seed; hnsw: M, "
+    "ef_construction, ef_search).",
 )
 @input_building_options
 @click.option(

@@ -49,8 +49,8 @@ class LeaPRRConfig:
         so the choice is part of the model's config (see ``benchmarks/bench_scale_inputs.py`` for
         measured recall against exact).
     neighbor_index_params : dict, default={}
-        Parameters of the approximate index (ivf: ``nlist``, ``nprobe``, ``seed``; hnsw: ``m``,
-        ``ef_construction``, ``ef_search``); unset ones take the defaults of
+        Parameters of the approximate index (ivf: ``nlist``, ``nprobe``, ``train_size``,
+        ``seed``; hnsw: ``M``, ``ef_construction``, ``ef_search``); unset ones take the defaults of
         :func:`pillar_rerank.neighbors.topk_search`.
     embed_dim, depth, num_heads, mlp_ratio, qkv_bias : model size (paper: 768, 2, 24, 4, True).
     attention : {"dense", "sparse"}, default="dense"

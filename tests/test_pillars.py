@@ -272,3 +272,24 @@ def test_memory_mapped_float16_scores_equal_in_memory_float32(rng, tmp_path):
     for a, b in zip(from_mmap.build_all(), in_memory.build_all()):
         assert torch.equal(a.candidates, b.candidates) and torch.equal(a.adjacency, b.adjacency)
         np.testing.assert_allclose(a.features.numpy(), b.features.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_neighbor_index_of_the_config_is_used(rng):
+    img = rng.standard_normal((200, 16)).astype(np.float32)
+    t2i = np.repeat(np.arange(200), 2)
+    txt = img[t2i] + 0.5 * rng.standard_normal((400, 16)).astype(np.float32)
+    data = RetrievalSet(relevance=Relevance(t2i, 200), image_embeddings=img, text_embeddings=txt)
+    base = LeaPRRConfig(n_pillars=8, list_len_i2t=6, list_len_t2i=4, graph_neighbors=4)
+    exact = ListBuilder.from_data(data, base)
+    # IVF probing every list is an exhaustive search: the same lists as the exact one
+    ivf = ListBuilder.from_data(data, base.replace(neighbor_index="ivf",
+                                                   neighbor_index_params={"nlist": 4, "nprobe": 4}))
+    ids = torch.arange(200)
+    assert torch.equal(exact.image_lists(ids).candidates, ivf.image_lists(ids).candidates)
+    assert torch.allclose(exact.image_lists(ids).features, ivf.image_lists(ids).features)
+    # probing one list of four is approximate: some lists change, so the index was really used
+    rough = ListBuilder.from_data(data, base.replace(neighbor_index="ivf",
+                                                     neighbor_index_params={"nlist": 4, "nprobe": 1}))
+    assert not torch.equal(exact.image_lists(ids).features, rough.image_lists(ids).features)
+    with pytest.raises(InvalidParameterError, match="unknown key"):
+        base.replace(neighbor_index="hnsw", neighbor_index_params={"nprobe": 4})
