@@ -65,7 +65,10 @@ class PillarReranker(BaseReranker):
     0.8/32 and 0.8/8); the caption -> image map is explicit; fp32 throughout; each image query
     is re-scored once (the reference recomputes it once per caption with identical values).
     The re-scored candidates overwrite their entries and the final matrix is the mean of the
-    i2t and t2i matrices, as in the reference (§6.4).
+    i2t and t2i matrices, as in the reference (§6.4). With a normaliser in front
+    (``config.normalize``), normalised scores whose magnitude exceeds 1 are divided by their
+    largest magnitude (rankings unchanged), so the network's cosines and the untouched entries
+    are combined on one scale.
 
     Examples
     --------
@@ -127,7 +130,7 @@ class PillarReranker(BaseReranker):
                 data.image_embeddings,
                 data.text_embeddings,
             )
-        return apply_both(method, data, bank, t2i_method=t2i_method)
+        return _on_cosine_scale(apply_both(method, data, bank, t2i_method=t2i_method))
 
     def _builder(self, data: RetrievalSet, cfg: LeaPRRConfig, *, role: str = "data",
                  max_memory: str | int | None = None, cache_dir: PathLikeStr | None = None):
@@ -533,6 +536,27 @@ class PillarReranker(BaseReranker):
         self.input_ = {"imported_from": str(p), "format": "LgQu/LeaPRR state dict"}
         self.history_ = {}
         return self
+
+
+def _on_cosine_scale(data: RetrievalSet) -> RetrievalSet:
+    """Divide normalised scores by their largest magnitude when it exceeds 1 (rankings kept).
+
+    The re-scored candidates get the network's cosines, in [-1, 1], while the other entries keep
+    their (normalised) scores. A normaliser that changes the scale (DSL multiplies by
+    ``n_queries * softmax``: values in the thousands) would otherwise leave the untouched entries
+    above every re-scored candidate. Scores already within [-1, 1] (NNN, CSLS, ... on cosines)
+    are returned unchanged. Division by a positive constant is monotone: no order flips, though
+    float32 rounding can tie entries that were already within one ulp.
+    """
+    matrices = {"scores": data.scores, "t2i_scores": data.t2i_scores}
+    largest = max(max(float(m.max()), -float(m.min())) for m in matrices.values() if m is not None)
+    if largest <= 1.0:
+        return data
+    logger.info("normalised scores reach |s| = %.4g; dividing both directions by it (rankings unchanged)",
+                largest)
+    scaled = {k: None if m is None else (np.asarray(m, dtype=np.float32) / np.float32(largest))
+              for k, m in matrices.items()}
+    return data.with_scores(scaled["scores"], t2i_scores=scaled["t2i_scores"], name=data.name)
 
 
 def _bases(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray | None]:

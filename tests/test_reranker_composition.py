@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pillar_rerank.baselines import get_baseline
+from pillar_rerank.baselines import apply_both, get_baseline
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.reranker import PillarReranker, _normalizer_pair
@@ -48,3 +48,31 @@ def test_each_side_is_normalised_with_a_bank_of_other_queries(monkeypatch):
     out = model.rerank(test)
     np.testing.assert_array_equal(seen["test"], train.image_embeddings)
     assert out.shape == (25, 50) and np.isfinite(out).all()
+
+
+def test_scale_changing_normalisers_are_brought_to_the_cosine_scale():
+    from pillar_rerank.reranker import _on_cosine_scale
+
+    data = _side(20, 3, "d")
+    dsl = get_baseline("dsl", temperature=0.05)
+    raw = apply_both(dsl, data)
+    assert np.abs(raw.scores).max() > 5  # DSL multiplies by n_queries * softmax
+    scaled = _on_cosine_scale(raw)
+    largest = max(np.abs(scaled.scores).max(), np.abs(scaled.t2i_scores).max())
+    assert np.isclose(largest, 1.0)
+    for a, b in ((raw.scores, scaled.scores), (raw.t2i_scores, scaled.t2i_scores)):
+        for axis in (0, 1):  # monotone: no order flips (float32 rounding may only create ties)
+            order = np.argsort(-a, axis=axis)
+            assert (np.diff(np.take_along_axis(b, order, axis=axis), axis=axis) <= 0).all()
+    within = data.with_scores(np.clip(data.similarity(), -1, 1) * 0.5)
+    assert _on_cosine_scale(within) is within
+
+
+def test_composition_with_dsl_works_on_the_cosine_scale():
+    train, dev, test = _side(40, 0, "train"), _side(20, 1, "dev"), _side(30, 2, "test")
+    cfg = TINY.replace(normalize="dsl", normalize_params={"temperature": 0.05})
+    model = PillarReranker(cfg).fit(train, dev, verbose=False)
+    normalised = model._normalized(test, model.config_)
+    assert max(np.abs(normalised.scores).max(), np.abs(normalised.t2i_scores).max()) <= 1.0
+    out = model.rerank(test)
+    assert out.shape == (30, 60) and np.abs(out).max() <= 1.0
