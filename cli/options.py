@@ -82,4 +82,3 @@ def input_building_options(func: Callable) -> Callable:
         help="Bound on what input building allocates beyond the inputs, e.g. 4GB (results do not "
         "depend on it). Default: blocks of a few hundred MiB.",
     )(func)
-

@@ -62,8 +62,9 @@ class PillarReranker(BaseReranker):
     -----
     Departures from the reference code (LgQu/LeaPRR 50758d6), each documented in the spec:
     sparsity thresholds default to ``coef / n_nodes`` (``reference_thresholds=True`` restores
-    0.8/32 and 0.8/8); the caption -> image map is explicit; fp32 throughout; each image query
-    is re-scored once (the reference recomputes it once per caption with identical values).
+    0.8/32 and 0.8/8); the caption -> image map is explicit; fp32 on CPU (bf16 autocast on a
+    CUDA GPU with ``precision="auto"``, ``"fp32"`` for parity); each image query is re-scored
+    once (the reference recomputes it once per caption with identical values).
     The re-scored candidates overwrite their entries and the final matrix is the mean of the
     i2t and t2i matrices, as in the reference (§6.4). With a normaliser in front
     (``config.normalize``), normalised scores whose magnitude exceeds 1 are divided by their
@@ -356,8 +357,8 @@ class PillarReranker(BaseReranker):
         new values and this model's digest); join all shares with :meth:`merge`.
 
         With ``cache_dir`` and ``count > 1`` the cache must already be complete (built once by
-        an unsharded :meth:`rerank` or :func:`pillar_rerank.cache.build_cache`): concurrent
-        shards must not build the same cache.
+        :meth:`cache_inputs`, ``rerank cache`` or an unsharded :meth:`rerank`): concurrent shards
+        must not build the same cache.
         """
         self._check_is_fitted()
         cfg = self.config_
