@@ -330,7 +330,8 @@ def leaprr_accuracy(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str, Any
     tables.insert(
         0,
         Table.from_records(
-            "LeaPRR on the COCO caption proxy (RSUM, mean ± std over seeds)",
+            f"{getattr(bench, 'title', None) or 'LeaPRR on the COCO caption proxy'} "
+            "(RSUM, mean ± std over seeds)",
             headline,
             headline=True,
             notes=_config_note(runs),
