@@ -143,11 +143,18 @@ def _is_plain_tensors_name(name: str) -> bool:
     return name.endswith(".safetensors") and Path(name).name == name and not name.startswith(".")
 
 
-def _remove_model_files(folder: Path) -> None:
+# safetensors writes through a sibling temporary file named like this (Rust ``tempfile``): a
+# save killed mid-write leaves one in its temporary folder.
+_PARTIAL_WRITE = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
+
+
+def _remove_model_files(folder: Path, *, partial_writes: bool = False) -> None:
     """Delete a model directory (or a temporary one) file by file: only our own file names, only
-    regular files; the folder itself is removed only when that leaves it empty."""
+    regular files; the folder itself is removed only when that leaves it empty. With
+    ``partial_writes`` (our own temporary folders only) also safetensors' partial-write files."""
     for entry in folder.iterdir():
         mine = entry.name in {WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE} or _is_plain_tensors_name(entry.name)
+        mine = mine or (partial_writes and _PARTIAL_WRITE.match(entry.name) is not None)
         if mine and entry.is_file() and not entry.is_symlink():
             with contextlib.suppress(OSError):
                 entry.unlink()
@@ -223,7 +230,7 @@ def save_model_dir(
     target = Path(os.path.abspath(given))  # a real name and parent even for "." or "dir/.."
     parent = target.parent
     for stale in _stale_model_temporaries(parent, target.name):
-        _remove_model_files(stale)
+        _remove_model_files(stale, partial_writes=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     try:
         save_file(

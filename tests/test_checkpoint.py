@@ -80,13 +80,16 @@ def test_save_removes_stale_temporaries_of_its_own_naming_only(tmp_path):
     killed = tmp_path / ".m.abcd_123.tmp"  # what a SIGKILL during an earlier save leaves
     killed.mkdir()
     (killed / "weights.safetensors").write_bytes(b"partial")
+    killed_mid_write = tmp_path / ".m.ijkl_789.tmp"  # killed inside safetensors' own write
+    killed_mid_write.mkdir()
+    (killed_mid_write / ".tmpGeoSCl").write_bytes(b"half a tensor file")
     foreign = tmp_path / ".m.efgh_456.tmp"  # same pattern, but holds a file that is not ours
     foreign.mkdir()
     (foreign / "data.npy").write_bytes(b"keep")
     other = tmp_path / ".mx.abcd_123.tmp"  # another model's name
     other.mkdir()
     save(tmp_path / "m")
-    assert not killed.exists()
+    assert not killed.exists() and not killed_mid_write.exists()
     assert (foreign / "data.npy").read_bytes() == b"keep"
     assert other.is_dir()
 
