@@ -47,6 +47,15 @@ METRICS = (
 )
 
 
+def extended_ground_truth(data_root: str | None = None) -> tuple[dict, dict]:
+    """ECCV Caption positives and CxC graded gains for the rows and columns of ``coco5k_test``."""
+    from pillar_rerank.datasets import coco_proxy_ids, load_cxc_graded, load_eccv_positives
+
+    image_ids, caption_ids = coco_proxy_ids("coco5k_test", data_root)
+    eccv = load_eccv_positives(image_ids, caption_ids, kind="eccv", root=data_root)
+    return eccv, load_cxc_graded(image_ids, caption_ids, root=data_root)
+
+
 def run(
     *,
     data_root: str | None = None,
@@ -58,15 +67,13 @@ def run(
     """Measure every method on COCO 5K with the extended metrics; see the module docstring."""
     from pillar_rerank.baselines import BASELINES, apply_both, bank_from_embeddings, describe, get_baseline
     from pillar_rerank.baselines.tuning import tune
-    from pillar_rerank.datasets import coco_proxy_ids, load_coco_proxy, load_cxc_graded, load_eccv_positives
+    from pillar_rerank.datasets import load_coco_proxy
     from pillar_rerank.metrics.evaluate import evaluate
 
     dev = load_coco_proxy("coco1k_dev", data_root)
     test = load_coco_proxy("coco5k_test", data_root)
     test = test.with_scores(test.similarity())
-    image_ids, caption_ids = coco_proxy_ids("coco5k_test", data_root)
-    eccv = load_eccv_positives(image_ids, caption_ids, kind="eccv", root=data_root)
-    cxc = load_cxc_graded(image_ids, caption_ids, root=data_root)
+    eccv, cxc = extended_ground_truth(data_root)
     bank = bank_from_embeddings(dev, test)
 
     rows: list[dict[str, Any]] = []

@@ -72,14 +72,12 @@ EXTENDED_METRICS = ("i2t_mAP@R", "t2i_mAP@R", "i2t_R-P", "t2i_R-P", "i2t_NDCG@10
 
 def extended_metrics(scores: np.ndarray, test, root: str | None = None) -> dict[str, float] | None:
     """ECCV Caption mAP@R / R-Precision and CxC NDCG@10 of COCO 5K scores (None without the files)."""
-    from pillar_rerank.datasets import coco_proxy_ids, load_cxc_graded, load_eccv_positives
+    from benchmarks.coco_extended import extended_ground_truth
     from pillar_rerank.exceptions import InputFileError
     from pillar_rerank.metrics.evaluate import evaluate
 
     try:
-        image_ids, caption_ids = coco_proxy_ids("coco5k_test", root)
-        eccv = load_eccv_positives(image_ids, caption_ids, kind="eccv", root=root)
-        cxc = load_cxc_graded(image_ids, caption_ids, root=root)
+        eccv, cxc = extended_ground_truth(root)
     except (InputFileError, FileNotFoundError):
         return None
     out = evaluate(test.with_scores(np.asarray(scores, dtype=np.float32)), metrics=list(EXTENDED_METRICS),

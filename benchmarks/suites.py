@@ -114,6 +114,17 @@ BASELINE_NAMES = (
 # epochs its dev RSUM was still rising (measured: LeaPRR alone +21.0 +- 2.5 RSUM over 3 seeds).
 LEAPRR_ACCURACY_CONFIG = {"a": {"epochs": 8}, "b": {"epochs": 8}}
 
+# Seeds, quick settings, requirements, data and summary shared by the LeaPRR accuracy benchmarks.
+LEAPRR_ACCURACY_RUNS: dict[str, Any] = {
+    "seeds": (0, 1, 2),
+    "quick_params": {"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},
+    "quick_seeds": (0,),
+    "requires": ("benchmarks.leaprr_accuracy", "pillar_rerank.reranker"),
+    "data_files": COCO_FILES,
+    "data_param": "root",
+    "summarize": "benchmarks.summaries:leaprr_accuracy",
+}
+
 # Sizes of the scale suite: (n_images, n_texts), up to the Flickr30K training shape.
 SCALE_SIZES = ((1000, 5000), (5000, 25_000), (14_500, 72_500), (29_000, 145_000))
 
@@ -174,14 +185,8 @@ SUITES: dict[str, list[Benchmark]] = {
                 for p in ("a", "b")
                 for v in ({}, {"normalize": "nnn", "normalize_params": "tuned"})
             ),
-            seeds=(0, 1, 2),
-            quick_params={"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},
             quick_points=({"protocol": "b"},),
-            quick_seeds=(0,),
-            requires=("benchmarks.leaprr_accuracy", "pillar_rerank.reranker"),
-            data_files=COCO_FILES,
-            data_param="root",
-            summarize="benchmarks.summaries:leaprr_accuracy",
+            **LEAPRR_ACCURACY_RUNS,
         ),
         Benchmark(
             "accuracy",
@@ -197,14 +202,8 @@ SUITES: dict[str, list[Benchmark]] = {
                  "normalize_params": "tuned"}
                 for p in ("a", "b")
             ),
-            seeds=(0, 1, 2),
-            quick_params={"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},
             quick_points=({"protocol": "b", "normalize": "dsl", "normalize_params": "tuned"},),
-            quick_seeds=(0,),
-            requires=("benchmarks.leaprr_accuracy", "pillar_rerank.reranker"),
-            data_files=COCO_FILES,
-            data_param="root",
-            summarize="benchmarks.summaries:leaprr_accuracy",
+            **LEAPRR_ACCURACY_RUNS,
         ),
         Benchmark(
             "accuracy",

@@ -134,22 +134,27 @@ class PillarReranker(BaseReranker):
         return _on_cosine_scale(apply_both(method, data, bank, t2i_method=t2i_method))
 
     def _builder(self, data: RetrievalSet, cfg: LeaPRRConfig, *, role: str = "data",
-                 max_memory: str | int | None = None, cache_dir: PathLikeStr | None = None):
+                 max_memory: str | int | None = None, cache_dir: PathLikeStr | None = None,
+                 require_cache: bool = False):
         """Lists of ``data``: searched now (under ``max_memory``), or read from / written to a cache.
 
         With ``cache_dir`` the lists live in ``cache_dir/<role>-<key>``, ``key`` a hash of what
         determines them (:func:`pillar_rerank.cache.cache_meta`: data fingerprint, list fields of
         the config, neighbour index), so a later fit or apply on the same inputs reuses them and
-        different inputs never collide.
+        different inputs never collide. ``require_cache`` refuses to build a missing one (shards
+        run concurrently and must not build the same cache).
         """
         if cache_dir is None:
             return get_builder_class().from_data(data, cfg, max_memory=max_memory)
-        from pillar_rerank.cache import build_cache, cache_key
+        from pillar_rerank.cache import build_cache, is_complete_cache
 
-        root = Path(cache_dir)
-        if not root.is_dir():
-            raise InputFileError(f"cache_dir ({root}): not an existing folder; create it first.")
-        path = root / cache_key(data, cfg, prefix=role)
+        path = _cache_path(data, cfg, role, cache_dir)
+        if require_cache and not is_complete_cache(path):
+            raise InvalidParameterError(
+                f"cache_dir ({cache_dir}): no complete cache of this {role} side ({path.name}); shards "
+                "run concurrently and must not build it. Build it once first (`rerank cache` or "
+                "PillarReranker.cache_inputs), or drop the cache."
+            )
         budget = max_memory if max_memory is not None else "4GB"
         return distributed.main_first(lambda: build_cache(data, cfg, path, max_memory=budget))
 
@@ -365,17 +370,8 @@ class PillarReranker(BaseReranker):
         self._check_sizes(test, cfg, role="test")
         device = next(self.model_.parameters()).device
         data = self._normalized(test, cfg)
-        if cache_dir is not None and count > 1:
-            from pillar_rerank.cache import cache_key, is_complete_cache
-
-            where = Path(cache_dir) / cache_key(data, cfg, prefix="test")
-            if not is_complete_cache(where):
-                raise InvalidParameterError(
-                    f"cache_dir ({cache_dir}): no complete cache of this test side ({where.name}); shards "
-                    "run concurrently and must not build it. Build it once first (`rerank cache` or "
-                    "PillarReranker.cache_inputs), or drop the cache."
-                )
-        builder = self._builder(data, cfg, role="test", max_memory=max_memory, cache_dir=cache_dir)
+        builder = self._builder(data, cfg, role="test", max_memory=max_memory, cache_dir=cache_dir,
+                                require_cache=count > 1)
         images = torch.arange(test.n_images)[shard_range(test.n_images, index, count)]
         texts = torch.arange(test.n_texts)[shard_range(test.n_texts, index, count)]
         upd = self._updates(builder, self.model_, images, texts, device)
@@ -537,6 +533,16 @@ class PillarReranker(BaseReranker):
         self.input_ = {"imported_from": str(p), "format": "LgQu/LeaPRR state dict"}
         self.history_ = {}
         return self
+
+
+def _cache_path(data: RetrievalSet, cfg: LeaPRRConfig, role: str, cache_dir: PathLikeStr) -> Path:
+    """``cache_dir/<role>-<hash of cache_meta>``; the folder ``cache_dir`` must exist."""
+    from pillar_rerank.cache import cache_key
+
+    root = Path(cache_dir)
+    if not root.is_dir():
+        raise InputFileError(f"cache_dir ({root}): not an existing folder; create it first.")
+    return root / cache_key(data, cfg, prefix=role)
 
 
 def _on_cosine_scale(data: RetrievalSet) -> RetrievalSet:
