@@ -83,7 +83,8 @@ def late_interaction(
     Returns
     -------
     Tensor of shape (n_images, n_texts). Memory O(n_images * n_texts * m * n); score large
-    galleries in blocks of images.
+    galleries in blocks of images. At an exact tie of the max over image tokens the whole
+    gradient goes to the first tied token (the reference's ``max``).
     """
     if img_tokens.ndim != 3 or txt_tokens.ndim != 3 or img_tokens.shape[2] != txt_tokens.shape[2]:
         raise InvalidInputError(
@@ -97,7 +98,8 @@ def late_interaction(
     sims = torch.einsum("amd,bnd->abnm", img_tokens, txt_tokens)
     if img_mask is not None:
         sims = sims.masked_fill(~img_mask.to(sims.device, torch.bool)[:, None, None, :], float("-inf"))
-    best = sims.amax(dim=-1)  # [a, b, n]
+    # max(dim): at tied image tokens the whole gradient goes to the first one (spec 7a.6)
+    best = sims.max(dim=-1).values  # [a, b, n]
     if txt_mask is not None:
         best = best.masked_fill(~txt_mask.to(sims.device, torch.bool)[None, :, :], 0.0)
     return best.sum(dim=-1)
@@ -223,7 +225,9 @@ def score_distillation_loss(
 
     Parameters
     ----------
-    teacher_sims, student_sims : Tensor of shape (B, B)
+    teacher_sims, student_sims : Tensor of shape (n, m)
+        Any 2-D pair of the same shape: the formula has no diagonal, so rectangular batches
+        (e.g. more texts than images) work, as in the reference.
     teacher_scale, student_scale : float, default=16
         ``(16, 16)`` for inflate -> base, ``(2, 16)`` for base -> fast.
     reduction : {"sum", "mean"}, default="sum"
@@ -232,8 +236,8 @@ def score_distillation_loss(
         "reference" takes ``softmax(x).log()`` like the released code, which gives inf/NaN in
         float32 once a student score gap exceeds about 6.5 at scale 16.
     """
-    teacher_sims = check_sims(teacher_sims, name="teacher_sims").detach()
-    student_sims = check_sims(student_sims, name="student_sims")
+    teacher_sims = check_sims(teacher_sims, name="teacher_sims", square=False).detach()
+    student_sims = check_sims(student_sims, name="student_sims", square=False)
     if teacher_sims.shape != student_sims.shape:
         raise InvalidInputError(
             f"score_distillation_loss: teacher_sims {tuple(teacher_sims.shape)} and "

@@ -51,7 +51,9 @@ def rsc_relevance(
     Notes
     -----
     The reference hard-codes 5 captions per image and normalises without an epsilon (a zero
-    vector gives NaN); here any K works and zero vectors have cosine 0.
+    vector gives NaN); here any K works and zero vectors have cosine 0. At an exact tie of the
+    max over captions the whole gradient goes to the first tied caption (the reference's
+    ``max``), so gradients are reproducible.
     """
     if (
         img_caps_emb.ndim != 3
@@ -70,7 +72,8 @@ def rsc_relevance(
         if not bool(caps_mask.any(dim=1).all()):
             raise InvalidInputError("rsc_relevance: every image needs at least one caption in caps_mask.")
         cos = cos.masked_fill(~caps_mask.to(cos.device, torch.bool)[:, None, :], float("-inf"))
-    relevance = (1.0 + cos.amax(dim=-1)) / 2.0
+    # max(dim) gives the whole gradient to the first tied caption (spec 7a.6); amax would split it
+    relevance = (1.0 + cos.max(dim=-1).values) / 2.0
     positives = torch.eye(relevance.shape[0], dtype=torch.bool, device=relevance.device)
     if pos_mask is not None:
         positives = positives | pos_mask.to(relevance.device, torch.bool)

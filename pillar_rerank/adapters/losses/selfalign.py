@@ -246,7 +246,8 @@ class ContextHead(torch.nn.Module):
     ----------
     dim : int
     relu : bool, default=True
-        ReLU after the global projection (the reference's ``ctx_fc_relu = 1``).
+        ReLU after the batch norm of both the context locals and the global projection (the
+        reference's ``ctx_fc_relu``/``ctx_relu`` switch, which covers both; ``False`` drops both).
 
     Shapes
     ------
@@ -274,19 +275,18 @@ class ContextHead(torch.nn.Module):
                 layer.reset_parameters()
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        act = F.relu if self.relu else (lambda x: x)
         if mask is None:
             flat = self.local_norm(tokens.reshape(-1, self.dim))
-            locals_ = F.normalize(F.relu(flat), dim=-1).reshape(tokens.shape)
+            locals_ = F.normalize(act(flat), dim=-1).reshape(tokens.shape)
             mean = tokens.mean(dim=1)
         else:
             mask = mask.to(tokens.device, torch.bool)
             locals_ = tokens.new_zeros(tokens.shape)
-            locals_[mask] = F.normalize(F.relu(self.local_norm(tokens[mask])), dim=-1)
+            locals_[mask] = F.normalize(act(self.local_norm(tokens[mask])), dim=-1)
             weights = mask.to(tokens.dtype)
             mean = (tokens * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1.0)
-        projected = self.global_norm(self.global_fc(mean))
-        if self.relu:
-            projected = F.relu(projected)
+        projected = act(self.global_norm(self.global_fc(mean)))
         gate = torch.sigmoid(self.gate(torch.cat([mean, projected], dim=-1)))
         fused = F.normalize(gate * mean + (1.0 - gate) * projected, dim=-1)
         return locals_, F.normalize(projected, dim=-1), fused

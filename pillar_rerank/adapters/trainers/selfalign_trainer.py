@@ -42,12 +42,13 @@ class SelfAlignModel(torch.nn.Module):
         *,
         context_weight: float = 0.5,
         mask_padding: bool = True,
+        context_relu: bool = True,
     ) -> None:
         super().__init__()
         self.image_proj = torch.nn.Linear(image_dim, embed_dim)
         self.text_proj = torch.nn.Linear(text_dim, embed_dim)
-        self.image_context = ContextHead(embed_dim)
-        self.text_context = ContextHead(embed_dim)
+        self.image_context = ContextHead(embed_dim, relu=context_relu)
+        self.text_context = ContextHead(embed_dim, relu=context_relu)
         self.prototypes = PrototypeBank(embed_dim, num_prototypes)
         self.context_weight, self.mask_padding = float(context_weight), bool(mask_padding)
 
@@ -127,6 +128,9 @@ class SelfAlignTrainer(BaseTrainer):
     mask_padding : bool, default=True
         Padded tokens are excluded from CRA, the context heads and the means. ``False`` is the
         reference (padding counted as locals and in the means).
+    context_relu : bool, default=True
+        ReLU in the context heads, on the locals and the global projection alike (the
+        reference's ``ctx_relu`` switch).
     epochs=10, batch_size=128, lr=2e-4, ... : see :class:`BaseTrainer`.
 
     Notes
@@ -151,6 +155,7 @@ class SelfAlignTrainer(BaseTrainer):
         "cra_weight": Interval(float, 0.0),
         "freeze_prototypes_epochs": Interval(int, 0),
         "mask_padding": bool,
+        "context_relu": bool,
     }
 
     def __init__(
@@ -169,6 +174,7 @@ class SelfAlignTrainer(BaseTrainer):
         cra_weight: float = 1.0,
         freeze_prototypes_epochs: int = 1,
         mask_padding: bool = True,
+        context_relu: bool = True,
         epochs: int = 10,
         batch_size: int = 128,
         lr: float = 2e-4,
@@ -194,6 +200,7 @@ class SelfAlignTrainer(BaseTrainer):
         self.cra_weight = cra_weight
         self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.mask_padding = mask_padding
+        self.context_relu = context_relu
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -214,6 +221,7 @@ class SelfAlignTrainer(BaseTrainer):
             self.num_prototypes,
             context_weight=self.context_weight,
             mask_padding=self.mask_padding,
+            context_relu=self.context_relu,
         )
 
     def _cra(self, locals_: Tensor, query: Tensor, mask: Tensor) -> Tensor:

@@ -113,3 +113,27 @@ def test_errors(device):
         ScoreDistillationLoss(log_softmax="naive")
     sims = torch.randn(3, 3, device=device)
     assert lp_hinge_triplet_loss(sims).device.type == device.type
+
+
+def test_late_interaction_tie_gives_gradient_to_first_image_token():
+    """Spec 7a.6: at an exact tie of the max, the first tied image token gets the whole gradient."""
+    img = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64, requires_grad=True)
+    txt = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
+    late_interaction(img, txt).sum().backward()
+    assert img.grad[0, 0].tolist() == [1.0, 0.0]
+    assert img.grad[0, 1:].abs().sum() == 0
+
+
+def test_score_distillation_accepts_rectangular_pairs():
+    """The formula has no diagonal; the reference takes any 2-D pair (here 3 images x 5 texts)."""
+    gen = torch.Generator().manual_seed(4)
+    teacher = torch.randn(3, 5, dtype=torch.float64, generator=gen)
+    student = torch.randn(3, 5, dtype=torch.float64, generator=gen)
+    got = score_distillation_loss(teacher, student, teacher_scale=2.0, student_scale=3.0)
+    want = 0.0
+    for t, s, dim in ((teacher, student, 1), (teacher, student, 0)):
+        p = torch.softmax(2.0 * t, dim=dim)
+        want += -0.5 * float((p * torch.log_softmax(3.0 * s, dim=dim)).sum())
+    assert got.item() == pytest.approx(want, rel=1e-12)
+    with pytest.raises(InvalidInputError):
+        score_distillation_loss(teacher, student[:, :4])

@@ -133,3 +133,19 @@ def test_selfalign_similarity_is_a_dot_product_of_concatenations():
     left = torch.cat([e_i, 0.5 * lm_i, 0.5 * c_i], 1)
     right = torch.cat([e_t, c_t, lm_t], 1)
     assert torch.allclose(s, left @ right.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_context_head_relu_switch_covers_locals(masked):
+    """The reference's ``ctx_relu`` switch drops the ReLU of the locals too, not only the global."""
+    torch.manual_seed(0)
+    tokens = torch.randn(3, 5, 6)
+    mask = torch.ones(3, 5, dtype=torch.bool) if masked else None
+    on, off = ContextHead(6, relu=True), ContextHead(6, relu=False)
+    off.load_state_dict(on.state_dict())
+    locals_on, g_on, _ = on(tokens, mask)
+    locals_off, g_off, _ = off(tokens, mask)
+    assert (locals_on >= 0).all() and (g_on >= 0).all()
+    want = F.normalize(off.local_norm(tokens.reshape(-1, 6)), dim=-1).reshape(3, 5, 6)
+    assert torch.allclose(locals_off, want, atol=1e-6)  # no ReLU: negative entries survive
+    assert (locals_off < 0).any() and (g_off < 0).any()
