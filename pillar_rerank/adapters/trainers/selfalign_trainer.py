@@ -10,16 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pillar_rerank._validation import Interval
+from pillar_rerank.adapters.distances import selfalign_similarity
 from pillar_rerank.adapters.features import FeatureSet
-from pillar_rerank.adapters.losses.selfalign import (
-    ContextHead,
-    PrototypeBank,
-    concept_alignment_loss,
-    context_alignment_loss,
-    masked_mean,
-    selfalign_similarity,
-)
-from pillar_rerank.adapters.losses.vsepp import triplet_loss
+from pillar_rerank.adapters.heads.context import ContextHead, PrototypeBank, masked_mean
+from pillar_rerank.adapters.losses import ConceptAlignmentLoss, ContextAlignmentLoss, VSEPPLoss
 from pillar_rerank.adapters.trainers.base import BaseTrainer
 
 SCORE_BUDGET_BYTES = 256 * 2**20
@@ -224,40 +218,21 @@ class SelfAlignTrainer(BaseTrainer):
             context_relu=self.context_relu,
         )
 
-    def _cra(self, locals_: Tensor, query: Tensor, mask: Tensor) -> Tensor:
-        b, n = locals_.shape[:2]
-        k = None if self.num_negatives is None else min(self.num_negatives, max(1, (b - 1) * n))
-        return context_alignment_loss(
-            locals_,
-            query,
-            self.cra_temperature,
-            num_negatives=k,
-            local_mask=mask if self.mask_padding else None,
-        )
-
     def _batch_loss(self, model: torch.nn.Module, batch: dict[str, Any], epoch: int) -> Tensor:
         model.prototypes.normalize_()
         img = model.encode_images(**batch["image"], full=True)
         txt = model.encode_texts(**batch["text"], full=True)
-        rank = triplet_loss(
-            model.similarity(img, txt),
-            margin=self.margin,
-            hardest=True,
-            reduction="sum",
-            pos_mask=batch["pos_mask"],
-        )
-        lca = concept_alignment_loss(
+        rank = self.rank_loss_(model.similarity(img, txt), pos_mask=batch["pos_mask"])
+        lca = self.concept_loss_(
             img["concept"],
             txt["concept"],
             txt["mask"].sum(dim=1),
             model.prototypes.weight,
-            student_temp=self.student_temp,
-            eps=self.sinkhorn_eps,
-            iters=self.sinkhorn_iters,
             region_mask=img["mask"],
         )
-        ctx = 0.5 * self._cra(img["locals"], txt["global"], img["mask"]) + 0.5 * self._cra(
-            txt["locals"], img["global"], txt["mask"]
+        img_mask, txt_mask = (img["mask"], txt["mask"]) if self.mask_padding else (None, None)
+        ctx = 0.5 * self.context_loss_(img["locals"], txt["global"], local_mask=img_mask) + 0.5 * (
+            self.context_loss_(txt["locals"], img["global"], local_mask=txt_mask)
         )
         return rank + self.lca_weight * lca + self.cra_weight * ctx
 
@@ -266,4 +241,10 @@ class SelfAlignTrainer(BaseTrainer):
             model.prototypes.freeze_grads()
 
     def _prepare(self, train: FeatureSet | None) -> None:
-        return None
+        self.rank_loss_ = VSEPPLoss(margin=self.margin)
+        self.concept_loss_ = ConceptAlignmentLoss(
+            student_temp=self.student_temp, eps=self.sinkhorn_eps, iters=self.sinkhorn_iters
+        )
+        self.context_loss_ = ContextAlignmentLoss(
+            self.cra_temperature, num_negatives=self.num_negatives, clip_negatives=True
+        )

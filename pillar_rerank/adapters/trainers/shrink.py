@@ -33,7 +33,7 @@ class ShrinkTrainer(TwoTowerTrainer):
         ``(16, 16)`` for inflate -> base, ``(2, 16)`` for base -> fast.
     distill_reduction : {"sum", "mean"}, default="sum"
     log_softmax : {"stable", "reference"}, default="stable"
-        See :func:`~pillar_rerank.adapters.losses.inflate_shrink.score_distillation_loss`.
+        See :class:`~pillar_rerank.adapters.losses.ScoreDistillationLoss`.
     head, text_head, embed_dim, hidden_dim, dropout, context_layers, num_codes, n_out
         The student's architecture (see :class:`TwoTowerTrainer`).
     epochs=10, batch_size=128, lr=1e-4, ... : see :class:`BaseTrainer`.
@@ -147,7 +147,7 @@ class ShrinkTrainer(TwoTowerTrainer):
         student_sims = model.similarity(
             model.encode_images(**batch["image"]), model.encode_texts(**batch["text"])
         )
-        return self.loss_fn_(teacher_sims.to(student_sims.device), student_sims)
+        return self.loss_fn_(student_sims, teacher_sims=teacher_sims.to(student_sims.device))
 
     def _json_params(self) -> dict[str, Any]:
         params = super()._json_params()

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 
 from pillar_rerank._validation import Interval, Options
+from pillar_rerank.adapters.distances import LateInteractionSimilarity
 from pillar_rerank.adapters.features import FeatureSet
 from pillar_rerank.adapters.heads import HEADS, make_head
 from pillar_rerank.adapters.losses import LOSSES, get_loss
-from pillar_rerank.adapters.losses.inflate_shrink import late_interaction
 from pillar_rerank.adapters.losses.listwise import rsc_relevance
 from pillar_rerank.adapters.trainers.base import BaseTrainer
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
@@ -25,7 +25,7 @@ class TwoTowerModel(torch.nn.Module):
 
     With vector features each side is one unit vector and ``sims = img @ txt.T``; with token
     features (``TokenHead``) each side is a set of unit token vectors scored by late interaction
-    (:func:`~pillar_rerank.adapters.losses.inflate_shrink.late_interaction`), optionally keeping
+    (:class:`~pillar_rerank.adapters.distances.LateInteractionSimilarity`), optionally keeping
     only the first ``n_out`` output positions (Inflate & Shrink's base/fast modes).
     """
 
@@ -40,6 +40,7 @@ class TwoTowerModel(torch.nn.Module):
         super().__init__()
         self.image_head, self.text_head = image_head, text_head
         self.token_level, self.n_out = bool(token_level), n_out
+        self.late_interaction = LateInteractionSimilarity()
 
     def _encode(self, head: torch.nn.Module, x: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
         if not self.token_level:
@@ -58,7 +59,9 @@ class TwoTowerModel(torch.nn.Module):
     def similarity(self, img: dict[str, Tensor], txt: dict[str, Tensor]) -> Tensor:
         if not self.token_level:
             return img["emb"] @ txt["emb"].t()
-        return late_interaction(img["tokens"], txt["tokens"], img_mask=img["mask"], txt_mask=txt["mask"])
+        return self.late_interaction(
+            img["tokens"], txt["tokens"], query_mask=img["mask"], ref_mask=txt["mask"]
+        )
 
     def item_embeddings(self, img: dict[str, Tensor], txt: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
         return None if self.token_level else (img["emb"], txt["emb"])

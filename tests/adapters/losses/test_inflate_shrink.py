@@ -5,15 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pillar_rerank.adapters.losses import (
-    InflateCodes,
-    LpHingeLoss,
-    ScoreDistillationLoss,
-    late_interaction,
-    lp_hinge_triplet_loss,
-    score_distillation_loss,
-)
+from pillar_rerank.adapters.distances import LateInteractionSimilarity
+from pillar_rerank.adapters.heads import InflateCodes
+from pillar_rerank.adapters.losses import LpHingeLoss, ScoreDistillationLoss
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
+
+
+def late_interaction(img, txt, *, img_mask=None, txt_mask=None, n_out=None):
+    return LateInteractionSimilarity(n_out=n_out)(img, txt, query_mask=img_mask, ref_mask=txt_mask)
+
+
+def lp_hinge_triplet_loss(sims, margin=0.2, *, pos_mask=None, **params):
+    return LpHingeLoss(margin=margin, **params)(sims, pos_mask=pos_mask)
+
+
+def score_distillation_loss(teacher_sims, student_sims, **params):
+    return ScoreDistillationLoss(**params)(student_sims, teacher_sims=teacher_sims)
 
 
 def test_golden_late_interaction_and_hinge(inflate_case, golden):
@@ -45,7 +52,8 @@ def test_golden_distillation(inflate_case, golden):
     assert score_distillation_loss(st, ss, log_softmax="reference").item() == pytest.approx(
         g["kd_16_16"], abs=1e-8
     )
-    assert ScoreDistillationLoss(teacher_scale=2.0)(st, ss).item() == pytest.approx(g["kd_2_16"], abs=1e-8)
+    module = ScoreDistillationLoss(teacher_scale=2.0)
+    assert module(ss, teacher_sims=st).item() == pytest.approx(g["kd_2_16"], abs=1e-8)
 
 
 def test_reference_log_softmax_overflows_in_float32():

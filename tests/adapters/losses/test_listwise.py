@@ -7,16 +7,28 @@ import torch
 
 from pillar_rerank.adapters.losses import (
     ListwiseLoss,
+    SmoothNDCGLoss,
     hard_ndcg,
-    pairwise_listwise_loss,
     rsc_relevance,
     smooth_ndcg,
-    smooth_ndcg_loss,
     smooth_rank,
 )
 from pillar_rerank.adapters.losses.listwise import ideal_rank
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
 
+
+def smooth_ndcg_loss(sims, relevance, tau=0.01, **params):
+    """``(loss, per-row stats)`` of :class:`SmoothNDCGLoss`."""
+    loss_fn = SmoothNDCGLoss(tau=tau, **params)
+    loss = loss_fn(sims, relevance=relevance)
+    return loss, loss_fn.last_rows
+
+
+def pairwise_listwise_loss(sims, relevance, *, pos_mask=None, **params):
+    """``(loss, pairwise term, listwise term)`` of :class:`ListwiseLoss`."""
+    loss_fn = ListwiseLoss(**params)
+    loss = loss_fn(sims, relevance=relevance, pos_mask=pos_mask)
+    return loss, torch.tensor(loss_fn.last_stats["pair"]), torch.tensor(loss_fn.last_stats["list"])
 
 def test_golden_reference_parity(listwise_case, golden):
     g = golden["listwise_B6"]

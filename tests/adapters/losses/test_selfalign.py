@@ -6,15 +6,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pillar_rerank.adapters.losses import (
-    ContextHead,
-    PrototypeBank,
-    concept_alignment_loss,
-    context_alignment_loss,
-    selfalign_similarity,
-    sinkhorn_knopp,
-)
+from pillar_rerank.adapters.distances import selfalign_similarity
+from pillar_rerank.adapters.heads import ContextHead, PrototypeBank
+from pillar_rerank.adapters.losses import ConceptAlignmentLoss, ContextAlignmentLoss, sinkhorn_knopp
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
+
+
+def concept_alignment_loss(region_feats, word_feats, word_lengths, prototypes, *, region_mask=None, **params):
+    return ConceptAlignmentLoss(**params)(
+        region_feats, word_feats, word_lengths, prototypes, region_mask=region_mask
+    )
+
+
+def context_alignment_loss(locals_, global_query, temperature=0.7, *, local_mask=None, **params):
+    return ContextAlignmentLoss(temperature, **params)(locals_, global_query, local_mask=local_mask)
 
 
 def test_golden_lca(selfalign_case, golden):
