@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,34 @@ def make_trainer(
     if loss == "distill":
         return ShrinkTrainer(load_trainer(teacher), **(loss_params or {}), **params)
     return TwoTowerTrainer(loss=loss, loss_params=loss_params, **params)
+
+
+#: files a model folder's save and every score export write (the run's outputs)
+MODEL_FILES = ("model.safetensors", "trainer.json")
+SCORE_FILES = ("sims.npy", "txt2img.npy", "image_emb.npy", "text_emb.npy", "manifest.json")
+
+
+def check_run_outputs(model_dir: Path, score_dirs: list[str], inputs: list) -> None:
+    """Refuse a run whose outputs include one of its inputs, before anything is written.
+
+    Every output path (the model files, each score folder and its files) is compared with every
+    input (resolved, and by inode for hard links), so ``--overwrite`` never leaves a run folder
+    half replaced when the clash is found late.
+    """
+    outputs = [model_dir, *(model_dir / name for name in MODEL_FILES)]
+    for folder in score_dirs:
+        outputs += [model_dir / folder, *(model_dir / folder / name for name in SCORE_FILES)]
+    for inp in inputs:
+        ip = Path(inp)
+        for out in outputs:
+            same = out.resolve() == ip.resolve()
+            if not same and out.exists() and ip.exists():
+                same = os.path.samefile(out, ip)
+            if same:
+                raise InputFileError(
+                    f"output ({out}): is the input {ip}; refusing to write the run there "
+                    "(nothing was written). Choose another -o folder or move the input."
+                )
 
 
 def train_backbone(
@@ -84,9 +113,12 @@ def train_backbone(
     inputs = [
         p for side in (train, dev or {}, export or {}) for p in side.values() if isinstance(p, (str, Path))
     ]
-    for p in inputs:
-        if Path(p).resolve() == model_dir.resolve():
-            raise InputFileError(f"model folder ({model_dir}): is one of the input files.")
+    if teacher is not None and Path(teacher).is_dir():
+        inputs += [p for p in Path(teacher).iterdir() if p.is_file()]
+    score_dirs = ["scores"]
+    if export_train_dev:
+        score_dirs += ["scores_train"] + (["scores_dev"] if dev else [])
+    check_run_outputs(model_dir, score_dirs, inputs)
     trainer = make_trainer(loss, loss_params=loss_params, teacher=teacher, **trainer_params)
     train_set = load_feature_set(**train, name="train")
     dev_set = load_feature_set(**dev, name="dev") if dev else None

@@ -150,3 +150,26 @@ def test_usage_errors(files, tmp_path):
     assert bad_param.exit_code == 2 and "KEY=VALUE" in bad_param.output
     distill = CliRunner().invoke(cli, base_args(files, tmp_path / "m4", loss="distill"))
     assert distill.exit_code == 2 and "teacher" in distill.output
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_with_an_input_inside_the_run_changes_nothing(files, tmp_path):
+    """Issue 15.17: every output is checked against every input before anything is written."""
+    run = tmp_path / "run"
+    assert CliRunner().invoke(cli, base_args(files, run)).exit_code == 0
+    before = _snapshot(run)
+    side = run / "scores_train"
+    args = base_args(files, run) + ["--overwrite"]
+    for flag, path in (
+        ("--image-features", side / "image_emb.npy"),
+        ("--text-features", side / "text_emb.npy"),
+        ("--txt2img", side / "txt2img.npy"),
+    ):
+        args[args.index(flag) + 1] = str(path)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 3, result.output
+    assert "input" in result.output and "Traceback" not in result.output
+    assert _snapshot(run) == before
