@@ -10,6 +10,7 @@ learnable encoders over frozen features, and ``trainers`` (``TwoTowerTrainer``,
 ``rerank fit/apply/eval`` read.
 """
 
+from pillar_rerank.adapters.config import HeadConfig, TrainingConfig
 from pillar_rerank.adapters.distances import (
     BaseDistance,
     CosineSimilarity,
@@ -51,6 +52,7 @@ __all__ = [
     "DotProductSimilarity",
     "FeatureSet",
     "HardestNegativeMiner",
+    "HeadConfig",
     "IdentityHead",
     "InflateCodes",
     "LateInteractionSimilarity",
@@ -62,6 +64,7 @@ __all__ = [
     "ShrinkTrainer",
     "SumReducer",
     "TokenHead",
+    "TrainingConfig",
     "TwoTowerTrainer",
     "get_loss",
     "load_feature_set",

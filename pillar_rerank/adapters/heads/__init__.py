@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import torch
 
+from pillar_rerank.adapters.config import HEAD_KINDS as HEADS
 from pillar_rerank.adapters.heads.context import ContextHead, PrototypeBank
 from pillar_rerank.adapters.heads.token import InflateCodes, TokenHead
 from pillar_rerank.adapters.heads.vector import IdentityHead, LinearHead, MLPHead
 from pillar_rerank.exceptions import InvalidParameterError
-
-HEADS = ("identity", "linear", "mlp", "token")
 
 
 def make_head(kind: str, in_dim: int, out_dim: int, **kwargs) -> torch.nn.Module:

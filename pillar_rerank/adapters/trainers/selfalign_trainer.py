@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pillar_rerank._validation import Interval
+from pillar_rerank.adapters.config import HeadConfig, TrainingConfig
 from pillar_rerank.adapters.distances import selfalign_similarity
 from pillar_rerank.adapters.features import FeatureSet
 from pillar_rerank.adapters.heads.context import ContextHead, PrototypeBank, masked_mean
 from pillar_rerank.adapters.losses import ConceptAlignmentLoss, ContextAlignmentLoss, VSEPPLoss
 from pillar_rerank.adapters.trainers.base import BaseTrainer
+from pillar_rerank.exceptions import InvalidParameterError
 
 SCORE_BUDGET_BYTES = 256 * 2**20
 
@@ -107,7 +109,6 @@ class SelfAlignTrainer(BaseTrainer):
 
     Parameters
     ----------
-    embed_dim : int, default=256
     num_prototypes : int, default=1024
     student_temp, sinkhorn_eps, sinkhorn_iters : default=0.1, 0.05, 2
     cra_temperature : float, default=0.7
@@ -125,7 +126,10 @@ class SelfAlignTrainer(BaseTrainer):
     context_relu : bool, default=True
         ReLU in the context heads, on the locals and the global projection alike (the
         reference's ``ctx_relu`` switch).
-    epochs=10, batch_size=128, lr=2e-4, ... : see :class:`BaseTrainer`.
+    head : HeadConfig, optional
+        Only ``embed_dim`` applies (default 256); other head fields raise.
+    training : TrainingConfig, optional
+        Default ``TrainingConfig(lr=2e-4, weight_decay=0.0)``.
 
     Notes
     -----
@@ -135,8 +139,8 @@ class SelfAlignTrainer(BaseTrainer):
     """
 
     feature_kind: ClassVar[str] = "token"
+    default_training: ClassVar[TrainingConfig] = TrainingConfig(lr=2e-4, weight_decay=0.0)
     _parameter_constraints: ClassVar[dict[str, Any]] = {
-        "embed_dim": Interval(int, 1),
         "num_prototypes": Interval(int, 2),
         "student_temp": Interval(float, 0.0, closed="neither"),
         "sinkhorn_eps": Interval(float, 0.0, closed="neither"),
@@ -155,7 +159,6 @@ class SelfAlignTrainer(BaseTrainer):
     def __init__(
         self,
         *,
-        embed_dim: int = 256,
         num_prototypes: int = 1024,
         student_temp: float = 0.1,
         sinkhorn_eps: float = 0.05,
@@ -169,19 +172,9 @@ class SelfAlignTrainer(BaseTrainer):
         freeze_prototypes_epochs: int = 1,
         mask_padding: bool = True,
         context_relu: bool = True,
-        epochs: int = 10,
-        batch_size: int = 128,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        grad_clip: float | None = 2.0,
-        lr_update: int | None = None,
-        seed: int = 0,
-        device: str | None = None,
-        verbose: bool = False,
-        checkpoint_dir: str | None = None,
-        eval_batch_size: int = 1024,
+        head: HeadConfig | None = None,
+        training: TrainingConfig | None = None,
     ) -> None:
-        self.embed_dim = embed_dim
         self.num_prototypes = num_prototypes
         self.student_temp = student_temp
         self.sinkhorn_eps = sinkhorn_eps
@@ -195,23 +188,24 @@ class SelfAlignTrainer(BaseTrainer):
         self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.mask_padding = mask_padding
         self.context_relu = context_relu
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.grad_clip = grad_clip
-        self.lr_update = lr_update
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
-        self.checkpoint_dir = checkpoint_dir
-        self.eval_batch_size = eval_batch_size
+        self.head = head
+        self.training = training
+
+    def _check_head(self, head: HeadConfig) -> None:
+        """SelfAlign's heads are fixed (a linear token projection and two context heads): only
+        ``embed_dim`` can change; any other head field raises instead of being ignored."""
+        if head.kinds != ("linear", "linear"):
+            raise InvalidParameterError(
+                f"SelfAlignTrainer: its token projection is a linear head; got head kinds {head.kinds}. "
+                "Leave kind/text_kind at 'linear'."
+            )
+        head.check_applicable("SelfAlignTrainer", used=("kind", "text_kind", "embed_dim"))
 
     def _build_model(self, spec: dict[str, Any]) -> torch.nn.Module:
         return SelfAlignModel(
             spec["image_dim"],
             spec["text_dim"],
-            self.embed_dim,
+            self.head_config().embed_dim,
             self.num_prototypes,
             context_weight=self.context_weight,
             mask_padding=self.mask_padding,
