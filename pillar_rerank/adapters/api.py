@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from pillar_rerank.adapters.trainers import (
 from pillar_rerank.adapters.trainers.folders import LEGACY_CONFIG_FILE, LEGACY_MODEL_FILE, check_replaceable
 from pillar_rerank.checkpoint import check_model_dir_target
 from pillar_rerank.exceptions import InputFileError, InvalidParameterError
+from pillar_rerank.io import _same_file
 
 #: every ``--loss`` name: the two-tower losses, SelfAlign and score distillation from a teacher
 TRAINING_LOSSES = (*sorted(LOSSES), "selfalign", "distill")
@@ -101,10 +101,7 @@ def check_run_outputs(model_dir: Path, score_dirs: list[str], inputs: list) -> N
                 "(nothing was written). Choose another -o folder or move the input."
             )
         for out in outputs:
-            same = out.resolve() == ip.resolve()
-            if not same and out.exists() and ip.exists():
-                same = os.path.samefile(out, ip)
-            if same:
+            if out.resolve() == ip.resolve() or _same_file(out, ip):
                 raise InputFileError(
                     f"output ({out}): is the input {ip}; refusing to write the run there "
                     "(nothing was written). Choose another -o folder or move the input."

@@ -57,7 +57,21 @@ def transpose_or_none(mask: Tensor | None) -> Tensor | None:
     return None if mask is None else mask.transpose(0, 1)
 
 
-class BaseScoreLoss(torch.nn.Module):
+class CheckedParams:
+    """``_check_params()``: validate the stored constructor parameters against
+    ``_parameter_constraints`` (every adapter loss calls it at the end of ``__init__``)."""
+
+    _parameter_constraints: ClassVar[dict[str, Any]] = {}
+
+    def _check_params(self) -> None:
+        validate_params(
+            {name: getattr(self, name) for name in self._parameter_constraints},
+            self._parameter_constraints,
+            owner=type(self).__name__,
+        )
+
+
+class BaseScoreLoss(CheckedParams, torch.nn.Module):
     """``forward(sims, *, pos_mask=None, **batch) -> scalar``; subclasses implement ``compute_loss``.
 
     The base class does the common work once, as pytorch-metric-learning's
@@ -76,18 +90,10 @@ class BaseScoreLoss(torch.nn.Module):
     matrix_inputs: ClassVar[tuple[str, ...]] = ()
     #: whether ``sims`` must be a square training-batch matrix (positives on the diagonal)
     square: ClassVar[bool] = True
-    _parameter_constraints: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         super().__init__()
         self.last_stats: dict[str, float] = {}
-
-    def _check_params(self) -> None:
-        validate_params(
-            {name: getattr(self, name) for name in self._parameter_constraints},
-            self._parameter_constraints,
-            owner=type(self).__name__,
-        )
 
     def forward(self, sims: Tensor, *, pos_mask: Tensor | None = None, **batch: Any) -> Tensor:
         self.last_stats = {}

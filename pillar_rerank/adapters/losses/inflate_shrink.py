@@ -149,9 +149,7 @@ class ScoreDistillationLoss(BaseScoreLoss):
         self._check_params()
         self.teacher_scale, self.student_scale = float(teacher_scale), float(student_scale)
 
-    def compute_loss(
-        self, sims: Tensor, *, pos_mask: Tensor | None, teacher_sims: Tensor, **batch
-    ) -> Tensor:
+    def compute_loss(self, sims: Tensor, *, pos_mask: Tensor | None, teacher_sims: Tensor, **batch) -> Tensor:
         teacher = teacher_sims.detach()
         kw = {
             "teacher_scale": self.teacher_scale,

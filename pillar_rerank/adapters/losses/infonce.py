@@ -48,17 +48,17 @@ class InfoNCELoss(BaseScoreLoss):
         ``log(1 / 0.07)``, the scale clamped at 100.
     """
 
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "temperature": Interval(float, 0.0, closed="neither"),
+        "learnable": bool,
+    }
+
     def __init__(self, *, temperature: float = 0.05, learnable: bool = False) -> None:
         super().__init__()
         self.temperature, self.learnable = temperature, learnable
         self._check_params()
         self.temperature = float(temperature)
         self.log_scale = torch.nn.Parameter(torch.tensor(math.log(CLIP_INIT_SCALE))) if learnable else None
-
-    _parameter_constraints: ClassVar[dict[str, Any]] = {
-        "temperature": Interval(float, 0.0, closed="neither"),
-        "learnable": bool,
-    }
 
     def scale(self) -> Tensor | None:
         if self.log_scale is None:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pillar_rerank._validation import Interval, validate_params
+from pillar_rerank._validation import Interval
+from pillar_rerank.adapters.losses.base import CheckedParams
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
 
 
@@ -66,7 +67,7 @@ def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
-class ConceptAlignmentLoss(torch.nn.Module):
+class ConceptAlignmentLoss(CheckedParams, torch.nn.Module):
     r"""LCA: words predict the prototype assignment of their best-matching region.
 
     .. math::
@@ -105,11 +106,7 @@ class ConceptAlignmentLoss(torch.nn.Module):
     def __init__(self, *, student_temp: float = 0.1, eps: float = 0.05, iters: int = 2) -> None:
         super().__init__()
         self.student_temp, self.eps, self.iters = student_temp, eps, iters
-        validate_params(
-            {"student_temp": student_temp, "eps": eps, "iters": iters},
-            self._parameter_constraints,
-            owner=type(self).__name__,
-        )
+        self._check_params()
 
     def forward(
         self,
@@ -151,7 +148,7 @@ class ConceptAlignmentLoss(torch.nn.Module):
         return f"student_temp={self.student_temp}, eps={self.eps}, iters={self.iters}"
 
 
-class ContextAlignmentLoss(torch.nn.Module):
+class ContextAlignmentLoss(CheckedParams, torch.nn.Module):
     r"""CRA: a sample's global query must pick out its own context locals among the batch's.
 
     .. math::
@@ -202,11 +199,7 @@ class ContextAlignmentLoss(torch.nn.Module):
         super().__init__()
         self.temperature, self.num_negatives = temperature, num_negatives
         self.self_logit, self.clip_negatives = self_logit, clip_negatives
-        validate_params(
-            {k: getattr(self, k) for k in self._parameter_constraints},
-            self._parameter_constraints,
-            owner=type(self).__name__,
-        )
+        self._check_params()
 
     def forward(self, locals_: Tensor, global_query: Tensor, *, local_mask: Tensor | None = None) -> Tensor:
         b, n, d = locals_.shape

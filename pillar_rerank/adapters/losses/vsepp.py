@@ -71,6 +71,8 @@ class TripletLoss(BaseScoreLoss):
         Only its ``margin`` convention is used (scores come precomputed).
     """
 
+    _parameter_constraints: ClassVar[dict[str, Any]] = {"margin": Interval(float, 0.0)}
+
     def __init__(
         self,
         *,
@@ -86,8 +88,6 @@ class TripletLoss(BaseScoreLoss):
         self.miner = miner if miner is not None else HardestNegativeMiner()
         self.reducer = get_reducer(reducer) if reducer is not None else self.get_default_reducer()
         self.distance = distance if distance is not None else DotProductSimilarity()
-
-    _parameter_constraints: ClassVar[dict[str, Any]] = {"margin": Interval(float, 0.0)}
 
     def get_default_reducer(self) -> BaseReducer:
         return get_reducer("mean")
@@ -105,7 +105,6 @@ class TripletLoss(BaseScoreLoss):
         )
         self.last_stats = {"i2t": float(i2t.detach().mean()), "t2i": float(t2i.detach().mean())}
         return self.reducer(torch.cat([i2t, t2i]))
-
 
 
 class VSEPPLoss(TripletLoss):
