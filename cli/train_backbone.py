@@ -114,7 +114,12 @@ def _parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str,
 )
 @_side_options("dev", "dev side: model selection by RSUM")
 @_side_options("export", "side whose scores are exported (default: dev, else train)")
-@click.option("--head", type=click.Choice(HEADS), default="linear", show_default=True, help="Encoder head.")
+@click.option(
+    "--head",
+    type=click.Choice(HEADS),
+    default=None,
+    help="Encoder head (default: linear; selfalign's token projection is always linear).",
+)
 @click.option("--text-head", type=click.Choice(HEADS), default=None, help="Text-side head (default: --head).")
 @click.option(
     "--embed-dim",
@@ -122,7 +127,9 @@ def _parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str,
     default=None,
     help="Joint dimension (default: the trainer's, 256; 64 for distill).",
 )
-@click.option("--hidden-dim", type=click.IntRange(min=1), default=None, help="MLP hidden width.")
+@click.option(
+    "--hidden-dim", type=click.IntRange(min=1), default=None, help="MLP hidden width (--head mlp only)."
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
 @click.option(
@@ -172,7 +179,8 @@ def _parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str,
 def train_backbone(**kwargs) -> None:
     """Train a backbone head over precomputed features and export its image x text scores.
 
-    Writes MODEL_DIR/{model.safetensors, trainer.json} and, per side, a folder of sims.npy,
+    Writes MODEL_DIR/model/ (the trained model folder: weights.safetensors, config.json,
+    manifest.json; pass MODEL_DIR to --teacher) and, per side, a folder of sims.npy,
     txt2img.npy, embeddings where the model has them, and manifest.json: scores/ (the --export-*
     side, else dev, else train), scores_train/ and scores_dev/. They are read directly by
     `rerank fit/apply/eval`:
@@ -190,10 +198,31 @@ def train_backbone(**kwargs) -> None:
     dev, export = _pop_side(kwargs, "dev"), _pop_side(kwargs, "export")
     loss_params = kwargs.pop("loss_params") or None
     kwargs["verbose"] = kwargs.pop("progress")
-    for name in ("embed_dim", "lr", "weight_decay", "hidden_dim", "text_head"):
-        if kwargs[name] is None:
-            kwargs.pop(name)  # the trainer's own default applies
-    summary = train_backbone_api(train=train, dev=dev, export=export, loss_params=loss_params, **kwargs)
+    # only the options given on the command line; the trainer's own defaults fill in the rest
+    head = {
+        field: kwargs.pop(option)
+        for option, field in (
+            ("head", "kind"),
+            ("text_head", "text_kind"),
+            ("embed_dim", "embed_dim"),
+            ("hidden_dim", "hidden_dim"),
+        )
+    }
+    head = {k: v for k, v in head.items() if v is not None}
+    training = {
+        name: kwargs.pop(name)
+        for name in ("epochs", "batch_size", "lr", "weight_decay", "seed", "device", "verbose")
+    }
+    training = {k: v for k, v in training.items() if v is not None}
+    summary = train_backbone_api(
+        train=train,
+        dev=dev,
+        export=export,
+        loss_params=loss_params,
+        head=head or None,
+        training=training or None,
+        **kwargs,
+    )
     click.echo(f"model: {summary['model_dir']}  ({summary['trainer']})")
     if summary["best_dev_rsum"] is not None:
         click.echo(f"best epoch {summary['best_epoch']}: dev RSUM {summary['best_dev_rsum']:.2f}")

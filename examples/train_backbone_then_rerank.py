@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pillar_rerank import Relevance, RetrievalSet
-from pillar_rerank.adapters import FeatureSet, ShrinkTrainer, TwoTowerTrainer
+from pillar_rerank.adapters import FeatureSet, HeadConfig, ShrinkTrainer, TrainingConfig, TwoTowerTrainer
 from pillar_rerank.io import save_json
 from pillar_rerank.metrics import recall_metrics
 
@@ -159,6 +159,10 @@ def main() -> None:
         "seed": args.seed,
         "device": "cpu",
     }
+    head = HeadConfig(kind=args.head, text_kind=args.text_head, embed_dim=args.embed_dim)
+    training = TrainingConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device="cpu"
+    )
     config = None if args.no_rerank else leaprr_config(args)
 
     rows = []
@@ -225,7 +229,9 @@ def main() -> None:
     trainers = {}
     for loss in args.losses:
         start = time.perf_counter()
-        trainer = TwoTowerTrainer(loss=loss, loss_params=LOSS_PARAMS[loss], **budget).fit(train, dev)
+        trainer = TwoTowerTrainer(
+            loss=loss, loss_params=LOSS_PARAMS[loss], head=head, training=training
+        ).fit(train, dev)
         seconds = time.perf_counter() - start
         trainers[loss] = trainer
         if args.out is not None:
@@ -245,7 +251,8 @@ def main() -> None:
             trainers[teacher_name],
             teacher_scale=16.0,
             student_scale=16.0,
-            **{**budget, "embed_dim": 64, "text_head": "linear"},
+            head=head.replace(embed_dim=64, text_kind="linear"),
+            training=training,
         ).fit(train, dev)
         record(
             f"shrink {teacher_name}->64d lin",

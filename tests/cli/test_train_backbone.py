@@ -78,8 +78,7 @@ def test_train_then_eval(files, tmp_path):
     assert result.exit_code == 0, result.output
     assert "best epoch" in result.output and "RSUM=" in result.output
     assert {p.name for p in out.iterdir()} >= {
-        "model.safetensors",
-        "trainer.json",
+        "model",
         "scores",
         "scores_train",
         "scores_dev",
@@ -114,7 +113,7 @@ def test_distill_from_teacher_and_export_side(files, tmp_path):
     ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert json.loads((student / "trainer.json").read_text())["class"] == "ShrinkTrainer"
+    assert json.loads((student / "model" / "config.json").read_text())["class"] == "ShrinkTrainer"
     assert np.load(student / "scores" / "sims.npy").shape == (10, 20)
 
 
@@ -150,3 +149,50 @@ def test_usage_errors(files, tmp_path):
     assert bad_param.exit_code == 2 and "KEY=VALUE" in bad_param.output
     distill = CliRunner().invoke(cli, base_args(files, tmp_path / "m4", loss="distill"))
     assert distill.exit_code == 2 and "teacher" in distill.output
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_with_an_input_inside_the_run_changes_nothing(files, tmp_path):
+    """Issue 15.17: every output is checked against every input before anything is written."""
+    run = tmp_path / "run"
+    assert CliRunner().invoke(cli, base_args(files, run)).exit_code == 0
+    before = _snapshot(run)
+    side = run / "scores_train"
+    args = base_args(files, run) + ["--overwrite"]
+    for flag, path in (
+        ("--image-features", side / "image_emb.npy"),
+        ("--text-features", side / "text_emb.npy"),
+        ("--txt2img", side / "txt2img.npy"),
+    ):
+        args[args.index(flag) + 1] = str(path)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 3, result.output
+    assert "input" in result.output and "Traceback" not in result.output
+    assert _snapshot(run) == before
+
+
+def test_inapplicable_head_option_is_a_usage_error(files, tmp_path):
+    """--hidden-dim without an MLP head was silently ignored; now exit 2 naming the field."""
+    result = CliRunner().invoke(cli, base_args(files, tmp_path / "m") + ["--hidden-dim", "16"])
+    assert result.exit_code == 2 and "hidden_dim" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_overwrite_converts_a_previous_version_run_folder(files, tmp_path):
+    """A run folder of the previous version (model files at its top) is replaced by model/."""
+    import shutil
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    legacy = Path(__file__).parents[1] / "adapters" / "fixtures" / "legacy_v1" / "two_tower"
+    for name in ("model.safetensors", "trainer.json"):
+        shutil.copy(legacy / name, run / name)
+    refused = CliRunner().invoke(cli, base_args(files, run))
+    assert refused.exit_code == 3 and "already holds a model" in refused.output
+    result = CliRunner().invoke(cli, base_args(files, run) + ["--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not (run / "model.safetensors").exists() and (run / "model" / "weights.safetensors").is_file()

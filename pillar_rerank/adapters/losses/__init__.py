@@ -1,39 +1,29 @@
-"""Adapter losses (functional kernels and composable modules) and the name registry.
+"""Adapter losses, each written once as a module, and the name registry of two-tower losses.
 
-Two-tower losses over a batch score matrix are registered by name for the trainers and the
-``rerank train-backbone --loss NAME`` command.
+These are the backbone-training losses of related work (``pillar_rerank.adapters.losses``); LeaPRR's
+own training loss is a different module, ``pillar_rerank.losses``. Score losses derive from
+:class:`BaseScoreLoss` (``forward(sims, *, pos_mask=None, **batch)``; checks done once there);
+SelfAlign's feature-level losses take features instead of a score matrix. The building blocks
+they share (per-direction kernels, NDCG pieces, RSC relevance, Sinkhorn) are plain functions.
+Two-tower losses over a batch score matrix are registered by name for the trainers and
+``rerank train-backbone --loss NAME``.
 """
 
 from pillar_rerank.adapters.losses.base import BaseScoreLoss
-from pillar_rerank.adapters.losses.inflate_shrink import (
-    InflateCodes,
-    LpHingeLoss,
-    ScoreDistillationLoss,
-    late_interaction,
-    lp_hinge_triplet_loss,
-    score_distillation_loss,
-)
-from pillar_rerank.adapters.losses.infonce import InfoNCELoss, infonce_loss
+from pillar_rerank.adapters.losses.inflate_shrink import LpHingeLoss, ScoreDistillationLoss
+from pillar_rerank.adapters.losses.infonce import InfoNCELoss
 from pillar_rerank.adapters.losses.listwise import (
     ListwiseLoss,
+    SmoothNDCGLoss,
     dcg,
     hard_ndcg,
     ideal_dcg,
-    pairwise_listwise_loss,
     rsc_relevance,
     smooth_ndcg,
-    smooth_ndcg_loss,
     smooth_rank,
 )
-from pillar_rerank.adapters.losses.selfalign import (
-    ContextHead,
-    PrototypeBank,
-    concept_alignment_loss,
-    context_alignment_loss,
-    selfalign_similarity,
-    sinkhorn_knopp,
-)
-from pillar_rerank.adapters.losses.vsepp import TripletLoss, VSE0Loss, VSEPPLoss, triplet_loss
+from pillar_rerank.adapters.losses.selfalign import ConceptAlignmentLoss, ContextAlignmentLoss, sinkhorn_knopp
+from pillar_rerank.adapters.losses.vsepp import TripletLoss, VSE0Loss, VSEPPLoss
 
 #: name -> loss class for two-tower training (``loss_params`` are its keyword arguments)
 LOSSES: dict[str, type[BaseScoreLoss]] = {
@@ -61,32 +51,22 @@ def get_loss(name: str, params: dict | None = None) -> BaseScoreLoss:
 __all__ = [
     "LOSSES",
     "BaseScoreLoss",
-    "ContextHead",
+    "ConceptAlignmentLoss",
+    "ContextAlignmentLoss",
     "InfoNCELoss",
-    "InflateCodes",
     "ListwiseLoss",
     "LpHingeLoss",
-    "PrototypeBank",
     "ScoreDistillationLoss",
+    "SmoothNDCGLoss",
     "TripletLoss",
     "VSE0Loss",
     "VSEPPLoss",
-    "concept_alignment_loss",
-    "context_alignment_loss",
     "dcg",
     "get_loss",
     "hard_ndcg",
     "ideal_dcg",
-    "infonce_loss",
-    "late_interaction",
-    "lp_hinge_triplet_loss",
-    "pairwise_listwise_loss",
     "rsc_relevance",
-    "score_distillation_loss",
-    "selfalign_similarity",
     "sinkhorn_knopp",
     "smooth_ndcg",
-    "smooth_ndcg_loss",
     "smooth_rank",
-    "triplet_loss",
 ]

@@ -7,12 +7,13 @@ van den Oord et al., "Representation Learning with Contrastive Predictive Coding
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from pillar_rerank.adapters.losses.base import BaseScoreLoss, check_pos_mask, check_sims, transpose_or_none
-from pillar_rerank.exceptions import InvalidParameterError
+from pillar_rerank._validation import Interval
+from pillar_rerank.adapters.losses.base import BaseScoreLoss, transpose_or_none
 
 #: CLIP's initial logit scale (1 / 0.07) and its clamp.
 CLIP_INIT_SCALE = 1.0 / 0.07
@@ -32,45 +33,11 @@ def directional_infonce(logits: Tensor, pos_mask: Tensor | None) -> Tensor:
     )
 
 
-def infonce_loss(
-    sims: Tensor,
-    *,
-    temperature: float | None = 0.05,
-    logit_scale: Tensor | None = None,
-    pos_mask: Tensor | None = None,
-) -> Tensor:
+class InfoNCELoss(BaseScoreLoss):
     r"""Symmetric InfoNCE: :math:`L = \tfrac12[\mathrm{CE}(S/\tau) + \mathrm{CE}(S^\top/\tau)]`.
 
-    Parameters
-    ----------
-    sims : Tensor of shape (B, B)
-        Positives on the diagonal.
-    temperature : float, default=0.05
-        Fixed temperature; ignored when ``logit_scale`` is given.
-    logit_scale : Tensor, optional
-        A (learnable) scalar multiplying the scores instead of ``1 / temperature``.
-    pos_mask : bool Tensor of shape (B, B), optional
-        Further positives; each row's term is ``-log`` of the softmax mass on all its positives.
-    """
-    sims = check_sims(sims)
-    pos_mask = check_pos_mask(pos_mask, sims)
-    if logit_scale is None:
-        if temperature is None or not temperature > 0:
-            raise InvalidParameterError(f"infonce_loss: temperature must be > 0; got {temperature!r}.")
-        logits = sims / temperature
-    else:
-        logits = sims * logit_scale
-    per_query = torch.cat(
-        [
-            directional_infonce(logits, pos_mask),
-            directional_infonce(logits.transpose(0, 1), transpose_or_none(pos_mask)),
-        ]
-    )
-    return per_query.mean()
-
-
-class InfoNCELoss(BaseScoreLoss):
-    """Symmetric InfoNCE with a fixed or learnable temperature.
+    ``forward(sims, *, pos_mask=None)`` with positives on the diagonal; with ``pos_mask`` each
+    row's term is ``-log`` of the softmax mass on all its positives.
 
     Parameters
     ----------
@@ -81,15 +48,16 @@ class InfoNCELoss(BaseScoreLoss):
         ``log(1 / 0.07)``, the scale clamped at 100.
     """
 
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "temperature": Interval(float, 0.0, closed="neither"),
+        "learnable": bool,
+    }
+
     def __init__(self, *, temperature: float = 0.05, learnable: bool = False) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise InvalidParameterError(
-                f"The 'temperature' parameter of InfoNCELoss must be a float > 0; "
-                f"got {temperature!r} instead."
-            )
+        self.temperature, self.learnable = temperature, learnable
+        self._check_params()
         self.temperature = float(temperature)
-        self.learnable = bool(learnable)
         self.log_scale = torch.nn.Parameter(torch.tensor(math.log(CLIP_INIT_SCALE))) if learnable else None
 
     def scale(self) -> Tensor | None:
@@ -99,10 +67,16 @@ class InfoNCELoss(BaseScoreLoss):
 
     def compute_loss(self, sims: Tensor, *, pos_mask: Tensor | None, **batch) -> Tensor:
         scale = self.scale()
-        if scale is not None:
+        if scale is None:
+            logits = sims / self.temperature
+        else:
             scale = scale.to(dtype=sims.dtype)
             self.last_stats = {"logit_scale": float(scale.detach())}
-        return infonce_loss(sims, temperature=self.temperature, logit_scale=scale, pos_mask=pos_mask)
-
-    def _repr_params(self) -> dict:
-        return {"temperature": self.temperature, "learnable": self.learnable}
+            logits = sims * scale
+        per_query = torch.cat(
+            [
+                directional_infonce(logits, pos_mask),
+                directional_infonce(logits.transpose(0, 1), transpose_or_none(pos_mask)),
+            ]
+        )
+        return per_query.mean()

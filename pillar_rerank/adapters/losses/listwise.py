@@ -7,13 +7,17 @@ Retrieval", arXiv 2305.16566 (reference code: AAA-Zheng/Listwise_ITR @ 9c5d9fa).
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pillar_rerank.adapters.losses.base import BaseScoreLoss, check_pos_mask, check_sims
-from pillar_rerank.adapters.losses.vsepp import triplet_loss
-from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
+from pillar_rerank._validation import Interval, Options
+from pillar_rerank.adapters.losses.base import BaseScoreLoss
+from pillar_rerank.adapters.losses.vsepp import TripletLoss
+from pillar_rerank.adapters.miners import HardestNegativeMiner
+from pillar_rerank.exceptions import InvalidInputError
 
 T2I_RELEVANCE = ("transpose", "reference")
 #: Relevances closer than this are ties of the ideal ranking (reference: 0, a strict ">").
@@ -51,7 +55,9 @@ def rsc_relevance(
     Notes
     -----
     The reference hard-codes 5 captions per image and normalises without an epsilon (a zero
-    vector gives NaN); here any K works and zero vectors have cosine 0.
+    vector gives NaN); here any K works and zero vectors have cosine 0. At an exact tie of the
+    max over captions the whole gradient goes to the first tied caption (the reference's
+    ``max``), so gradients are reproducible.
     """
     if (
         img_caps_emb.ndim != 3
@@ -70,7 +76,8 @@ def rsc_relevance(
         if not bool(caps_mask.any(dim=1).all()):
             raise InvalidInputError("rsc_relevance: every image needs at least one caption in caps_mask.")
         cos = cos.masked_fill(~caps_mask.to(cos.device, torch.bool)[:, None, :], float("-inf"))
-    relevance = (1.0 + cos.amax(dim=-1)) / 2.0
+    # max(dim) gives the whole gradient to the first tied caption (spec 7a.6); amax would split it
+    relevance = (1.0 + cos.max(dim=-1).values) / 2.0
     positives = torch.eye(relevance.shape[0], dtype=torch.bool, device=relevance.device)
     if pos_mask is not None:
         positives = positives | pos_mask.to(relevance.device, torch.bool)
@@ -142,21 +149,15 @@ def hard_ndcg(
     return dcg(relevance, hard_rank(scores)) / idcg
 
 
-def smooth_ndcg_loss(
-    sims: Tensor,
-    relevance: Tensor,
-    tau: float = 0.01,
-    *,
-    t2i_relevance: str = "transpose",
-    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
-) -> tuple[Tensor, dict[str, Tensor]]:
+class SmoothNDCGLoss(BaseScoreLoss):
     r"""Listwise loss :math:`\tfrac12[\mathrm{mean}(1 - N^{i2t}) + \mathrm{mean}(1 - N^{t2i})]`.
+
+    ``forward(sims, *, relevance)``: ``relevance[i, j]`` of image ``i`` for caption ``j`` (e.g.
+    :func:`rsc_relevance`), of ``sims``'s shape. ``last_stats`` holds the mean per-row
+    ``ndcg_i2t``, ``ndcg_t2i``, ``hard_ndcg_i2t`` and ``hard_ndcg_t2i``; ``last_rows`` the rows.
 
     Parameters
     ----------
-    sims : Tensor of shape (B, B)
-    relevance : Tensor of shape (B, B)
-        ``relevance[i, j]`` of image ``i`` for caption ``j`` (e.g. :func:`rsc_relevance`).
     tau : float, default=0.01
     t2i_relevance : {"transpose", "reference"}, default="transpose"
         "transpose" ranks each text's row of ``sims.T`` against its row of ``relevance.T``.
@@ -165,93 +166,78 @@ def smooth_ndcg_loss(
     tie_tolerance : float, default=1e-6
         Relevance ties of the ideal ranking; 0 is the reference's strict comparison.
 
-    Returns
-    -------
-    loss : Tensor (scalar)
-    stats : dict with per-row ``ndcg_i2t``, ``ndcg_t2i``, ``hard_ndcg_i2t``, ``hard_ndcg_t2i``
-
     Notes
     -----
     The reference's t2i relevance is not transposed (R is not symmetric, so its t2i term scores
     the wrong targets), and its strict ``>`` makes the ideal rank of two captions of one image
     depend on float noise; the defaults fix both, the switches restore parity.
     """
-    sims = check_sims(sims)
-    if tuple(relevance.shape) != tuple(sims.shape):
-        raise InvalidInputError(
-            f"relevance: expected shape {tuple(sims.shape)}; got {tuple(relevance.shape)}."
-        )
-    if t2i_relevance not in T2I_RELEVANCE:
-        raise InvalidParameterError(
-            f"The 't2i_relevance' parameter must be one of {T2I_RELEVANCE!r}; got {t2i_relevance!r} instead."
-        )
-    relevance = relevance.to(dtype=sims.dtype, device=sims.device)
-    idcg_i2t = ideal_dcg(relevance, tie_tolerance=tie_tolerance)
-    if t2i_relevance == "reference":
-        rel_t2i, idcg_t2i = relevance, idcg_i2t
-    else:
-        rel_t2i = relevance.transpose(0, 1)
-        idcg_t2i = ideal_dcg(rel_t2i, tie_tolerance=tie_tolerance)
-    sims_t2i = sims.transpose(0, 1)
-    ndcg_i2t = smooth_ndcg(sims, relevance, tau, idcg=idcg_i2t)
-    ndcg_t2i = smooth_ndcg(sims_t2i, rel_t2i, tau, idcg=idcg_t2i)
-    with torch.no_grad():
-        stats = {
-            "ndcg_i2t": ndcg_i2t.detach(),
-            "ndcg_t2i": ndcg_t2i.detach(),
-            "hard_ndcg_i2t": hard_ndcg(sims, relevance, idcg=idcg_i2t),
-            "hard_ndcg_t2i": hard_ndcg(sims_t2i, rel_t2i, idcg=idcg_t2i),
-        }
-    loss = 0.5 * ((1.0 - ndcg_i2t).mean() + (1.0 - ndcg_t2i).mean())
-    return loss, stats
 
+    requires = ("relevance",)
+    matrix_inputs = ("relevance",)
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "tau": Interval(float, 0.0, closed="neither"),
+        "t2i_relevance": Options(frozenset(T2I_RELEVANCE)),
+        "tie_tolerance": Interval(float, 0.0),
+    }
 
-def pairwise_listwise_loss(
-    sims: Tensor,
-    relevance: Tensor,
-    *,
-    weight: float,
-    margin: float = 0.2,
-    tau: float = 0.01,
-    pos_mask: Tensor | None = None,
-    t2i_relevance: str = "transpose",
-    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``L = (1 - w) L_pair + w L_list`` with ``L_pair`` the hardest-negative triplet, mean-reduced.
+    def __init__(
+        self,
+        *,
+        tau: float = 0.01,
+        t2i_relevance: str = "transpose",
+        tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    ) -> None:
+        super().__init__()
+        self.tau, self.t2i_relevance, self.tie_tolerance = tau, t2i_relevance, tie_tolerance
+        self._check_params()
+        self.tau, self.tie_tolerance = float(tau), float(tie_tolerance)
+        self.last_rows: dict[str, Tensor] = {}
 
-    Returns ``(loss, pairwise_loss, listwise_loss)``. ``weight`` has no default: the reference
-    reads an undefined option (``opt.sndcg_weight``), so its value is unknown; 0.1-0.5 is a
-    range to tune.
-    """
-    if not 0.0 <= weight <= 1.0:
-        raise InvalidParameterError(
-            f"The 'weight' parameter must be a float in [0, 1]; got {weight!r} instead."
-        )
-    pos_mask = check_pos_mask(pos_mask, check_sims(sims))
-    pair = triplet_loss(sims, margin=margin, hardest=True, reduction="mean", pos_mask=pos_mask)
-    listwise, _ = smooth_ndcg_loss(
-        sims, relevance, tau, t2i_relevance=t2i_relevance, tie_tolerance=tie_tolerance
-    )
-    return (1.0 - weight) * pair + weight * listwise, pair, listwise
+    def compute_loss(self, sims: Tensor, *, pos_mask: Tensor | None, relevance: Tensor, **batch) -> Tensor:
+        tol = self.tie_tolerance
+        idcg_i2t = ideal_dcg(relevance, tie_tolerance=tol)
+        if self.t2i_relevance == "reference":
+            rel_t2i, idcg_t2i = relevance, idcg_i2t
+        else:
+            rel_t2i = relevance.transpose(0, 1)
+            idcg_t2i = ideal_dcg(rel_t2i, tie_tolerance=tol)
+        sims_t2i = sims.transpose(0, 1)
+        ndcg_i2t = smooth_ndcg(sims, relevance, self.tau, idcg=idcg_i2t)
+        ndcg_t2i = smooth_ndcg(sims_t2i, rel_t2i, self.tau, idcg=idcg_t2i)
+        with torch.no_grad():
+            self.last_rows = {
+                "ndcg_i2t": ndcg_i2t.detach(),
+                "ndcg_t2i": ndcg_t2i.detach(),
+                "hard_ndcg_i2t": hard_ndcg(sims, relevance, idcg=idcg_i2t),
+                "hard_ndcg_t2i": hard_ndcg(sims_t2i, rel_t2i, idcg=idcg_t2i),
+            }
+        self.last_stats = {k: float(v.mean()) for k, v in self.last_rows.items()}
+        return 0.5 * ((1.0 - ndcg_i2t).mean() + (1.0 - ndcg_t2i).mean())
 
 
 class ListwiseLoss(BaseScoreLoss):
-    """Listwise-ITR loss module: ``(1 - weight) * triplet(hardest, mean) + weight * Smooth-NDCG loss``.
+    """Listwise-ITR: ``(1 - weight) * triplet(hardest, mean) + weight * Smooth-NDCG loss``.
 
     ``forward(sims, *, relevance, pos_mask=None)``; the trainer computes ``relevance`` with
-    :func:`rsc_relevance` from a frozen caption-embedding table.
+    :func:`rsc_relevance` from a frozen caption-embedding table. ``last_stats`` holds the two
+    terms (``pair``, ``list``) and :class:`SmoothNDCGLoss`'s statistics.
 
     Parameters
     ----------
     weight : float
-        Required (the reference's value is undefined; see :func:`pairwise_listwise_loss`).
+        Required: the reference reads an undefined option (``opt.sndcg_weight``), so its value is
+        unknown; 0.1-0.5 is a range to tune.
     margin : float, default=0.2
     tau : float, default=0.01
     t2i_relevance : {"transpose", "reference"}, default="transpose"
     tie_tolerance : float, default=1e-6
+        See :class:`SmoothNDCGLoss`.
     """
 
     requires = ("relevance",)
+    matrix_inputs = ("relevance",)
+    _parameter_constraints: ClassVar[dict[str, Any]] = {"weight": Interval(float, 0.0, 1.0)}
 
     def __init__(
         self,
@@ -263,42 +249,21 @@ class ListwiseLoss(BaseScoreLoss):
         tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
     ) -> None:
         super().__init__()
-        if not (isinstance(weight, (int, float)) and 0.0 <= weight <= 1.0):
-            raise InvalidParameterError(
-                f"The 'weight' parameter of ListwiseLoss must be a float in [0, 1]; got {weight!r} instead."
-            )
-        if not tau > 0:
-            raise InvalidParameterError(
-                f"The 'tau' parameter of ListwiseLoss must be a float > 0; got {tau!r}."
-            )
-        if t2i_relevance not in T2I_RELEVANCE:
-            raise InvalidParameterError(
-                f"The 't2i_relevance' parameter of ListwiseLoss must be one of "
-                f"{T2I_RELEVANCE!r}; got {t2i_relevance!r} instead."
-            )
-        self.weight, self.margin, self.tau = float(weight), float(margin), float(tau)
-        self.t2i_relevance, self.tie_tolerance = t2i_relevance, float(tie_tolerance)
+        self.weight = weight
+        self._check_params()
+        self.weight = float(weight)
+        self.pairwise = TripletLoss(margin=margin, miner=HardestNegativeMiner(), reducer="mean")
+        self.listwise = SmoothNDCGLoss(tau=tau, t2i_relevance=t2i_relevance, tie_tolerance=tie_tolerance)
 
-    def compute_loss(
-        self, sims: Tensor, *, pos_mask: Tensor | None, relevance: Tensor | None = None, **batch
-    ) -> Tensor:
-        if relevance is None:
-            raise InvalidInputError("ListwiseLoss needs relevance= (e.g. from rsc_relevance).")
-        pair = triplet_loss(sims, margin=self.margin, hardest=True, reduction="mean", pos_mask=pos_mask)
-        listwise, stats = smooth_ndcg_loss(
-            sims, relevance, self.tau, t2i_relevance=self.t2i_relevance, tie_tolerance=self.tie_tolerance
-        )
+    def compute_loss(self, sims: Tensor, *, pos_mask: Tensor | None, relevance: Tensor, **batch) -> Tensor:
+        pair = self.pairwise(sims, pos_mask=pos_mask)
+        listwise = self.listwise(sims, relevance=relevance)
         self.last_stats = {
             "pair": float(pair.detach()),
             "list": float(listwise.detach()),
-            **{k: float(v.mean()) for k, v in stats.items()},
+            **self.listwise.last_stats,
         }
         return (1.0 - self.weight) * pair + self.weight * listwise
 
-    def _repr_params(self) -> dict:
-        return {
-            "weight": self.weight,
-            "margin": self.margin,
-            "tau": self.tau,
-            "t2i_relevance": self.t2i_relevance,
-        }
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}"

@@ -1,4 +1,8 @@
-"""SelfAlign: concept-level (LCA) and context-level (CRA) self-supervised alignment.
+"""SelfAlign losses: concept-level (LCA) and context-level (CRA) self-supervised alignment.
+
+The heads they train (``ContextHead``, ``PrototypeBank``) are in
+:mod:`pillar_rerank.adapters.heads.context`; the SelfAlign score is
+:func:`pillar_rerank.adapters.distances.selfalign_similarity`.
 
 Zhuang, Yu, Ding, Qu, Hu, "Boosting Image-Text Retrieval via Self-Supervised Alignment" (IEEE TMM
 2023, arXiv 2308.14009); reference code Zjamie813/SelfAlign @ 26343b7 (``camera_SelfAlign``).
@@ -8,11 +12,14 @@ Formulas in ``../shared/spec/adapters.md`` section 4.
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pillar_rerank._validation import Interval
+from pillar_rerank.adapters.losses.base import CheckedParams
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
 
 
@@ -40,46 +47,6 @@ def sinkhorn_knopp(scores: Tensor, eps: float = 0.05, iters: int = 3) -> Tensor:
     return torch.exp(log_q + math.log(n))
 
 
-class PrototypeBank(torch.nn.Module):
-    """K learnable concept prototypes (an ``nn.Linear(dim, K, bias=False)``'s weight).
-
-    Parameters
-    ----------
-    dim : int
-    num_prototypes : int, default=1024
-        The reference's ``--local_clu_num``.
-
-    Notes
-    -----
-    :meth:`normalize_` re-normalises the rows in place (the reference does so at the start of
-    every forward); :meth:`freeze_grads` drops the gradients (the epoch-0 freeze of the CAMERA
-    tree, SwAV style).
-    """
-
-    def __init__(self, dim: int, num_prototypes: int = 1024) -> None:
-        super().__init__()
-        self.dim, self.num_prototypes = int(dim), int(num_prototypes)
-        self.weight = torch.nn.Parameter(torch.empty(self.num_prototypes, self.dim))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-
-    @torch.no_grad()
-    def normalize_(self) -> PrototypeBank:
-        self.weight.copy_(F.normalize(self.weight, dim=1))
-        return self
-
-    def freeze_grads(self) -> None:
-        self.weight.grad = None
-
-    def forward(self, features: Tensor) -> Tensor:
-        return features @ self.weight.t()
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_prototypes={self.num_prototypes}"
-
-
 def _check_lengths(lengths: Tensor, batch: int, max_len: int, name: str) -> Tensor:
     lengths = torch.as_tensor(lengths)
     if lengths.shape != (batch,):
@@ -100,17 +67,7 @@ def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def concept_alignment_loss(
-    region_feats: Tensor,
-    word_feats: Tensor,
-    word_lengths: Tensor,
-    prototypes: Tensor,
-    *,
-    student_temp: float = 0.1,
-    eps: float = 0.05,
-    iters: int = 2,
-    region_mask: Tensor | None = None,
-) -> Tensor:
+class ConceptAlignmentLoss(CheckedParams, torch.nn.Module):
     r"""LCA: words predict the prototype assignment of their best-matching region.
 
     .. math::
@@ -120,62 +77,78 @@ def concept_alignment_loss(
     with :math:`q` = Sinkhorn(:math:`W v`) over every valid region of the batch and
     :math:`r^*(b,w) = \arg\max_r \langle t_{b,w}, v_{b,r}\rangle` (stop-gradient on both).
 
+    ``forward(region_feats, word_feats, word_lengths, prototypes, *, region_mask=None)``:
+
+    * ``region_feats`` (B, R, D): unit-length concept-level region features (the teacher side);
+    * ``word_feats`` (B, L, D): unit-length concept-level word features;
+    * ``word_lengths`` (B,): valid words per caption, each in [1, L];
+    * ``prototypes`` (K, D): normalised inside (the value is the unit rows; gradients reach the
+      raw rows unchanged, as with the reference's in-place normalisation);
+    * ``region_mask`` (B, R), optional: valid regions (``None``: all).
+
     Parameters
     ----------
-    region_feats : Tensor of shape (B, R, D)
-        Unit-length concept-level region features (the teacher side).
-    word_feats : Tensor of shape (B, L, D)
-        Unit-length concept-level word features.
-    word_lengths : int Tensor of shape (B,)
-        Valid words per caption, each in [1, L].
-    prototypes : Tensor of shape (K, D)
-        Normalised inside (the value is the unit rows; gradients reach the raw rows unchanged,
-        as with the reference's in-place normalisation).
     student_temp, eps, iters : float, float, int, default=0.1, 0.05, 2
-    region_mask : bool Tensor of shape (B, R), optional
-        Valid regions (``None``: all).
+        Student temperature; Sinkhorn's epsilon and iterations.
 
     Notes
     -----
     A zero-length caption is an error (the reference returns NaN). At tied region scores the
     first region wins.
     """
-    b, r, d = region_feats.shape
-    if word_feats.ndim != 3 or word_feats.shape[0] != b or word_feats.shape[2] != d:
-        raise InvalidInputError(
-            f"concept_alignment_loss: word_feats must be (B={b}, L, D={d}); got {tuple(word_feats.shape)}."
-        )
-    lengths = _check_lengths(word_lengths, b, word_feats.shape[1], "word_lengths").to(word_feats.device)
-    unit = F.normalize(prototypes, dim=1)
-    protos = prototypes + (unit - prototypes).detach()  # straight-through: value normalised
-    with torch.no_grad():
-        region_scores = region_feats @ unit.t()  # [B, R, K]
-        if region_mask is None:
-            q = sinkhorn_knopp(region_scores.reshape(b * r, -1), eps=eps, iters=iters).reshape(b, r, -1)
-        else:
-            region_mask = region_mask.to(region_feats.device, torch.bool)
-            q = torch.zeros_like(region_scores)
-            q[region_mask] = sinkhorn_knopp(region_scores[region_mask], eps=eps, iters=iters)
-        match = torch.einsum("bld,brd->blr", word_feats, region_feats)
-        if region_mask is not None:
-            match = match.masked_fill(~region_mask[:, None, :], float("-inf"))
-        best = match.argmax(dim=-1)  # [B, L]
-        targets = torch.gather(q, 1, best[..., None].expand(-1, -1, q.shape[-1]))
-    log_p = F.log_softmax((word_feats @ protos.t()) / student_temp, dim=-1)
-    ce = -(targets * log_p).sum(dim=-1)  # [B, L]
-    valid = lengths_to_mask(lengths, word_feats.shape[1]).to(ce.dtype)
-    return ((ce * valid).sum(dim=1) / lengths.to(ce.dtype)).mean()
+
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "student_temp": Interval(float, 0.0, closed="neither"),
+        "eps": Interval(float, 0.0, closed="neither"),
+        "iters": Interval(int, 1),
+    }
+
+    def __init__(self, *, student_temp: float = 0.1, eps: float = 0.05, iters: int = 2) -> None:
+        super().__init__()
+        self.student_temp, self.eps, self.iters = student_temp, eps, iters
+        self._check_params()
+
+    def forward(
+        self,
+        region_feats: Tensor,
+        word_feats: Tensor,
+        word_lengths: Tensor,
+        prototypes: Tensor,
+        *,
+        region_mask: Tensor | None = None,
+    ) -> Tensor:
+        eps, iters = self.eps, self.iters
+        b, r, d = region_feats.shape
+        if word_feats.ndim != 3 or word_feats.shape[0] != b or word_feats.shape[2] != d:
+            raise InvalidInputError(
+                f"ConceptAlignmentLoss: word_feats must be (B={b}, L, D={d}); got {tuple(word_feats.shape)}."
+            )
+        lengths = _check_lengths(word_lengths, b, word_feats.shape[1], "word_lengths").to(word_feats.device)
+        unit = F.normalize(prototypes, dim=1)
+        protos = prototypes + (unit - prototypes).detach()  # straight-through: value normalised
+        with torch.no_grad():
+            region_scores = region_feats @ unit.t()  # [B, R, K]
+            if region_mask is None:
+                q = sinkhorn_knopp(region_scores.reshape(b * r, -1), eps=eps, iters=iters).reshape(b, r, -1)
+            else:
+                region_mask = region_mask.to(region_feats.device, torch.bool)
+                q = torch.zeros_like(region_scores)
+                q[region_mask] = sinkhorn_knopp(region_scores[region_mask], eps=eps, iters=iters)
+            match = torch.einsum("bld,brd->blr", word_feats, region_feats)
+            if region_mask is not None:
+                match = match.masked_fill(~region_mask[:, None, :], float("-inf"))
+            best = match.argmax(dim=-1)  # [B, L]
+            targets = torch.gather(q, 1, best[..., None].expand(-1, -1, q.shape[-1]))
+        log_p = F.log_softmax((word_feats @ protos.t()) / self.student_temp, dim=-1)
+        ce = -(targets * log_p).sum(dim=-1)  # [B, L]
+        valid = lengths_to_mask(lengths, word_feats.shape[1]).to(ce.dtype)
+        return ((ce * valid).sum(dim=1) / lengths.to(ce.dtype)).mean()
+
+    def extra_repr(self) -> str:
+        return f"student_temp={self.student_temp}, eps={self.eps}, iters={self.iters}"
 
 
-def context_alignment_loss(
-    locals_: Tensor,
-    global_query: Tensor,
-    temperature: float = 0.7,
-    *,
-    num_negatives: int | None = 512,
-    self_logit: float = -10.0,
-    local_mask: Tensor | None = None,
-) -> Tensor:
+class ContextAlignmentLoss(CheckedParams, torch.nn.Module):
     r"""CRA: a sample's global query must pick out its own context locals among the batch's.
 
     .. math::
@@ -186,17 +159,20 @@ def context_alignment_loss(
     where the pool :math:`\mathcal N_b` holds :math:`\langle g_b, \ell_{cj}\rangle / T` for every
     ``c, j``, with ``c = b`` entries replaced by ``self_logit`` (not removed, as in the reference).
 
+    ``forward(locals_ (B, n, D), global_query (B, D), *, local_mask=None)``; ``local_mask``
+    (B, n) marks valid locals, which makes padded locals neither positives nor negatives.
+    ``None`` counts every position, padding included (the reference).
+
     Parameters
     ----------
-    locals_ : Tensor of shape (B, n, D)
-    global_query : Tensor of shape (B, D)
     temperature : float, default=0.7
     num_negatives : int or None, default=512
-        Top-k of the pool (``None``: the whole pool). Must be in [1, B * n].
+        Top-k of the pool (``None``: the whole pool). Must be in [1, B * n] unless
+        ``clip_negatives``.
     self_logit : float, default=-10.0
-    local_mask : bool Tensor of shape (B, n), optional
-        Valid locals. Padded locals are then neither positives nor negatives. ``None`` counts
-        every position, padding included (the reference).
+    clip_negatives : bool, default=False
+        Cap ``num_negatives`` at each batch's non-self pool ``(B - 1) * n`` (a trainer whose
+        batches are smaller than the reference's 128 sets it).
 
     Notes
     -----
@@ -204,117 +180,56 @@ def context_alignment_loss(
     and too-large values are errors. When ``k`` exceeds the non-self negatives the constant
     ``self_logit`` entries enter the top-k, as in the reference.
     """
-    b, n, d = locals_.shape
-    if global_query.shape != (b, d):
-        raise InvalidInputError(
-            f"context_alignment_loss: global_query must be (B={b}, D={d}); got {tuple(global_query.shape)}."
-        )
-    if num_negatives is not None and not (1 <= int(num_negatives) <= b * n):
-        raise InvalidParameterError(
-            f"The 'num_negatives' parameter of context_alignment_loss must be None or "
-            f"an int in [1, B*n={b * n}]; got {num_negatives!r} instead."
-        )
-    logits = torch.einsum("bd,cjd->bcj", global_query, locals_) / temperature  # [B, B, n]
-    own = torch.eye(b, dtype=torch.bool, device=logits.device)[:, :, None].expand(b, b, n)
-    positives = logits.diagonal(dim1=0, dim2=1).transpose(0, 1)  # [B, n]
-    pool = logits.masked_fill(own, self_logit)
-    if local_mask is not None:
-        local_mask = local_mask.to(logits.device, torch.bool)
-        pool = pool.masked_fill(~local_mask[None, :, :] & ~own, float("-inf"))
-    pool = pool.reshape(b, b * n)
-    if num_negatives is not None:
-        pool = pool.topk(int(num_negatives), dim=1).values
-    neg_lse = torch.logsumexp(pool, dim=1, keepdim=True)  # [B, 1]
-    per_local = F.softplus(neg_lse - positives)  # -log(e^p / (e^p + sum e^x))
-    if local_mask is None:
-        return per_local.mean()
-    return per_local[local_mask].mean()
 
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "temperature": Interval(float, 0.0, closed="neither"),
+        "num_negatives": [None, Interval(int, 1)],
+        "self_logit": Interval(float),
+        "clip_negatives": bool,
+    }
 
-class ContextHead(torch.nn.Module):
-    r"""SelfAlign's context head: context locals, a global query and a gated fused context vector.
-
-    .. math::
-        \ell_n = \mathrm{norm}(\mathrm{ReLU}(\mathrm{BN}(x_n))),\;
-        \bar g = \mathrm{mean}_n x_n,\;
-        \hat g = \mathrm{ReLU}(\mathrm{BN}(W\bar g)),\;
-        g = \mathrm{norm}(\hat g),\;
-        \alpha = \sigma(\mathrm{MLP}([\bar g; \hat g])),\;
-        c = \mathrm{norm}(\alpha\bar g + (1-\alpha)\hat g)
-
-    Parameters
-    ----------
-    dim : int
-    relu : bool, default=True
-        ReLU after the global projection (the reference's ``ctx_fc_relu = 1``).
-
-    Shapes
-    ------
-    tokens (B, N, D), mask (B, N) optional -> locals (B, N, D), global_query (B, D), fused (B, D).
-    With a mask, batch norm and the mean use valid tokens only (the reference includes padding).
-    """
-
-    def __init__(self, dim: int, relu: bool = True) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.7,
+        *,
+        num_negatives: int | None = 512,
+        self_logit: float = -10.0,
+        clip_negatives: bool = False,
+    ) -> None:
         super().__init__()
-        self.dim, self.relu = int(dim), bool(relu)
-        self.local_norm = torch.nn.BatchNorm1d(self.dim)
-        self.global_fc = torch.nn.Linear(self.dim, self.dim)
-        self.global_norm = torch.nn.BatchNorm1d(self.dim)
-        self.gate = torch.nn.Sequential(
-            torch.nn.Linear(2 * self.dim, self.dim), torch.nn.ReLU(), torch.nn.Linear(self.dim, 1)
-        )
-        self.reset_parameters()
+        self.temperature, self.num_negatives = temperature, num_negatives
+        self.self_logit, self.clip_negatives = self_logit, clip_negatives
+        self._check_params()
 
-    def reset_parameters(self) -> None:
-        self.local_norm.reset_parameters()
-        self.global_fc.reset_parameters()
-        self.global_norm.reset_parameters()
-        for layer in self.gate:
-            if hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()
-
-    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        if mask is None:
-            flat = self.local_norm(tokens.reshape(-1, self.dim))
-            locals_ = F.normalize(F.relu(flat), dim=-1).reshape(tokens.shape)
-            mean = tokens.mean(dim=1)
-        else:
-            mask = mask.to(tokens.device, torch.bool)
-            locals_ = tokens.new_zeros(tokens.shape)
-            locals_[mask] = F.normalize(F.relu(self.local_norm(tokens[mask])), dim=-1)
-            weights = mask.to(tokens.dtype)
-            mean = (tokens * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1.0)
-        projected = self.global_norm(self.global_fc(mean))
-        if self.relu:
-            projected = F.relu(projected)
-        gate = torch.sigmoid(self.gate(torch.cat([mean, projected], dim=-1)))
-        fused = F.normalize(gate * mean + (1.0 - gate) * projected, dim=-1)
-        return locals_, F.normalize(projected, dim=-1), fused
+    def forward(self, locals_: Tensor, global_query: Tensor, *, local_mask: Tensor | None = None) -> Tensor:
+        b, n, d = locals_.shape
+        if global_query.shape != (b, d):
+            raise InvalidInputError(
+                f"ContextAlignmentLoss: global_query must be (B={b}, D={d}); got {tuple(global_query.shape)}."
+            )
+        k = self.num_negatives
+        if k is not None and self.clip_negatives:
+            k = min(k, max(1, (b - 1) * n))
+        if k is not None and not (1 <= int(k) <= b * n):
+            raise InvalidParameterError(
+                f"The 'num_negatives' parameter of ContextAlignmentLoss must be None or "
+                f"an int in [1, B*n={b * n}]; got {k!r} instead."
+            )
+        logits = torch.einsum("bd,cjd->bcj", global_query, locals_) / self.temperature  # [B, B, n]
+        own = torch.eye(b, dtype=torch.bool, device=logits.device)[:, :, None].expand(b, b, n)
+        positives = logits.diagonal(dim1=0, dim2=1).transpose(0, 1)  # [B, n]
+        pool = logits.masked_fill(own, self.self_logit)
+        if local_mask is not None:
+            local_mask = local_mask.to(logits.device, torch.bool)
+            pool = pool.masked_fill(~local_mask[None, :, :] & ~own, float("-inf"))
+        pool = pool.reshape(b, b * n)
+        if k is not None:
+            pool = pool.topk(int(k), dim=1).values
+        neg_lse = torch.logsumexp(pool, dim=1, keepdim=True)  # [B, 1]
+        per_local = F.softplus(neg_lse - positives)  # -log(e^p / (e^p + sum e^x))
+        if local_mask is None:
+            return per_local.mean()
+        return per_local[local_mask].mean()
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, relu={self.relu}"
-
-
-def masked_mean(tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Mean over the token axis (valid tokens only when ``mask`` is given); (B, N, D) -> (B, D)."""
-    if mask is None:
-        return tokens.mean(dim=1)
-    weights = mask.to(tokens.device, tokens.dtype)
-    return (tokens * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1.0)
-
-
-def selfalign_similarity(
-    base_sims: Tensor,
-    img_locals_mean: Tensor,
-    img_fused: Tensor,
-    txt_locals_mean: Tensor,
-    txt_fused: Tensor,
-    weight: float = 0.5,
-) -> Tensor:
-    r"""SelfAlign retrieval score
-    :math:`s(I,T) + w\langle \bar\ell^v, c^t\rangle + w\langle c^v, \bar\ell^t\rangle`.
-
-    Shapes: base_sims (n_images, n_texts); image terms (n_images, D); text terms (n_texts, D).
-    The means of the unit locals are not re-normalised (as in the reference).
-    """
-    return base_sims + weight * (img_locals_mean @ txt_fused.t()) + weight * (img_fused @ txt_locals_mean.t())
+        return f"temperature={self.temperature}, num_negatives={self.num_negatives}"

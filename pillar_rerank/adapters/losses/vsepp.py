@@ -5,14 +5,16 @@ Faghri et al., "VSE++: Improving Visual-Semantic Embeddings with Hard Negatives"
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor
 
+from pillar_rerank._validation import Interval
 from pillar_rerank.adapters.distances import BaseDistance, DotProductSimilarity
-from pillar_rerank.adapters.losses.base import BaseScoreLoss, check_pos_mask, check_sims, transpose_or_none
+from pillar_rerank.adapters.losses.base import BaseScoreLoss, transpose_or_none
 from pillar_rerank.adapters.miners import AllNegativesMiner, BaseMiner, HardestNegativeMiner
 from pillar_rerank.adapters.reducers import BaseReducer, get_reducer
-from pillar_rerank.exceptions import InvalidParameterError
 
 _SIMILARITY = DotProductSimilarity()
 
@@ -40,55 +42,23 @@ def directional_triplet(
     return hinge.masked_fill(~used, 0.0).sum(dim=1)
 
 
-def triplet_loss(
-    sims: Tensor,
-    margin: float = 0.2,
-    hardest: bool = True,
-    reduction: str = "mean",
-    pos_mask: Tensor | None = None,
-) -> Tensor:
-    r"""Bidirectional triplet ranking loss over a batch score matrix.
+class TripletLoss(BaseScoreLoss):
+    r"""Bidirectional triplet ranking loss over a batch score matrix: distance + miner + reducer.
 
     .. math::
         L = \operatorname{reduce}\big(\{\ell(S)_i\}_i \cup \{\ell(S^\top)_j\}_j\big),\quad
         \ell(S)_q = \sum_{g \in N(q)} [m + S_{qg} - S_{qq}]_+
 
-    where :math:`N(q)` is the hardest admissible negative (``hardest=True``, VSE++) or all of them
-    (VSE0). ``reduction="mean"`` averages the 2B per-query terms (= the mean of the two directions'
-    means, Listwise-ITR's pairwise part); ``"sum"`` sums them (VSE++ and SelfAlign).
+    where :math:`N(q)` is the set the miner returns: the hardest admissible negative
+    (:class:`HardestNegativeMiner`, VSE++) or all of them (:class:`AllNegativesMiner`, VSE0). The
+    mean reducer averages the 2B per-query terms (= the mean of the two directions' means,
+    Listwise-ITR's pairwise part); the sum reducer sums them (VSE++ and SelfAlign).
 
-    Parameters
-    ----------
-    sims : Tensor of shape (B, B)
-        ``sims[i, j]`` scores image ``i`` against text ``j``; positives on the diagonal.
-    margin : float, default=0.2
-    hardest : bool, default=True
-    reduction : {"mean", "sum"}, default="mean"
-    pos_mask : bool Tensor of shape (B, B), optional
-        Further positives (e.g. two captions of the same image in the batch), never negatives.
-
-    Notes
-    -----
-    The references count a duplicate image in a batch as a negative of itself (identity
-    positives only); pass ``pos_mask=None`` for that behaviour. At exact ties the hardest
-    negative is the lowest-index one.
-    """
-    sims = check_sims(sims)
-    pos_mask = check_pos_mask(pos_mask, sims)
-    miner = HardestNegativeMiner() if hardest else AllNegativesMiner()
-    per_query = torch.cat(
-        [
-            directional_triplet(sims, pos_mask, margin=margin, miner=miner),
-            directional_triplet(
-                sims.transpose(0, 1), transpose_or_none(pos_mask), margin=margin, miner=miner
-            ),
-        ]
-    )
-    return get_reducer(reduction)(per_query)
-
-
-class TripletLoss(BaseScoreLoss):
-    """Composable triplet loss (``distance``, ``miner``, ``reducer`` objects); see :func:`triplet_loss`.
+    ``forward(sims, *, pos_mask=None)``: ``sims[i, j]`` scores image ``i`` against text ``j``,
+    positives on the diagonal; ``pos_mask`` marks further positives (e.g. two captions of the
+    same image in the batch), never negatives. The references count a duplicate image in a batch
+    as a negative of itself; pass ``pos_mask=None`` for that. At exact ties the hardest negative
+    is the lowest-index one.
 
     Parameters
     ----------
@@ -101,6 +71,8 @@ class TripletLoss(BaseScoreLoss):
         Only its ``margin`` convention is used (scores come precomputed).
     """
 
+    _parameter_constraints: ClassVar[dict[str, Any]] = {"margin": Interval(float, 0.0)}
+
     def __init__(
         self,
         *,
@@ -110,11 +82,8 @@ class TripletLoss(BaseScoreLoss):
         distance: BaseDistance | None = None,
     ) -> None:
         super().__init__()
-        if not margin >= 0:
-            raise InvalidParameterError(
-                f"The 'margin' parameter of {type(self).__name__} must be a float "
-                f">= 0; got {margin!r} instead."
-            )
+        self.margin = margin
+        self._check_params()
         self.margin = float(margin)
         self.miner = miner if miner is not None else HardestNegativeMiner()
         self.reducer = get_reducer(reducer) if reducer is not None else self.get_default_reducer()
@@ -136,9 +105,6 @@ class TripletLoss(BaseScoreLoss):
         )
         self.last_stats = {"i2t": float(i2t.detach().mean()), "t2i": float(t2i.detach().mean())}
         return self.reducer(torch.cat([i2t, t2i]))
-
-    def _repr_params(self) -> dict:
-        return {"margin": self.margin}
 
 
 class VSEPPLoss(TripletLoss):

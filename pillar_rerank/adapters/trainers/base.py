@@ -1,5 +1,8 @@
-"""Shared trainer machinery: parameters, seeding, the batch loop, dev-RSUM selection, checkpoints
-and the score export that ``rerank fit/apply/eval`` read.
+"""Shared trainer machinery: parameters, seeding, the batch loop, dev-RSUM selection, model
+folders and the score export that ``rerank fit/apply/eval`` read.
+
+One class holds the whole trainer life cycle (fit, encode/score, export, save/load), so a subclass
+reads in one place which hooks it may override; reading model folders is in :mod:`.folders`.
 
 A trainer is scikit-learn-like: the constructor stores its keyword arguments unchanged, ``fit``
 returns ``self`` and sets ``model_``, ``history_``, ``best_epoch_``, ``best_dev_rsum_``. A
@@ -19,32 +22,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pillar_rerank._validation import Interval
+from pillar_rerank.adapters.config import HeadConfig, TrainingConfig
 from pillar_rerank.adapters.features import FeatureSet
-from pillar_rerank.adapters.trainers._checkpoint import FORMAT_VERSION, CheckpointMixin
+from pillar_rerank.adapters.trainers.export import write_scores
+from pillar_rerank.adapters.trainers.folders import MODEL_KIND, check_replaceable, read_trainer_folder
 from pillar_rerank.base import ParamsMixin
-from pillar_rerank.exceptions import InputFileError, InvalidInputError, NotFittedError
-from pillar_rerank.io import save_array, save_json
+from pillar_rerank.checkpoint import save_model_dir
+from pillar_rerank.exceptions import (
+    CheckpointError,
+    InvalidInputError,
+    InvalidParameterError,
+    NotFittedError,
+)
 from pillar_rerank.metrics import recall_metrics
 from pillar_rerank.utils import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_FILE = "manifest.json"
-
-COMMON_CONSTRAINTS: dict[str, Any] = {
-    "epochs": Interval(int, 1),
-    "batch_size": Interval(int, 2),
-    "lr": Interval(float, 0.0, closed="neither"),
-    "weight_decay": Interval(float, 0.0),
-    "grad_clip": [None, Interval(float, 0.0, closed="neither")],
-    "lr_update": [None, Interval(int, 1)],
-    "seed": Interval(int, 0),
-    "device": [None, str],
-    "verbose": bool,
-    "checkpoint_dir": [None, str, Path],
-    "eval_batch_size": Interval(int, 1),
-}
 
 
 def batch_positive_mask(images: Tensor) -> Tensor:
@@ -56,43 +49,76 @@ def to_tensor(array: np.ndarray, device: torch.device, dtype: torch.dtype = torc
     return torch.as_tensor(np.asarray(array), dtype=dtype, device=device)
 
 
-class BaseTrainer(ParamsMixin, CheckpointMixin):
+class BaseTrainer(ParamsMixin):
     """Base class of the backbone trainers (see module docstring).
 
-    Common parameters
-    -----------------
-    epochs : int
-    batch_size : int
-        Captions per step; their images form the other side of the B x B batch matrix (an image
-        sampled twice is a positive of both captions, never a negative). Captions are reshuffled
-        every epoch and the last incomplete batch is dropped.
-    lr, weight_decay, grad_clip : float
-        AdamW; gradient-norm clip (``None`` disables).
-    lr_update : int or None
-        Multiply the learning rate by 0.1 every this many epochs (``None``: constant).
-    seed : int
-    device : str or None
-        ``None``: CUDA when available, else CPU.
-    verbose : bool
-        tqdm progress bar and per-epoch log lines at INFO.
-    checkpoint_dir : str or None
-        Save the best model so far there (atomically) after every improving epoch.
-    eval_batch_size : int
-        Items encoded per forward pass when scoring a whole side.
+    Every trainer takes ``head`` (a :class:`~pillar_rerank.adapters.config.HeadConfig`) and
+    ``training`` (a :class:`~pillar_rerank.adapters.config.TrainingConfig`) whole; ``None`` means
+    the class's ``default_head`` / ``default_training``. Head fields the trainer's model cannot
+    use raise at validation instead of being dropped.
     """
 
+    #: head and training configuration used when the constructor gets ``None``
+    default_head: ClassVar[HeadConfig] = HeadConfig()
+    default_training: ClassVar[TrainingConfig] = TrainingConfig()
     _parameter_constraints: ClassVar[dict[str, Any]] = {}
     #: features the trainer needs: "vector" (n, d) or "token" (n, N, d)
     feature_kind: ClassVar[str] = "any"
 
     def _constraints(self) -> dict[str, Any]:
-        return {**COMMON_CONSTRAINTS, **self._parameter_constraints}
+        return {"head": [None, HeadConfig], "training": [None, TrainingConfig], **self._parameter_constraints}
+
+    def head_config(self) -> HeadConfig:
+        """The head configuration in use (``head``, else the class default)."""
+        return self.head if self.head is not None else self.default_head
+
+    def training_config(self) -> TrainingConfig:
+        """The training configuration in use (``training``, else the class default)."""
+        return self.training if self.training is not None else self.default_training
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        owner = type(self).__name__
+        self.training_config().validate(owner)
+        self.head_config().validate(owner)
+        self._check_head(self.head_config())
+
+    def _check_head(self, head: HeadConfig) -> None:
+        """Raise on head fields this trainer's model would not use (default: by head kind)."""
+        head.check_applicable(type(self).__name__)
 
     def _json_params(self) -> dict[str, Any]:
         out = {}
         for k, v in self.get_params().items():
+            if isinstance(v, (HeadConfig, TrainingConfig)):
+                v = v.to_dict()
             out[k] = str(v) if isinstance(v, Path) else v
         return out
+
+    @classmethod
+    def _params_from_json(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from saved parameters (the flat form of the previous version too)."""
+        params = dict(params)
+        if "head" not in params or isinstance(params.get("head"), str):  # previous version: flat
+            head = {"kind": params.pop("head", None), "text_kind": params.pop("text_head", None)}
+            head = {k: v for k, v in head.items() if v is not None}
+            for name in HeadConfig.field_names():
+                if name in params:
+                    head[name] = params.pop(name)
+            training = {name: params.pop(name) for name in TrainingConfig.field_names() if name in params}
+            params["head"] = head or None
+            params["training"] = training or None
+        unknown = sorted(set(params) - set(cls._param_names()))
+        if unknown:
+            raise CheckpointError(f"{cls.__name__} config: unknown parameter(s) {unknown!r}.")
+        try:
+            if params.get("head") is not None:
+                params["head"] = HeadConfig.from_dict(params["head"], base=cls.default_head)
+            if params.get("training") is not None:
+                params["training"] = TrainingConfig.from_dict(params["training"], base=cls.default_training)
+        except InvalidParameterError as exc:
+            raise CheckpointError(f"{cls.__name__} config: {exc}") from exc
+        return params
 
     def _check_is_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -183,11 +209,12 @@ class BaseTrainer(ParamsMixin, CheckpointMixin):
     def fit(self, train: FeatureSet, dev: FeatureSet | None = None) -> BaseTrainer:
         """Train on ``train``; keep the epoch with the best dev RSUM (the last epoch without dev)."""
         self._validate_params()
+        cfg = self.training_config()
         train = self._check_features(train, role="train")
         if dev is not None:
             dev = self._check_features(dev, role="dev")
-        device = resolve_device(self.device)
-        generator = seed_everything(self.seed)
+        device = resolve_device(cfg.device)
+        generator = seed_everything(cfg.seed)
         self.model_spec_ = self._spec_from(train)
         if dev is not None:
             self._check_features(dev, role="dev")  # now also against the model's input dims
@@ -196,26 +223,26 @@ class BaseTrainer(ParamsMixin, CheckpointMixin):
         params = [p for p in model.parameters() if p.requires_grad] + self._extra_parameters()
         for p in self._extra_parameters():
             p.data = p.data.to(device)
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = (
-            torch.optim.lr_scheduler.StepLR(optimizer, self.lr_update, gamma=0.1) if self.lr_update else None
+            torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_update, gamma=0.1) if cfg.lr_update else None
         )
         n = train.n_texts
-        steps_per_epoch = max(1, n // self.batch_size) if n >= self.batch_size else 1
+        steps_per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
         history: list[dict[str, Any]] = []
         best_rsum, best_state, best_epoch = -math.inf, None, -1
         self.model_ = model
-        for epoch in range(self.epochs):
+        for epoch in range(cfg.epochs):
             model.train()
             order = torch.randperm(n, generator=generator).numpy()
-            batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(steps_per_epoch)]
+            batches = [order[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(steps_per_epoch)]
             batches = [b for b in batches if b.shape[0] >= 2]
             iterator = batches
-            if self.verbose:
+            if cfg.verbose:
                 from tqdm.auto import tqdm
 
                 iterator = tqdm(
-                    batches, desc=f"{type(self).__name__} epoch {epoch + 1}/{self.epochs}", leave=False
+                    batches, desc=f"{type(self).__name__} epoch {epoch + 1}/{cfg.epochs}", leave=False
                 )
             start, losses = time.perf_counter(), []
             for captions in iterator:
@@ -228,8 +255,8 @@ class BaseTrainer(ParamsMixin, CheckpointMixin):
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if self.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 self._before_step(model, epoch)
                 optimizer.step()
                 losses.append(float(loss.detach()))
@@ -246,26 +273,26 @@ class BaseTrainer(ParamsMixin, CheckpointMixin):
                 if metrics["RSUM"] > best_rsum:
                     best_rsum, best_epoch = metrics["RSUM"], epoch + 1
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if self.checkpoint_dir is not None:
+                    if cfg.checkpoint_dir is not None:
                         self.best_epoch_, self.best_dev_rsum_, self.history_ = (
                             best_epoch,
                             best_rsum,
                             history + [record],
                         )
-                        self.save(self.checkpoint_dir, overwrite=True)
+                        self.save(cfg.checkpoint_dir, overwrite=True)
             history.append(record)
             logger.info(
                 "%s epoch %d/%d: loss %.4f%s",
                 type(self).__name__,
                 epoch + 1,
-                self.epochs,
+                cfg.epochs,
                 record["loss"],
                 f", dev RSUM {record['dev_RSUM']:.2f}" if dev is not None else "",
             )
         if best_state is not None:
             model.load_state_dict(best_state)
         else:
-            best_epoch, best_rsum = self.epochs, (history[-1].get("dev_RSUM") if history else None)
+            best_epoch, best_rsum = cfg.epochs, (history[-1].get("dev_RSUM") if history else None)
         model.eval()
         self.history_ = history
         self.best_epoch_ = best_epoch
@@ -280,6 +307,7 @@ class BaseTrainer(ParamsMixin, CheckpointMixin):
         data = self._check_features(data, role="data")
         model = self.model_
         model.eval()
+        batch = self.training_config().eval_batch_size
         device = next(iter(model.parameters()), torch.empty(0)).device
         out = []
         for side, n, encode in (
@@ -287,10 +315,8 @@ class BaseTrainer(ParamsMixin, CheckpointMixin):
             ("text", data.n_texts, model.encode_texts),
         ):
             parts = [
-                encode(
-                    **self._side_tensors(data, side, np.arange(s, min(s + self.eval_batch_size, n)), device)
-                )
-                for s in range(0, n, self.eval_batch_size)
+                encode(**self._side_tensors(data, side, np.arange(s, min(s + batch, n)), device))
+                for s in range(0, n, batch)
             ]
             out.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
         return out[0], out[1]
@@ -331,55 +357,78 @@ class BaseTrainer(ParamsMixin, CheckpointMixin):
         ``text_emb.npy`` (float32, when the model has one vector per item whose dot products are
         the scores) and ``manifest.json``. Each file is written atomically and never over an input.
         """
+        return write_scores(self, out_dir, data, overwrite=overwrite, evaluate=evaluate, inputs=inputs)
+
+    # ------------------------------------------------------------------ model folder
+    def save(self, path: str | Path, *, overwrite: bool = False, inputs: tuple = ()) -> Path:
+        """Write the fitted trainer as a model folder of the package's format (atomic, checksummed).
+
+        ``weights.safetensors`` holds the model (and, under ``extra``, parameters outside it such
+        as a learnable logit scale); ``config.json`` the class, parameters, model spec and history.
+        See :func:`pillar_rerank.checkpoint.save_model_dir`: an existing folder is replaced only
+        with ``overwrite`` and only when it is a model folder of ours.
+        """
         self._check_is_fitted()
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise InputFileError(f"export folder ({out}): exists and is not a folder.")
-        out.mkdir(parents=True, exist_ok=True)
-        img, txt = self.encode(data)
-        scores = self._score_encoded(img, txt)
-        files = {"sims": "sims.npy", "txt2img": "txt2img.npy"}
-        save_array(out / files["sims"], scores, inputs=inputs, overwrite=overwrite, name="sims")
-        save_array(
-            out / files["txt2img"],
-            data.relevance.txt_to_img.astype(np.int64),
-            inputs=inputs,
-            overwrite=overwrite,
-            name="txt2img",
-        )
-        embeddings = self.model_.item_embeddings(img, txt)
-        if embeddings is not None:
-            files["image_emb"], files["text_emb"] = "image_emb.npy", "text_emb.npy"
-            save_array(
-                out / files["image_emb"],
-                embeddings[0].float().cpu().numpy(),
-                inputs=inputs,
-                overwrite=overwrite,
-                name="image_emb",
-            )
-            save_array(
-                out / files["text_emb"],
-                embeddings[1].float().cpu().numpy(),
-                inputs=inputs,
-                overwrite=overwrite,
-                name="text_emb",
-            )
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "producer": f"pillar_rerank.adapters.{type(self).__name__}",
-            "files": files,
-            "n_images": data.n_images,
-            "n_texts": data.n_texts,
-            "data": data.name,
-            "orientation": "sims[i, j] = score of image i against caption j",
-            "trainer": {
-                "class": type(self).__name__,
-                "params": self._json_params(),
-                "best_epoch": self.best_epoch_,
-                "best_dev_rsum": self.best_dev_rsum_,
-            },
-            "metrics": recall_metrics(scores, data.relevance) if evaluate else None,
-            "usage": f"rerank eval {out / files['sims']} --txt2img {out / files['txt2img']}",
+        check_replaceable(path)
+        state = {k: v.detach() for k, v in self.model_.state_dict().items()}
+        extra = {f"extra.{i}": p.detach() for i, p in enumerate(self._extra_parameters())}
+        config = {
+            "kind": MODEL_KIND,
+            "class": type(self).__name__,
+            "params": self._json_params(),
+            "model_spec": self.model_spec_,
+            "history": getattr(self, "history_", []),
+            "best_epoch": getattr(self, "best_epoch_", None),
+            "best_dev_rsum": getattr(self, "best_dev_rsum_", None),
         }
-        save_json(out / MANIFEST_FILE, manifest, inputs=inputs, overwrite=overwrite, name="manifest")
-        return manifest
+        return Path(
+            save_model_dir(
+                path,
+                state_dict=state,
+                config=config,
+                overwrite=overwrite,
+                extra={"extra": extra} if extra else None,
+                inputs=inputs,
+            )
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> BaseTrainer:
+        """Rebuild a fitted trainer from :meth:`save`'s folder, or from a folder of the previous
+        version (``model.safetensors`` + ``trainer.json``). Never unpickles."""
+        state, config = read_trainer_folder(path)
+        if config.get("class") != cls.__name__:
+            raise CheckpointError(
+                f"model folder ({path}): holds a {config.get('class')!r}, not a {cls.__name__}."
+            )
+        for key in ("params", "model_spec"):
+            if not isinstance(config.get(key), dict):
+                raise CheckpointError(
+                    f"model folder ({path}): config field {key!r} is missing or not an object."
+                )
+        params = cls._params_from_json(config["params"])
+        if device is not None:
+            params["training"] = (params.get("training") or cls.default_training).replace(device=device)
+        trainer = cls(**params)
+        try:
+            trainer._validate_params()
+        except InvalidParameterError as exc:
+            raise CheckpointError(f"model folder ({path}): {exc}") from exc
+        trainer.model_spec_ = config["model_spec"]
+        trainer._prepare(None)
+        model = trainer._build_model(trainer.model_spec_)
+        extra = {k: v for k, v in state.items() if k.startswith("extra.")}
+        try:
+            model.load_state_dict({k: v for k, v in state.items() if not k.startswith("extra.")}, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"model folder ({path}): weights do not match the saved config ({exc})."
+            ) from exc
+        for i, p in enumerate(trainer._extra_parameters()):
+            if f"extra.{i}" in extra:
+                p.data.copy_(extra[f"extra.{i}"])
+        trainer.model_ = model.to(resolve_device(trainer.training_config().device)).eval()
+        trainer.history_ = config.get("history", [])
+        trainer.best_epoch_ = config.get("best_epoch")
+        trainer.best_dev_rsum_ = config.get("best_dev_rsum")
+        return trainer

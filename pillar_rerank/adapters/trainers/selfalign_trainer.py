@@ -10,17 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pillar_rerank._validation import Interval
+from pillar_rerank.adapters.config import HeadConfig, TrainingConfig
+from pillar_rerank.adapters.distances import selfalign_similarity
 from pillar_rerank.adapters.features import FeatureSet
-from pillar_rerank.adapters.losses.selfalign import (
-    ContextHead,
-    PrototypeBank,
-    concept_alignment_loss,
-    context_alignment_loss,
-    masked_mean,
-    selfalign_similarity,
-)
-from pillar_rerank.adapters.losses.vsepp import triplet_loss
+from pillar_rerank.adapters.heads.context import ContextHead, PrototypeBank, masked_mean
+from pillar_rerank.adapters.losses import ConceptAlignmentLoss, ContextAlignmentLoss, VSEPPLoss
 from pillar_rerank.adapters.trainers.base import BaseTrainer
+from pillar_rerank.exceptions import InvalidParameterError
 
 SCORE_BUDGET_BYTES = 256 * 2**20
 
@@ -42,12 +38,13 @@ class SelfAlignModel(torch.nn.Module):
         *,
         context_weight: float = 0.5,
         mask_padding: bool = True,
+        context_relu: bool = True,
     ) -> None:
         super().__init__()
         self.image_proj = torch.nn.Linear(image_dim, embed_dim)
         self.text_proj = torch.nn.Linear(text_dim, embed_dim)
-        self.image_context = ContextHead(embed_dim)
-        self.text_context = ContextHead(embed_dim)
+        self.image_context = ContextHead(embed_dim, relu=context_relu)
+        self.text_context = ContextHead(embed_dim, relu=context_relu)
         self.prototypes = PrototypeBank(embed_dim, num_prototypes)
         self.context_weight, self.mask_padding = float(context_weight), bool(mask_padding)
 
@@ -112,7 +109,6 @@ class SelfAlignTrainer(BaseTrainer):
 
     Parameters
     ----------
-    embed_dim : int, default=256
     num_prototypes : int, default=1024
     student_temp, sinkhorn_eps, sinkhorn_iters : default=0.1, 0.05, 2
     cra_temperature : float, default=0.7
@@ -127,7 +123,13 @@ class SelfAlignTrainer(BaseTrainer):
     mask_padding : bool, default=True
         Padded tokens are excluded from CRA, the context heads and the means. ``False`` is the
         reference (padding counted as locals and in the means).
-    epochs=10, batch_size=128, lr=2e-4, ... : see :class:`BaseTrainer`.
+    context_relu : bool, default=True
+        ReLU in the context heads, on the locals and the global projection alike (the
+        reference's ``ctx_relu`` switch).
+    head : HeadConfig, optional
+        Only ``embed_dim`` applies (default 256); other head fields raise.
+    training : TrainingConfig, optional
+        Default ``TrainingConfig(lr=2e-4, weight_decay=0.0)``.
 
     Notes
     -----
@@ -137,8 +139,8 @@ class SelfAlignTrainer(BaseTrainer):
     """
 
     feature_kind: ClassVar[str] = "token"
+    default_training: ClassVar[TrainingConfig] = TrainingConfig(lr=2e-4, weight_decay=0.0)
     _parameter_constraints: ClassVar[dict[str, Any]] = {
-        "embed_dim": Interval(int, 1),
         "num_prototypes": Interval(int, 2),
         "student_temp": Interval(float, 0.0, closed="neither"),
         "sinkhorn_eps": Interval(float, 0.0, closed="neither"),
@@ -151,12 +153,12 @@ class SelfAlignTrainer(BaseTrainer):
         "cra_weight": Interval(float, 0.0),
         "freeze_prototypes_epochs": Interval(int, 0),
         "mask_padding": bool,
+        "context_relu": bool,
     }
 
     def __init__(
         self,
         *,
-        embed_dim: int = 256,
         num_prototypes: int = 1024,
         student_temp: float = 0.1,
         sinkhorn_eps: float = 0.05,
@@ -169,19 +171,10 @@ class SelfAlignTrainer(BaseTrainer):
         cra_weight: float = 1.0,
         freeze_prototypes_epochs: int = 1,
         mask_padding: bool = True,
-        epochs: int = 10,
-        batch_size: int = 128,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        grad_clip: float | None = 2.0,
-        lr_update: int | None = None,
-        seed: int = 0,
-        device: str | None = None,
-        verbose: bool = False,
-        checkpoint_dir: str | None = None,
-        eval_batch_size: int = 1024,
+        context_relu: bool = True,
+        head: HeadConfig | None = None,
+        training: TrainingConfig | None = None,
     ) -> None:
-        self.embed_dim = embed_dim
         self.num_prototypes = num_prototypes
         self.student_temp = student_temp
         self.sinkhorn_eps = sinkhorn_eps
@@ -194,62 +187,46 @@ class SelfAlignTrainer(BaseTrainer):
         self.cra_weight = cra_weight
         self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.mask_padding = mask_padding
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.grad_clip = grad_clip
-        self.lr_update = lr_update
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
-        self.checkpoint_dir = checkpoint_dir
-        self.eval_batch_size = eval_batch_size
+        self.context_relu = context_relu
+        self.head = head
+        self.training = training
+
+    def _check_head(self, head: HeadConfig) -> None:
+        """SelfAlign's heads are fixed (a linear token projection and two context heads): only
+        ``embed_dim`` can change; any other head field raises instead of being ignored."""
+        if head.kinds != ("linear", "linear"):
+            raise InvalidParameterError(
+                f"SelfAlignTrainer: its token projection is a linear head; got head kinds {head.kinds}. "
+                "Leave kind/text_kind at 'linear'."
+            )
+        head.check_applicable("SelfAlignTrainer", used=("kind", "text_kind", "embed_dim"))
 
     def _build_model(self, spec: dict[str, Any]) -> torch.nn.Module:
         return SelfAlignModel(
             spec["image_dim"],
             spec["text_dim"],
-            self.embed_dim,
+            self.head_config().embed_dim,
             self.num_prototypes,
             context_weight=self.context_weight,
             mask_padding=self.mask_padding,
-        )
-
-    def _cra(self, locals_: Tensor, query: Tensor, mask: Tensor) -> Tensor:
-        b, n = locals_.shape[:2]
-        k = None if self.num_negatives is None else min(self.num_negatives, max(1, (b - 1) * n))
-        return context_alignment_loss(
-            locals_,
-            query,
-            self.cra_temperature,
-            num_negatives=k,
-            local_mask=mask if self.mask_padding else None,
+            context_relu=self.context_relu,
         )
 
     def _batch_loss(self, model: torch.nn.Module, batch: dict[str, Any], epoch: int) -> Tensor:
         model.prototypes.normalize_()
         img = model.encode_images(**batch["image"], full=True)
         txt = model.encode_texts(**batch["text"], full=True)
-        rank = triplet_loss(
-            model.similarity(img, txt),
-            margin=self.margin,
-            hardest=True,
-            reduction="sum",
-            pos_mask=batch["pos_mask"],
-        )
-        lca = concept_alignment_loss(
+        rank = self.rank_loss_(model.similarity(img, txt), pos_mask=batch["pos_mask"])
+        lca = self.concept_loss_(
             img["concept"],
             txt["concept"],
             txt["mask"].sum(dim=1),
             model.prototypes.weight,
-            student_temp=self.student_temp,
-            eps=self.sinkhorn_eps,
-            iters=self.sinkhorn_iters,
             region_mask=img["mask"],
         )
-        ctx = 0.5 * self._cra(img["locals"], txt["global"], img["mask"]) + 0.5 * self._cra(
-            txt["locals"], img["global"], txt["mask"]
+        img_mask, txt_mask = (img["mask"], txt["mask"]) if self.mask_padding else (None, None)
+        ctx = 0.5 * self.context_loss_(img["locals"], txt["global"], local_mask=img_mask) + 0.5 * (
+            self.context_loss_(txt["locals"], img["global"], local_mask=txt_mask)
         )
         return rank + self.lca_weight * lca + self.cra_weight * ctx
 
@@ -258,4 +235,10 @@ class SelfAlignTrainer(BaseTrainer):
             model.prototypes.freeze_grads()
 
     def _prepare(self, train: FeatureSet | None) -> None:
-        return None
+        self.rank_loss_ = VSEPPLoss(margin=self.margin)
+        self.concept_loss_ = ConceptAlignmentLoss(
+            student_temp=self.student_temp, eps=self.sinkhorn_eps, iters=self.sinkhorn_iters
+        )
+        self.context_loss_ = ContextAlignmentLoss(
+            self.cra_temperature, num_negatives=self.num_negatives, clip_negatives=True
+        )

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from pillar_rerank._validation import Interval, Options
+from pillar_rerank.adapters.config import HeadConfig, TrainingConfig
 from pillar_rerank.adapters.features import FeatureSet
-from pillar_rerank.adapters.heads import HEADS
 from pillar_rerank.adapters.losses.inflate_shrink import LOG_SOFTMAX_MODES, ScoreDistillationLoss
 from pillar_rerank.adapters.trainers.base import BaseTrainer
 from pillar_rerank.adapters.trainers.two_tower import TwoTowerTrainer
@@ -33,21 +33,15 @@ class ShrinkTrainer(TwoTowerTrainer):
         ``(16, 16)`` for inflate -> base, ``(2, 16)`` for base -> fast.
     distill_reduction : {"sum", "mean"}, default="sum"
     log_softmax : {"stable", "reference"}, default="stable"
-        See :func:`~pillar_rerank.adapters.losses.inflate_shrink.score_distillation_loss`.
-    head, text_head, embed_dim, hidden_dim, dropout, context_layers, num_codes, n_out
-        The student's architecture (see :class:`TwoTowerTrainer`).
-    epochs=10, batch_size=128, lr=1e-4, ... : see :class:`BaseTrainer`.
+        See :class:`~pillar_rerank.adapters.losses.ScoreDistillationLoss`.
+    head : HeadConfig, optional
+        The student's heads (default ``HeadConfig(embed_dim=64)``; see :class:`TwoTowerTrainer`).
+    training : TrainingConfig, optional
+        Optimiser and loop (default ``TrainingConfig()``).
     """
 
+    default_head: ClassVar[HeadConfig] = HeadConfig(embed_dim=64)
     _parameter_constraints: ClassVar[dict[str, Any]] = {
-        "head": Options(frozenset(HEADS)),
-        "text_head": [None, Options(frozenset(HEADS))],
-        "embed_dim": Interval(int, 1),
-        "hidden_dim": [None, Interval(int, 1)],
-        "dropout": Interval(float, 0.0, 1.0, closed="left"),
-        "context_layers": Interval(int, 0),
-        "num_codes": Interval(int, 0),
-        "n_out": [None, Interval(int, 1)],
         "teacher_scale": Interval(float, 0.0, closed="neither"),
         "student_scale": Interval(float, 0.0, closed="neither"),
         "distill_reduction": Options(frozenset({"sum", "mean"})),
@@ -62,25 +56,8 @@ class ShrinkTrainer(TwoTowerTrainer):
         student_scale: float = 16.0,
         distill_reduction: str = "sum",
         log_softmax: str = "stable",
-        head: str = "linear",
-        text_head: str | None = None,
-        embed_dim: int = 64,
-        hidden_dim: int | None = None,
-        dropout: float = 0.1,
-        context_layers: int = 0,
-        num_codes: int = 0,
-        n_out: int | None = None,
-        epochs: int = 10,
-        batch_size: int = 128,
-        lr: float = 5e-4,
-        weight_decay: float = 1e-4,
-        grad_clip: float | None = 2.0,
-        lr_update: int | None = None,
-        seed: int = 0,
-        device: str | None = None,
-        verbose: bool = False,
-        checkpoint_dir: str | None = None,
-        eval_batch_size: int = 1024,
+        head: HeadConfig | None = None,
+        training: TrainingConfig | None = None,
     ) -> None:
         self.teacher = teacher
         self.teacher_scale = teacher_scale
@@ -88,24 +65,7 @@ class ShrinkTrainer(TwoTowerTrainer):
         self.distill_reduction = distill_reduction
         self.log_softmax = log_softmax
         self.head = head
-        self.text_head = text_head
-        self.embed_dim = embed_dim
-        self.hidden_dim = hidden_dim
-        self.dropout = dropout
-        self.context_layers = context_layers
-        self.num_codes = num_codes
-        self.n_out = n_out
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.grad_clip = grad_clip
-        self.lr_update = lr_update
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
-        self.checkpoint_dir = checkpoint_dir
-        self.eval_batch_size = eval_batch_size
+        self.training = training
 
     def _prepare(self, train: FeatureSet | None) -> None:
         self.loss_fn_ = ScoreDistillationLoss(
@@ -147,7 +107,7 @@ class ShrinkTrainer(TwoTowerTrainer):
         student_sims = model.similarity(
             model.encode_images(**batch["image"]), model.encode_texts(**batch["text"])
         )
-        return self.loss_fn_(teacher_sims.to(student_sims.device), student_sims)
+        return self.loss_fn_(student_sims, teacher_sims=teacher_sims.to(student_sims.device))
 
     def _json_params(self) -> dict[str, Any]:
         params = super()._json_params()

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pillar_rerank._validation import Interval, Options
+from pillar_rerank._validation import Options
+from pillar_rerank.adapters.config import HeadConfig, TrainingConfig
+from pillar_rerank.adapters.distances import LateInteractionSimilarity
 from pillar_rerank.adapters.features import FeatureSet
-from pillar_rerank.adapters.heads import HEADS, make_head
+from pillar_rerank.adapters.heads import make_head
 from pillar_rerank.adapters.losses import LOSSES, get_loss
-from pillar_rerank.adapters.losses.inflate_shrink import late_interaction
 from pillar_rerank.adapters.losses.listwise import rsc_relevance
 from pillar_rerank.adapters.trainers.base import BaseTrainer
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
@@ -25,7 +26,7 @@ class TwoTowerModel(torch.nn.Module):
 
     With vector features each side is one unit vector and ``sims = img @ txt.T``; with token
     features (``TokenHead``) each side is a set of unit token vectors scored by late interaction
-    (:func:`~pillar_rerank.adapters.losses.inflate_shrink.late_interaction`), optionally keeping
+    (:class:`~pillar_rerank.adapters.distances.LateInteractionSimilarity`), optionally keeping
     only the first ``n_out`` output positions (Inflate & Shrink's base/fast modes).
     """
 
@@ -40,6 +41,7 @@ class TwoTowerModel(torch.nn.Module):
         super().__init__()
         self.image_head, self.text_head = image_head, text_head
         self.token_level, self.n_out = bool(token_level), n_out
+        self.late_interaction = LateInteractionSimilarity()
 
     def _encode(self, head: torch.nn.Module, x: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
         if not self.token_level:
@@ -58,7 +60,9 @@ class TwoTowerModel(torch.nn.Module):
     def similarity(self, img: dict[str, Tensor], txt: dict[str, Tensor]) -> Tensor:
         if not self.token_level:
             return img["emb"] @ txt["emb"].t()
-        return late_interaction(img["tokens"], txt["tokens"], img_mask=img["mask"], txt_mask=txt["mask"])
+        return self.late_interaction(
+            img["tokens"], txt["tokens"], query_mask=img["mask"], ref_mask=txt["mask"]
+        )
 
     def item_embeddings(self, img: dict[str, Tensor], txt: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
         return None if self.token_level else (img["emb"], txt["emb"])
@@ -68,6 +72,11 @@ class TwoTowerModel(torch.nn.Module):
         if self.token_level:
             per_row *= 64 * 64  # a generous token-pair bound per (image, text)
         return max(1, SCORE_BUDGET_BYTES // per_row)
+
+
+def head_kwargs(cfg: HeadConfig, kind: str) -> dict[str, Any]:
+    """The keyword arguments of :func:`make_head` for ``kind`` (the fields that kind uses)."""
+    return {name: getattr(cfg, name) for name in HeadConfig.USES[kind] if name != "n_out"}
 
 
 def caption_index(relevance, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,22 +100,11 @@ class TwoTowerTrainer(BaseTrainer):
     loss_params : dict, optional
         Keyword arguments of the loss class (e.g. ``{"weight": 0.3}`` for listwise, which has no
         default weight).
-    head : {"identity", "linear", "mlp", "token"}, default="linear"
-        Image-side head (``"token"`` for token-level features).
-    text_head : str, optional
-        Text-side head; default the same kind as ``head``.
-    embed_dim : int, default=256
-    hidden_dim : int, optional
-        MLP hidden width (default ``embed_dim``).
-    dropout : float, default=0.1
-        MLP dropout.
-    context_layers, num_codes : int, default=0
-        Token heads: self-attention layers and Inflate codes per modality.
-    n_out : int, optional
-        Token heads: keep the first ``n_out`` output positions (1 = the "fast" single vector).
-    epochs=10, batch_size=128, lr=5e-4, weight_decay=1e-4, grad_clip=2.0, lr_update=None, seed=0,
-    device=None, verbose=False, checkpoint_dir=None, eval_batch_size=1024
-        See :class:`~pillar_rerank.adapters.trainers.base.BaseTrainer`.
+    head : HeadConfig, optional
+        The two heads (default ``HeadConfig()``: linear, ``embed_dim=256``). Vector features
+        take identity/linear/mlp heads, token-level features ``kind="token"``.
+    training : TrainingConfig, optional
+        Optimiser and loop (default ``TrainingConfig()``: 10 epochs, batch 128, AdamW 5e-4).
 
     Notes
     -----
@@ -118,12 +116,14 @@ class TwoTowerTrainer(BaseTrainer):
     --------
     >>> import numpy as np
     >>> from pillar_rerank import Relevance
-    >>> from pillar_rerank.adapters import FeatureSet, TwoTowerTrainer
+    >>> from pillar_rerank.adapters import FeatureSet, HeadConfig, TrainingConfig, TwoTowerTrainer
     >>> rng = np.random.default_rng(0)
     >>> img = rng.normal(size=(20, 8)).astype("float32")
     >>> txt = np.repeat(img, 2, axis=0) + 0.1 * rng.normal(size=(40, 8)).astype("float32")
     >>> data = FeatureSet(img, txt, Relevance.from_captions_per_image(20, 2))
-    >>> trainer = TwoTowerTrainer(embed_dim=8, epochs=2, batch_size=8).fit(data)
+    >>> trainer = TwoTowerTrainer(
+    ...     head=HeadConfig(embed_dim=8), training=TrainingConfig(epochs=2, batch_size=8)
+    ... ).fit(data)
     >>> trainer.score(data).shape
     (20, 40)
     """
@@ -131,14 +131,6 @@ class TwoTowerTrainer(BaseTrainer):
     _parameter_constraints: ClassVar[dict[str, Any]] = {
         "loss": Options(frozenset(LOSSES)),
         "loss_params": [None, dict],
-        "head": Options(frozenset(HEADS)),
-        "text_head": [None, Options(frozenset(HEADS))],
-        "embed_dim": Interval(int, 1),
-        "hidden_dim": [None, Interval(int, 1)],
-        "dropout": Interval(float, 0.0, 1.0, closed="left"),
-        "context_layers": Interval(int, 0),
-        "num_codes": Interval(int, 0),
-        "n_out": [None, Interval(int, 1)],
     }
 
     def __init__(
@@ -146,69 +138,30 @@ class TwoTowerTrainer(BaseTrainer):
         *,
         loss: str = "infonce",
         loss_params: dict | None = None,
-        head: str = "linear",
-        text_head: str | None = None,
-        embed_dim: int = 256,
-        hidden_dim: int | None = None,
-        dropout: float = 0.1,
-        context_layers: int = 0,
-        num_codes: int = 0,
-        n_out: int | None = None,
-        epochs: int = 10,
-        batch_size: int = 128,
-        lr: float = 5e-4,
-        weight_decay: float = 1e-4,
-        grad_clip: float | None = 2.0,
-        lr_update: int | None = None,
-        seed: int = 0,
-        device: str | None = None,
-        verbose: bool = False,
-        checkpoint_dir: str | None = None,
-        eval_batch_size: int = 1024,
+        head: HeadConfig | None = None,
+        training: TrainingConfig | None = None,
     ) -> None:
         self.loss = loss
         self.loss_params = loss_params
         self.head = head
-        self.text_head = text_head
-        self.embed_dim = embed_dim
-        self.hidden_dim = hidden_dim
-        self.dropout = dropout
-        self.context_layers = context_layers
-        self.num_codes = num_codes
-        self.n_out = n_out
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.grad_clip = grad_clip
-        self.lr_update = lr_update
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
-        self.checkpoint_dir = checkpoint_dir
-        self.eval_batch_size = eval_batch_size
+        self.training = training
 
     # -------------------------------------------------------------- model
-    def _head_kwargs(self, kind: str) -> dict[str, Any]:
-        if kind == "mlp":
-            return {"hidden_dim": self.hidden_dim, "dropout": self.dropout}
-        if kind == "token":
-            return {"context_layers": self.context_layers, "num_codes": self.num_codes}
-        return {}
-
     def _build_model(self, spec: dict[str, Any]) -> torch.nn.Module:
-        kinds = (self.head, self.text_head or self.head)
+        cfg = self.head_config()
         token_level = bool(spec["token_level"])
-        for kind in kinds:
+        for kind in cfg.kinds:
             if (kind == "token") != token_level:
                 raise InvalidParameterError(
                     f"{type(self).__name__}: head {kind!r} does not fit "
                     f"{'token-level (n, N, d)' if token_level else 'vector (n, d)'} features; "
-                    f"use {'head=token' if token_level else 'identity, linear or mlp'}."
+                    f"use {'kind=token' if token_level else 'identity, linear or mlp'}."
                 )
-        image_head = make_head(kinds[0], spec["image_dim"], self.embed_dim, **self._head_kwargs(kinds[0]))
-        text_head = make_head(kinds[1], spec["text_dim"], self.embed_dim, **self._head_kwargs(kinds[1]))
-        return TwoTowerModel(image_head, text_head, token_level=token_level, n_out=self.n_out)
+        image_head, text_head = (
+            make_head(kind, dim, cfg.embed_dim, **head_kwargs(cfg, kind))
+            for kind, dim in zip(cfg.kinds, (spec["image_dim"], spec["text_dim"]))
+        )
+        return TwoTowerModel(image_head, text_head, token_level=token_level, n_out=cfg.n_out)
 
     def _prepare(self, train: FeatureSet | None) -> None:
         self.loss_fn_ = get_loss(self.loss, self.loss_params)

@@ -5,15 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pillar_rerank.adapters.losses import (
-    InflateCodes,
-    LpHingeLoss,
-    ScoreDistillationLoss,
-    late_interaction,
-    lp_hinge_triplet_loss,
-    score_distillation_loss,
-)
+from pillar_rerank.adapters.distances import LateInteractionSimilarity
+from pillar_rerank.adapters.losses import LpHingeLoss, ScoreDistillationLoss
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
+
+
+def late_interaction(img, txt, *, img_mask=None, txt_mask=None, n_out=None):
+    return LateInteractionSimilarity(n_out=n_out)(img, txt, query_mask=img_mask, ref_mask=txt_mask)
+
+
+def lp_hinge_triplet_loss(sims, margin=0.2, *, pos_mask=None, **params):
+    return LpHingeLoss(margin=margin, **params)(sims, pos_mask=pos_mask)
+
+
+def score_distillation_loss(teacher_sims, student_sims, **params):
+    return ScoreDistillationLoss(**params)(student_sims, teacher_sims=teacher_sims)
 
 
 def test_golden_late_interaction_and_hinge(inflate_case, golden):
@@ -45,7 +51,8 @@ def test_golden_distillation(inflate_case, golden):
     assert score_distillation_loss(st, ss, log_softmax="reference").item() == pytest.approx(
         g["kd_16_16"], abs=1e-8
     )
-    assert ScoreDistillationLoss(teacher_scale=2.0)(st, ss).item() == pytest.approx(g["kd_2_16"], abs=1e-8)
+    module = ScoreDistillationLoss(teacher_scale=2.0)
+    assert module(ss, teacher_sims=st).item() == pytest.approx(g["kd_2_16"], abs=1e-8)
 
 
 def test_reference_log_softmax_overflows_in_float32():
@@ -81,15 +88,6 @@ def test_late_interaction_masks_match_loop():
     assert torch.allclose(sliced, late_interaction(img[:, :2], txt[:, :2]))
 
 
-def test_inflate_codes_append():
-    codes = InflateCodes(3, 4)
-    tokens, mask = codes.append(
-        torch.randn(2, 5, 4), torch.tensor([[1, 1, 0, 0, 0], [1] * 5], dtype=torch.bool)
-    )
-    assert tokens.shape == (2, 8, 4) and mask[:, 5:].all() and not mask[0, 2]
-    assert torch.equal(tokens[0, 5:], codes.codes.weight)
-
-
 def test_gradcheck():
     gen = torch.Generator().manual_seed(2)
     img = torch.randn(3, 2, 4, dtype=torch.float64, generator=gen, requires_grad=True)
@@ -113,3 +111,18 @@ def test_errors(device):
         ScoreDistillationLoss(log_softmax="naive")
     sims = torch.randn(3, 3, device=device)
     assert lp_hinge_triplet_loss(sims).device.type == device.type
+
+
+def test_score_distillation_accepts_rectangular_pairs():
+    """The formula has no diagonal; the reference takes any 2-D pair (here 3 images x 5 texts)."""
+    gen = torch.Generator().manual_seed(4)
+    teacher = torch.randn(3, 5, dtype=torch.float64, generator=gen)
+    student = torch.randn(3, 5, dtype=torch.float64, generator=gen)
+    got = score_distillation_loss(teacher, student, teacher_scale=2.0, student_scale=3.0)
+    want = 0.0
+    for t, s, dim in ((teacher, student, 1), (teacher, student, 0)):
+        p = torch.softmax(2.0 * t, dim=dim)
+        want += -0.5 * float((p * torch.log_softmax(3.0 * s, dim=dim)).sum())
+    assert got.item() == pytest.approx(want, rel=1e-12)
+    with pytest.raises(InvalidInputError):
+        score_distillation_loss(teacher, student[:, :4])

@@ -8,9 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pillar_rerank.adapters.losses import InfoNCELoss, infonce_loss
+from pillar_rerank.adapters.losses import InfoNCELoss
 from pillar_rerank.exceptions import InvalidParameterError
 
+
+def infonce_loss(sims, *, temperature=0.05, pos_mask=None):
+    return InfoNCELoss(temperature=temperature)(sims, pos_mask=pos_mask)
 
 def oracle(sims, tau, pos_mask=None):
     b = sims.shape[0]

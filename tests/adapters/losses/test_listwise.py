@@ -7,16 +7,28 @@ import torch
 
 from pillar_rerank.adapters.losses import (
     ListwiseLoss,
+    SmoothNDCGLoss,
     hard_ndcg,
-    pairwise_listwise_loss,
     rsc_relevance,
     smooth_ndcg,
-    smooth_ndcg_loss,
     smooth_rank,
 )
 from pillar_rerank.adapters.losses.listwise import ideal_rank
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
 
+
+def smooth_ndcg_loss(sims, relevance, tau=0.01, **params):
+    """``(loss, per-row stats)`` of :class:`SmoothNDCGLoss`."""
+    loss_fn = SmoothNDCGLoss(tau=tau, **params)
+    loss = loss_fn(sims, relevance=relevance)
+    return loss, loss_fn.last_rows
+
+
+def pairwise_listwise_loss(sims, relevance, *, pos_mask=None, **params):
+    """``(loss, pairwise term, listwise term)`` of :class:`ListwiseLoss`."""
+    loss_fn = ListwiseLoss(**params)
+    loss = loss_fn(sims, relevance=relevance, pos_mask=pos_mask)
+    return loss, torch.tensor(loss_fn.last_stats["pair"]), torch.tensor(loss_fn.last_stats["list"])
 
 def test_golden_reference_parity(listwise_case, golden):
     g = golden["listwise_B6"]
@@ -125,3 +137,19 @@ def test_device_preserved(device, listwise_case):
     rel = rsc_relevance(listwise_case["caps"].to(device), listwise_case["cap"].to(device))
     loss, _ = smooth_ndcg_loss(sims, rel)
     assert loss.device.type == device.type and loss.dtype == torch.float64
+
+
+def test_rsc_relevance_tie_gives_gradient_to_first_caption():
+    """Spec 7a.6: two identical captions of image 0 tie in the max; the first gets the whole gradient."""
+    caps = torch.tensor(
+        [[[1.0, 0.0], [1.0, 0.0], [0.0, -1.0]], [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    cap = torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
+    rel = rsc_relevance(caps, cap)
+    assert rel[0, 1].item() == pytest.approx((1 + 0.6) / 2)
+    rel[0, 1].backward()
+    grad = caps.grad[0]
+    assert grad[0].abs().sum() > 0
+    assert grad[1].abs().sum() == 0 and grad[2].abs().sum() == 0

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pillar_rerank.adapters.losses import TripletLoss, VSE0Loss, VSEPPLoss, triplet_loss
+from pillar_rerank.adapters.losses import TripletLoss, VSE0Loss, VSEPPLoss
+from pillar_rerank.adapters.miners import AllNegativesMiner, HardestNegativeMiner
 from pillar_rerank.exceptions import InvalidInputError
 
+
+def triplet_loss(sims, margin=0.2, hardest=True, reduction="mean", pos_mask=None):
+    """The triplet module composed as the tests need it (miner and reducer objects)."""
+    miner = HardestNegativeMiner() if hardest else AllNegativesMiner()
+    return TripletLoss(margin=margin, miner=miner, reducer=reduction)(sims, pos_mask=pos_mask)
 
 def oracle(sims, margin, hardest, reduction, pos_mask=None):
     """Plain Python loop over queries and negatives, both directions."""

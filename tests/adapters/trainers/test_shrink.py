@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from pillar_rerank import InvalidParameterError, NotFittedError, Relevance
-from pillar_rerank.adapters import FeatureSet, ShrinkTrainer, TwoTowerTrainer, load_trainer
+from pillar_rerank.adapters import (
+    FeatureSet,
+    HeadConfig,
+    ShrinkTrainer,
+    TrainingConfig,
+    TwoTowerTrainer,
+    load_trainer,
+)
+
+TRAINING = TrainingConfig(epochs=3, batch_size=12, lr=5e-3)
 
 
 def data_set(rng, n=24, caps=2, d=10):
@@ -18,9 +27,9 @@ def data_set(rng, n=24, caps=2, d=10):
 
 def test_student_learns_from_frozen_teacher(rng, tmp_path):
     data = data_set(rng)
-    teacher = TwoTowerTrainer(embed_dim=16, head="mlp", epochs=3, batch_size=12, lr=5e-3).fit(data)
+    teacher = TwoTowerTrainer(head=HeadConfig(kind="mlp", embed_dim=16), training=TRAINING).fit(data)
     before = {k: v.clone() for k, v in teacher.model_.state_dict().items()}
-    student = ShrinkTrainer(teacher, embed_dim=4, epochs=3, batch_size=12, lr=5e-3, teacher_scale=2.0)
+    student = ShrinkTrainer(teacher, head=HeadConfig(embed_dim=4), training=TRAINING, teacher_scale=2.0)
     student.fit(data, data)
     for k, v in teacher.model_.state_dict().items():
         assert torch.equal(v, before[k])  # the teacher is never updated
@@ -36,6 +45,10 @@ def test_student_learns_from_frozen_teacher(rng, tmp_path):
 def test_teacher_required_and_fitted(rng):
     data = data_set(rng)
     with pytest.raises(InvalidParameterError, match="teacher"):
-        ShrinkTrainer(None, epochs=1).fit(data)
+        ShrinkTrainer(None, training=TrainingConfig(epochs=1)).fit(data)
     with pytest.raises(NotFittedError):
-        ShrinkTrainer(TwoTowerTrainer(), epochs=1).fit(data)
+        ShrinkTrainer(TwoTowerTrainer(), training=TrainingConfig(epochs=1)).fit(data)
+
+
+def test_default_student_head_is_64d():
+    assert ShrinkTrainer(None).head_config() == HeadConfig(embed_dim=64)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from pillar_rerank.cli.main import cli
 
 from pillar_rerank import CheckpointError, InputFileError, InvalidParameterError, NotFittedError, Relevance
-from pillar_rerank.adapters import FeatureSet, TwoTowerTrainer, load_trainer
+from pillar_rerank.adapters import FeatureSet, HeadConfig, TrainingConfig, TwoTowerTrainer, load_trainer
 from pillar_rerank.inputs import load_retrieval_set
 from pillar_rerank.metrics import recall_metrics
 
@@ -24,7 +24,9 @@ def synthetic(rng, n_images=24, caps=3, d=12, noise=0.6):
     return FeatureSet(img, txt, Relevance.from_captions_per_image(n_images, caps), name="synthetic")
 
 
-FAST = {"embed_dim": 8, "epochs": 3, "batch_size": 12, "lr": 5e-3}
+FAST_TRAINING = TrainingConfig(epochs=3, batch_size=12, lr=5e-3)
+FAST = {"head": HeadConfig(embed_dim=8), "training": FAST_TRAINING}
+MLP = {"head": HeadConfig(kind="mlp", embed_dim=8), "training": FAST_TRAINING}
 
 
 @pytest.mark.parametrize(
@@ -40,7 +42,7 @@ FAST = {"embed_dim": 8, "epochs": 3, "batch_size": 12, "lr": 5e-3}
 )
 def test_each_loss_trains_and_improves(rng, loss, params):
     data = synthetic(rng)
-    trainer = TwoTowerTrainer(loss=loss, loss_params=params, head="mlp", **FAST).fit(data, data)
+    trainer = TwoTowerTrainer(loss=loss, loss_params=params, **MLP).fit(data, data)
     assert trainer.best_epoch_ >= 1 and len(trainer.history_) == 3
     losses = [h["loss"] for h in trainer.history_]
     assert losses[-1] < losses[0]
@@ -51,9 +53,10 @@ def test_each_loss_trains_and_improves(rng, loss, params):
 
 def test_seed_reproducible_and_selection(rng):
     data = synthetic(rng)
-    a = TwoTowerTrainer(seed=3, **FAST).fit(data, data).score(data)
-    b = TwoTowerTrainer(seed=3, **FAST).fit(data, data).score(data)
-    c = TwoTowerTrainer(seed=4, **FAST).fit(data, data).score(data)
+    seed3, seed4 = FAST_TRAINING.replace(seed=3), FAST_TRAINING.replace(seed=4)
+    a = TwoTowerTrainer(head=FAST["head"], training=seed3).fit(data, data).score(data)
+    b = TwoTowerTrainer(head=FAST["head"], training=seed3).fit(data, data).score(data)
+    c = TwoTowerTrainer(head=FAST["head"], training=seed4).fit(data, data).score(data)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -92,7 +95,7 @@ def test_export_is_read_by_rerank_eval(rng, tmp_path):
 
 def test_save_load_roundtrip_and_corruption(rng, tmp_path):
     data = synthetic(rng)
-    trainer = TwoTowerTrainer(loss="infonce", loss_params={"learnable": True}, head="mlp", **FAST).fit(data)
+    trainer = TwoTowerTrainer(loss="infonce", loss_params={"learnable": True}, **MLP).fit(data)
     trainer.save(tmp_path / "m")
     again = load_trainer(tmp_path / "m")
     assert isinstance(again, TwoTowerTrainer) and again.get_params() == trainer.get_params()
@@ -100,16 +103,23 @@ def test_save_load_roundtrip_and_corruption(rng, tmp_path):
     assert float(again.loss_fn_.log_scale.detach()) == pytest.approx(
         float(trainer.loss_fn_.log_scale.detach())
     )
-    with pytest.raises(InputFileError, match="already holds"):
+    with pytest.raises(InputFileError, match="already exists"):
         trainer.save(tmp_path / "m")
-    (tmp_path / "m" / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="corrupt"):
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {
+        "weights.safetensors",
+        "config.json",
+        "manifest.json",
+        "extra.safetensors",
+    }
+    (tmp_path / "m" / "weights.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="weights.safetensors"):
         load_trainer(tmp_path / "m")
 
 
 def test_checkpoint_dir_keeps_best(rng, tmp_path):
     data = synthetic(rng)
-    trainer = TwoTowerTrainer(checkpoint_dir=str(tmp_path / "ckpt"), **FAST).fit(data, data)
+    training = FAST_TRAINING.replace(checkpoint_dir=str(tmp_path / "ckpt"))
+    trainer = TwoTowerTrainer(head=FAST["head"], training=training).fit(data, data)
     best = load_trainer(tmp_path / "ckpt")
     assert best.best_epoch_ == trainer.best_epoch_
     assert np.array_equal(best.score(data), trainer.score(data))
@@ -120,9 +130,13 @@ def test_errors(rng):
     with pytest.raises(NotFittedError, match="not fitted"):
         TwoTowerTrainer().score(data)
     with pytest.raises(InvalidParameterError, match="'epochs' parameter of TwoTowerTrainer"):
-        TwoTowerTrainer(epochs=0).fit(data)
+        TwoTowerTrainer(training=TrainingConfig(epochs=0)).fit(data)
     with pytest.raises(InvalidParameterError, match="does not fit"):
-        TwoTowerTrainer(head="token", **FAST).fit(data)
+        TwoTowerTrainer(head=HeadConfig(kind="token", embed_dim=8), training=FAST_TRAINING).fit(data)
+    with pytest.raises(InvalidParameterError, match="hidden_dim do not apply"):
+        TwoTowerTrainer(head=HeadConfig(hidden_dim=32), training=FAST_TRAINING).fit(data)
+    with pytest.raises(TypeError):
+        TwoTowerTrainer(embed_dim=8)  # sizes live in HeadConfig, never as loose keywords
     with pytest.raises(InvalidParameterError, match="bad parameters"):
         TwoTowerTrainer(loss="listwise", **FAST).fit(data)
     trainer = TwoTowerTrainer(**FAST).fit(data)
@@ -137,7 +151,9 @@ def test_token_level_inflate_model(rng):
     txt = (np.repeat(img, 2, axis=0) + 0.3 * rng.normal(size=(24, 4, 6))).astype("float32")
     data = FeatureSet(img, txt, rel, text_lengths=rng.integers(1, 5, size=24))
     trainer = TwoTowerTrainer(
-        loss="lp_hinge", head="token", embed_dim=8, context_layers=1, num_codes=2, epochs=2, batch_size=8
+        loss="lp_hinge",
+        head=HeadConfig(kind="token", embed_dim=8, context_layers=1, num_codes=2),
+        training=TrainingConfig(epochs=2, batch_size=8),
     ).fit(data, data)
     scores = trainer.score(data)
     assert scores.shape == (12, 24) and np.isfinite(scores).all()
