@@ -78,7 +78,7 @@ def test_t2i_sims_and_demo(files, tmp_path):
     assert f"{evaluate(-data.scores, data.relevance)['t2i_R@1']:.2f}" in res.output
     demo = run("eval", "--demo", "test")
     assert demo.exit_code == 0 and "demo_test: 1000 images x 4000 captions" in demo.output
-    assert "363.43" in demo.output
+    assert "363.43" in demo.output or "363.45" in demo.output  # BLAS-dependent tie, see test_demo
 
 
 def _n(p):

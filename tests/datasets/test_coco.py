@@ -75,7 +75,8 @@ def test_5k_proxy_through_the_cli_as_embeddings_and_matrix(sims5k, tmp_path):
     np.save(tmp_path / "map0.npy", fold0.txt_to_img)
     res = CliRunner().invoke(cli, ["eval", str(tmp_path / "sims.npy"),
                                    "--txt2img", str(tmp_path / "map0.npy")])
-    assert res.exit_code == 0 and res.output.split("RSUM")[1].split()[0] == "363.43", res.output
+    # 363.43 or 363.45: a BLAS-dependent tie between duplicate vectors (see tests/datasets/test_demo.py)
+    assert res.exit_code == 0 and res.output.split("RSUM")[1].split()[0] in ("363.43", "363.45"), res.output
 
 
 @pytest.mark.shared_data

@@ -28,7 +28,9 @@ def test_demo_figures_match_the_shared_data_readme():
     # the coco1k_dev row of the README table (optimistic: the ridge map was fitted there)
     assert [round(train[f"i2t_R@{k}"], 1) for k in (1, 5, 10)] == [45.0, 77.0, 85.6]
     assert [round(train[f"t2i_R@{k}"], 2) for k in (1, 5, 10)] == [48.1, 78.95, 87.75]
-    assert evaluate(demo["test"])["RSUM"] == pytest.approx(363.425)  # COCO 1K fold 0
+    # COCO 1K fold 0. Fold 0 holds duplicate vectors; whether their float32 scores tie exactly
+    # depends on the BLAS kernel's summation order, which moves one caption across R@1 (0.025).
+    assert 363.425 - 1e-6 <= evaluate(demo["test"])["RSUM"] <= 363.45 + 1e-6
 
 
 def test_bundle_is_small_and_attributed():
