@@ -71,7 +71,7 @@ def run(
     seed: int = 0,
 ) -> dict:
     """Time one full two-direction re-rank; returns the figures written to JSON."""
-    from pillar_rerank._lists_source import get_builder_class
+    from pillar_rerank.lists.builder import ListBuilder
 
     if threads:
         torch.set_num_threads(threads)
@@ -83,7 +83,7 @@ def run(
     cpu = dict.fromkeys(times, 0.0)  # process CPU seconds: robust to other jobs on a shared machine
 
     t0, c0 = time.perf_counter(), time.process_time()
-    builder = get_builder_class().from_data(data, cfg)
+    builder = ListBuilder.from_data(data, cfg)
     times["neighbors"] = time.perf_counter() - t0
     cpu["neighbors"] = time.process_time() - c0
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pillar_rerank.lists import QueryLists
+from pillar_rerank.lists.contract import QueryLists
 
 
 def _check_pair(scores: Tensor, targets: Tensor, name: str) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from pillar_rerank import distributed
-from pillar_rerank._lists_source import ListSource, get_builder_class
 from pillar_rerank._validation import check_k
 from pillar_rerank._version import __version__
 from pillar_rerank.base import BaseReranker
@@ -23,6 +22,8 @@ from pillar_rerank.checkpoint import load_model_dir, load_model_extra, save_mode
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError, InvalidParameterError
 from pillar_rerank.inputs import RetrievalSet
+from pillar_rerank.lists.contract import ListSource
+from pillar_rerank.lists.memory import MemoryLists
 from pillar_rerank.metrics.recall import recall_metrics
 from pillar_rerank.model.network import MutualRerankNetwork
 from pillar_rerank.sharding import ShardResult, apply_updates, check_shard_set, shard_range
@@ -139,14 +140,17 @@ class PillarReranker(BaseReranker):
         """Lists of ``data``: searched now (under ``max_memory``), or read from / written to a cache.
 
         With ``cache_dir`` the lists live in ``cache_dir/<role>-<key>``, ``key`` a hash of what
-        determines them (:func:`pillar_rerank.cache.cache_meta`: data fingerprint, list fields of
+        determines them (:func:`pillar_rerank.lists.cache_meta`: data fingerprint, list fields of
         the config, neighbour index), so a later fit or apply on the same inputs reuses them and
         different inputs never collide. ``require_cache`` refuses to build a missing one (shards
         run concurrently and must not build the same cache).
         """
         if cache_dir is None:
-            return get_builder_class().from_data(data, cfg, max_memory=max_memory)
-        from pillar_rerank.cache import build_cache, is_complete_cache
+            from pillar_rerank.lists.builder import ListBuilder  # faiss: imported on first use
+
+            return ListBuilder.from_data(data, cfg, max_memory=max_memory)
+        from pillar_rerank.lists.build import build_cache
+        from pillar_rerank.lists.cached import is_complete_cache
 
         path = _cache_path(data, cfg, role, cache_dir)
         if require_cache and not is_complete_cache(path):
@@ -250,10 +254,10 @@ class PillarReranker(BaseReranker):
         train_n = self._normalized(train, cfg, train_bank)
         dev_n = self._normalized(dev, cfg, bank_source) if dev is not None else None
         inputs = {"max_memory": max_memory, "cache_dir": cache_dir}
-        train_src = ListSource(self._builder(train_n, cfg, role="train", **inputs), cfg)
+        train_src = MemoryLists(self._builder(train_n, cfg, role="train", **inputs), cfg.lists)
         dev_src = None
         if dev_n is not None:
-            dev_src = ListSource(self._builder(dev_n, cfg, role="dev", **inputs), cfg)
+            dev_src = MemoryLists(self._builder(dev_n, cfg, role="dev", **inputs), cfg.lists)
 
         def validate(model: MutualRerankNetwork) -> dict[str, float]:
             scores = self._rerank_matrix(dev_n, dev_src, model, device=device)
@@ -290,7 +294,7 @@ class PillarReranker(BaseReranker):
     # ------------------------------------------------------------------ inference
     def _updates(
         self,
-        src,
+        src: ListSource,
         model: MutualRerankNetwork,
         image_ids: torch.Tensor,
         text_ids: torch.Tensor,
@@ -386,7 +390,7 @@ class PillarReranker(BaseReranker):
         """Build (or reuse) the cache of ``test``'s lists that ``rerank(test, cache_dir=...)`` reads.
 
         The step to run once before sharded re-ranking with a cache. Returns the
-        :class:`~pillar_rerank.cache.CachedLists`.
+        :class:`~pillar_rerank.lists.cached.CachedLists`.
         """
         self._check_is_fitted()
         self._check_sizes(test, self.config_, role="test")
@@ -537,7 +541,7 @@ class PillarReranker(BaseReranker):
 
 def _cache_path(data: RetrievalSet, cfg: LeaPRRConfig, role: str, cache_dir: PathLikeStr) -> Path:
     """``cache_dir/<role>-<hash of cache_meta>``; the folder ``cache_dir`` must exist."""
-    from pillar_rerank.cache import cache_key
+    from pillar_rerank.lists.fingerprint import cache_key
 
     root = Path(cache_dir)
     if not root.is_dir():
@@ -573,23 +577,11 @@ def _bases(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray | None]:
     return i2t, t2i
 
 
-def _data_digest(data: RetrievalSet, *, n_rows: int = 64) -> str:
-    """SHA-256 over up to ``n_rows`` evenly spaced rows of every matrix of ``data`` (a sample, so
-    that huge memory-mapped inputs are not read in full) plus the caption -> image map."""
-    h = hashlib.sha256(np.ascontiguousarray(data.txt_to_img).tobytes())
-    for name in ("scores", "t2i_scores", "image_embeddings", "text_embeddings", "image_image", "text_text"):
-        m = getattr(data, name)
-        if m is None:
-            continue
-        rows = np.unique(np.linspace(0, m.shape[0] - 1, min(m.shape[0], n_rows)).astype(np.int64))
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(np.asarray(m[rows], dtype=np.float32)).tobytes())
-    return h.hexdigest()
-
-
 def _fingerprint(train: RetrievalSet, cfg: LeaPRRConfig) -> dict[str, Any]:
     """What a resumed run must match: problem size, ground truth, (sampled) data and the config."""
-    digest = _data_digest(train)
+    from pillar_rerank.lists.fingerprint import data_digest
+
+    digest = data_digest(train)
     return {
         "n_images": train.n_images,
         "n_texts": train.n_texts,

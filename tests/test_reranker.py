@@ -287,7 +287,7 @@ def test_cache_dir_gives_the_same_model_and_scores_and_is_reused(fitted, data, t
     assert np.array_equal(cached.rerank(dev, cache_dir=tmp_path), expected)
     assert len(list(tmp_path.glob("test-*"))) == 1
 
-    import pillar_rerank.pillars as pillars
+    import pillar_rerank.lists.builder as pillars
 
     def no_search(*args, **kwargs):
         raise AssertionError("searched neighbours although the cache holds the lists")

@@ -335,3 +335,21 @@ def test_cache_command_errors(workspace, tmp_path):
     r = run("cache", root / "model", *test, "--cache", tmp_path / "absent")
     assert r.exit_code == 3 and "not an existing folder" in r.output
     assert list(cache.iterdir()) == []
+
+
+def test_apply_with_a_tampered_cache_exits_2(workspace, tmp_path):
+    """A same-size edit of a cached shard (NaN features) is an input error, never NaN scores."""
+    root, _, _, test = workspace
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert run("cache", root / "model", *test, "--cache", cache).exit_code == 0
+    shard = next(cache.glob("*/image-00000.safetensors"))
+    blob = bytearray(shard.read_bytes())
+    n = int.from_bytes(blob[:8], "little")
+    begin = 8 + n + json.loads(blob[8:8 + n])["image.features"]["data_offsets"][0]
+    blob[begin:begin + 4] = np.array([np.nan], dtype=np.float32).tobytes()
+    shard.write_bytes(bytes(blob))
+    r = run("apply", root / "model", *test, "--cache", cache, "-o", tmp_path / "out.npy")
+    assert r.exit_code == 2, r.output
+    assert "NaN or inf values in features" in r.output and "Rebuild" in r.output
+    assert not (tmp_path / "out.npy").exists()
