@@ -33,9 +33,9 @@ import torch
 
 from benchmarks.model_reference import inference_seconds
 from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.inference import INFERENCE_NODES, base_matrices
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.model.network import MutualRerankNetwork
-from pillar_rerank.reranker import INFERENCE_NODES, _bases
 from pillar_rerank.sharding import ShardResult, apply_updates
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rerank_speed.json"
@@ -129,7 +129,7 @@ def run(
     shard = ShardResult(
         0, 1, data.n_images, data.n_texts, "", **{k: torch.cat(v).numpy() for k, v in upd.items()}
     )
-    scores = apply_updates(*_bases(data), [shard])
+    scores = apply_updates(*base_matrices(data), [shard])
     times["combine"] = time.perf_counter() - t
     cpu["combine"] = time.process_time() - c
     total = sum(times.values())

@@ -19,11 +19,11 @@ import torch
 
 from benchmarks.model_reference import training_seconds
 from benchmarks.synthetic import retrieval_set
-from pillar_rerank._trainer import Trainer
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.lists.builder import ListBuilder
 from pillar_rerank.lists.memory import MemoryLists
 from pillar_rerank.model.network import GraphRerankNetwork
+from pillar_rerank.training import Trainer
 
 #: Named model configurations: the paper's, and the reduced one of the accuracy suite.
 CONFIGS = {

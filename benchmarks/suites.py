@@ -299,7 +299,7 @@ SUITES: dict[str, list[Benchmark]] = {
             ),
             quick_points=({"config": {"embed_dim": 32, "num_heads": 2, "batch_size": 64, "n_pillars": 16},
                            "n_images": 100},),
-            requires=("benchmarks.bench_train", "pillar_rerank._trainer"),
+            requires=("benchmarks.bench_train", "pillar_rerank.training"),
             summarize="benchmarks.summaries:leaprr_training_speed",
             timeout_s=3600.0,
         ),

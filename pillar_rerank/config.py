@@ -309,3 +309,19 @@ class LeaPRRConfig:
 
     def replace(self, **changes: Any) -> LeaPRRConfig:
         return dataclasses.replace(self, **changes).validate()
+
+
+#: Named starting points (field overrides of the paper's defaults): ``"paper"`` is the paper's
+#: configuration (hours per epoch on a CPU at Flickr30K size); ``"cpu"`` the reduced one the
+#: README's CPU benchmarks and demo measure (about 60x the paper's training throughput on CPU).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {"embed_dim": 64, "depth": 2, "num_heads": 4, "epochs": 8, "batch_size": 128, "lr": 0.6},
+}
+
+
+def preset(name: str, **changes: Any) -> LeaPRRConfig:
+    """The config of preset ``name`` (:data:`PRESETS`) with ``changes`` applied, validated."""
+    if name not in PRESETS:
+        raise InvalidParameterError(f"preset: expected one of {', '.join(map(repr, PRESETS))}; got {name!r}.")
+    return LeaPRRConfig.from_dict({**PRESETS[name], **changes})

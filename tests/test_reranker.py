@@ -191,7 +191,7 @@ def test_shards_merge_to_the_full_result(fitted, data, tmp_path):
     paths = []
     for i in range(3):
         p = tmp_path / f"s{i}.npz"
-        fitted.rerank(dev, shard=(i, 3)).save(p)
+        fitted.rerank_shard(dev, i, 3).save(p)
         paths.append(p)
     np.testing.assert_array_equal(fitted.merge(dev, paths[::-1]), full)
     np.testing.assert_array_equal(merge_shards(dev.scores, paths), full)
