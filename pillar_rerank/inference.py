@@ -81,6 +81,13 @@ def scores_with_updates(data: RetrievalSet, shards: list[ShardResult]) -> np.nda
     return apply_updates(*base_matrices(data), shards)
 
 
+def base_scores(data: RetrievalSet) -> np.ndarray:
+    """What the pipeline returns with nothing re-scored: the mean of the two base matrices."""
+    empty = {f"{d.name}_{k}": np.zeros(0, dtype=np.float32 if k == "values" else np.int64)
+             for d in DIRECTIONS for k in ("rows", "cols", "values")}
+    return scores_with_updates(data, [ShardResult(0, 1, data.n_images, data.n_texts, "", **empty)])
+
+
 def rerank_all(data: RetrievalSet, src: ListSource, model: MutualRerankNetwork, *, lists, precision: str,
                device: torch.device) -> np.ndarray:
     """Every query of ``data`` re-ranked: the full re-scored matrix (used for dev validation)."""
@@ -89,5 +96,6 @@ def rerank_all(data: RetrievalSet, src: ListSource, model: MutualRerankNetwork, 
     return scores_with_updates(data, [ShardResult(0, 1, data.n_images, data.n_texts, "", **upd)])
 
 
-__all__ = ["DIRECTIONS", "INFERENCE_NODES", "Direction", "base_matrices", "rerank_all", "rescore",
+__all__ = ["DIRECTIONS", "INFERENCE_NODES", "Direction", "base_matrices", "base_scores", "rerank_all",
+           "rescore",
            "scores_with_updates"]

@@ -9,24 +9,29 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pillar_rerank import distributed
 from pillar_rerank._validation import check_k
-from pillar_rerank._version import __version__
 from pillar_rerank.base import BaseReranker
 from pillar_rerank.baselines.compose import BankSource, normalize_side, training_banks
 from pillar_rerank.checkpoint import load_model_dir, load_model_extra, save_model_dir
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError, InvalidParameterError
-from pillar_rerank.inference import rerank_all, rescore, scores_with_updates
+from pillar_rerank.inference import base_scores, rerank_all, rescore, scores_with_updates
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.lists.memory import MemoryLists
 from pillar_rerank.metrics.recall import recall_metrics
 from pillar_rerank.model.network import MutualRerankNetwork
+from pillar_rerank.model_state import network_from_state, read_reference_checkpoint
+from pillar_rerank.provenance import (
+    check_intra_source,
+    compare_with_base,
+    input_record,
+    training_fingerprint,
+)
 from pillar_rerank.sharding import ShardResult, check_shard_set, shard_range
 from pillar_rerank.typing import PathLikeStr
 from pillar_rerank.utils.device import resolve_device
@@ -230,7 +235,7 @@ class PillarReranker(BaseReranker):
             txt_to_img=train.txt_to_img,
             validate=validate if dev is not None else None,
             verbose=verbose,
-            fingerprint=_fingerprint(train, cfg),
+            fingerprint=training_fingerprint(train, cfg),
         )
         model, history = trainer.run(
             checkpoint_dir=checkpoint_dir,
@@ -242,13 +247,15 @@ class PillarReranker(BaseReranker):
             raise InvalidInputError(
                 "PillarReranker.fit: training diverged (the weights hold NaN or inf); lower config.lr."
             )
+        if dev is not None:
+            compare_with_base(history, recall_metrics(base_scores(dev), dev.relevance))
         self.model_ = model.eval()
         self.bank_ = bank_source
         self.config_ = cfg
         self.history_ = history
         self.n_images_in_ = train.n_images
         self.n_texts_in_ = train.n_texts
-        self.input_ = _input_record(train, dev, cfg)
+        self.input_ = input_record(train, dev, cfg)
         return self
 
     # ------------------------------------------------------------------ inference
@@ -286,6 +293,7 @@ class PillarReranker(BaseReranker):
         cfg = self.config_
         self._check_sizes(test, cfg, role="test")
         device = next(self.model_.parameters()).device
+        check_intra_source(self.input_, cfg, test)
         data = self._normalized(test, cfg)
         src = self._builder(data, cfg, role="test", max_memory=max_memory, cache_dir=cache_dir,
                             require_cache=count > 1)
@@ -364,48 +372,14 @@ class PillarReranker(BaseReranker):
         if device is not None:
             cfg = cfg.replace(device=device)
         self = cls(cfg)
-        self._install(cfg, state, source=f"model dir ({path})")
+        self.model_ = network_from_state(cfg, state, source=f"model dir ({path})")
+        self.config_ = cfg
         self.n_images_in_ = int(fitted["n_images_in"])
         self.n_texts_in_ = int(fitted["n_texts_in"])
         self.input_ = fitted.get("input", {})
         self.history_ = fitted.get("history", {})
         self.bank_ = load_model_extra(path, "bank")
         return self
-
-    def _install(self, cfg: LeaPRRConfig, state: dict[str, torch.Tensor], *, source: str) -> None:
-        model = MutualRerankNetwork.from_config(cfg)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        bad = sorted(
-            k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-        )
-        if missing or extra or bad:
-            first = (
-                f"missing {missing[0]!r}"
-                if missing
-                else f"unexpected {extra[0]!r}"
-                if extra
-                else f"{bad[0]!r} has shape {tuple(state[bad[0]].shape)}, the config needs "
-                f"{tuple(expected[bad[0]].shape)}"
-            )
-            raise CheckpointError(
-                f"{source}: the weights do not match the config (embed_dim={cfg.embed_dim}, "
-                f"depth={cfg.depth}, "
-                f"n_pillars={cfg.n_pillars}, anchor={cfg.anchor!r}): {len(missing)} missing, {len(extra)} "
-                f"unexpected, {len(bad)} mis-shaped tensors ({first})."
-            )
-        bad_values = sorted(
-            k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
-        )
-        if bad_values:
-            raise CheckpointError(
-                f"{source}: {len(bad_values)} weight tensor(s) hold NaN or inf (first: {bad_values[0]!r}); "
-                "the model is unusable (a diverged training run?)."
-            )
-        model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
-        self.model_ = model.to(resolve_device(cfg.device)).eval()
-        self.config_ = cfg
 
     @classmethod
     def from_reference_checkpoint(
@@ -419,32 +393,13 @@ class PillarReranker(BaseReranker):
         must agree with what they do tell. ``reference_thresholds`` is set to True (the
         reference's fixed 0.8/32 and 0.8/8 sparsity thresholds).
         """
-        from pillar_rerank.model.reference import convert_reference_state_dict, unwrap_state_dict
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputFileError(f"reference checkpoint ({p}): file not found.")
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - unreadable, truncated or unsafe content
-            raise CheckpointError(
-                f"reference checkpoint ({p}): cannot be read safely (weights_only=True): {exc}"
-            ) from exc
-        state, inferred = convert_reference_state_dict(unwrap_state_dict(obj, source=str(p)), source=str(p))
-        base = config if config is not None else LeaPRRConfig()
-        if config is not None:
-            clash = {k: (getattr(config, k), v) for k, v in inferred.items() if getattr(config, k) != v}
-            if clash:
-                k, (given, found) = next(iter(clash.items()))
-                raise CheckpointError(
-                    f"reference checkpoint ({p}): config has {k}={given!r} but the weights imply {found!r}."
-                )
-        cfg = base.replace(**inferred, reference_thresholds=True)
+        cfg, state = read_reference_checkpoint(path, config)
         self = cls(cfg)
-        self._install(cfg, state, source=f"reference checkpoint ({p})")
+        self.model_ = network_from_state(cfg, state, source=f"reference checkpoint ({path})")
+        self.config_ = cfg
         self.n_images_in_ = 0
         self.n_texts_in_ = 0
-        self.input_ = {"imported_from": str(p), "format": "LgQu/LeaPRR state dict"}
+        self.input_ = {"imported_from": str(path), "format": "LgQu/LeaPRR state dict"}
         self.history_ = {}
         return self
 
@@ -459,37 +414,3 @@ def _cache_path(data: RetrievalSet, cfg: LeaPRRConfig, role: str, cache_dir: Pat
     return root / cache_key(data, cfg, prefix=role)
 
 
-def _fingerprint(train: RetrievalSet, cfg: LeaPRRConfig) -> dict[str, Any]:
-    """What a resumed run must match: problem size, ground truth, (sampled) data and the config."""
-    from pillar_rerank.lists.fingerprint import data_digest
-
-    digest = data_digest(train)
-    return {
-        "n_images": train.n_images,
-        "n_texts": train.n_texts,
-        "data_sha256_sampled": digest,
-        "config": {k: v for k, v in cfg.to_dict().items() if k != "device"},
-    }
-
-
-def _input_record(train: RetrievalSet, dev: RetrievalSet | None, cfg: LeaPRRConfig) -> dict[str, Any]:
-    def side(d: RetrievalSet) -> dict[str, Any]:
-        return {
-            "name": d.name,
-            "n_images": d.n_images,
-            "n_texts": d.n_texts,
-            "scores": d.scores is not None,
-            "embeddings": d.has_embeddings,
-            "image_image": d.image_image is not None,
-            "text_text": d.text_text is not None,
-            "t2i_scores": d.t2i_scores is not None,
-        }
-
-    return {
-        "package_version": __version__,
-        "train": side(train),
-        "dev": side(dev) if dev is not None else None,
-        "intra_source": cfg.intra_source,
-        "normalize": cfg.normalize,
-        "normalize_params": dict(cfg.normalize_params),
-    }
