@@ -30,8 +30,8 @@ from benchmarks.synthetic import embeddings
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.io import save_json
+from pillar_rerank.lists.builder import ListBuilder
 from pillar_rerank.neighbors import IntraModalScores, build_neighbor_lists, cross_modal_scores
-from pillar_rerank.pillars import ListBuilder
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inputs_speed.json"
 

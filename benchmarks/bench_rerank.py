@@ -33,9 +33,9 @@ import torch
 
 from benchmarks.model_reference import inference_seconds
 from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.inference import INFERENCE_NODES, base_matrices
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.model.network import MutualRerankNetwork
-from pillar_rerank.reranker import INFERENCE_NODES, _bases
 from pillar_rerank.sharding import ShardResult, apply_updates
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rerank_speed.json"
@@ -71,7 +71,7 @@ def run(
     seed: int = 0,
 ) -> dict:
     """Time one full two-direction re-rank; returns the figures written to JSON."""
-    from pillar_rerank._lists_source import get_builder_class
+    from pillar_rerank.lists.builder import ListBuilder
 
     if threads:
         torch.set_num_threads(threads)
@@ -83,7 +83,7 @@ def run(
     cpu = dict.fromkeys(times, 0.0)  # process CPU seconds: robust to other jobs on a shared machine
 
     t0, c0 = time.perf_counter(), time.process_time()
-    builder = get_builder_class().from_data(data, cfg)
+    builder = ListBuilder.from_data(data, cfg)
     times["neighbors"] = time.perf_counter() - t0
     cpu["neighbors"] = time.process_time() - c0
 
@@ -129,7 +129,7 @@ def run(
     shard = ShardResult(
         0, 1, data.n_images, data.n_texts, "", **{k: torch.cat(v).numpy() for k, v in upd.items()}
     )
-    scores = apply_updates(*_bases(data), [shard])
+    scores = apply_updates(*base_matrices(data), [shard])
     times["combine"] = time.perf_counter() - t
     cpu["combine"] = time.process_time() - c
     total = sum(times.values())

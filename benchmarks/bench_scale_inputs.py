@@ -5,7 +5,7 @@ For every size (n_images x n_texts, d-dimensional synthetic embeddings from
 
 1. generates the embeddings (not timed) and notes its RSS (interpreter + libraries + inputs);
 2. resets the kernel's RSS high-water mark (``/proc/self/clear_refs``), then runs
-   :func:`pillar_rerank.cache.build_cache` with ``max_memory``: the four neighbour searches
+   :func:`pillar_rerank.lists.build_cache` with ``max_memory``: the four neighbour searches
    (FAISS, exact flat by default) and every image- and text-query list, written shard by shard to
    a temporary cache directory;
 3. reports the time of each stage, the peak RSS, and the peak *additional* RSS (peak minus the
@@ -115,10 +115,10 @@ def _one_size(
 ) -> dict[str, Any]:
     torch.set_num_threads(threads)
     from benchmarks.synthetic import embeddings
-    from pillar_rerank.cache import build_cache
     from pillar_rerank.config import LeaPRRConfig
     from pillar_rerank.inputs import Relevance, RetrievalSet
     from pillar_rerank.io import load_array
+    from pillar_rerank.lists.build import build_cache
     from pillar_rerank.utils.blocks import parse_bytes
 
     img, txt, t2i = embeddings(n_images, n_texts, d, seed=seed)

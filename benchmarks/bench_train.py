@@ -19,10 +19,11 @@ import torch
 
 from benchmarks.model_reference import training_seconds
 from benchmarks.synthetic import retrieval_set
-from pillar_rerank._lists_source import ListSource, get_builder_class
-from pillar_rerank._trainer import Trainer
 from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.lists.builder import ListBuilder
+from pillar_rerank.lists.memory import MemoryLists
 from pillar_rerank.model.network import GraphRerankNetwork
+from pillar_rerank.training import Trainer
 
 #: Named model configurations: the paper's, and the reduced one of the accuracy suite.
 CONFIGS = {
@@ -48,7 +49,7 @@ def run(
     data = retrieval_set(n_images, captions_per_image, dim, seed=seed)
 
     start = time.perf_counter()
-    source = ListSource(get_builder_class().from_data(data, cfg), cfg)
+    source = MemoryLists(ListBuilder.from_data(data, cfg), cfg.lists)
     inputs_s = time.perf_counter() - start
 
     shapes: list[tuple[int, int]] = []

@@ -149,7 +149,7 @@ SUITES: dict[str, list[Benchmark]] = {
             "benchmarks.bench_scale_inputs:run",
             description="The scale suite's benchmark at toy sizes: one fresh process per size.",
             params={"sizes": [[200, 1000], [400, 2000]], "d": 32, "max_memory": "128MB", "out": None},
-            requires=("benchmarks.bench_scale_inputs", "pillar_rerank.cache"),
+            requires=("benchmarks.bench_scale_inputs", "pillar_rerank.lists.build"),
             summarize="benchmarks.summaries:scale_memory_budget",
             timeout_s=300,
         ),
@@ -238,7 +238,7 @@ SUITES: dict[str, list[Benchmark]] = {
                 {"mode": "scores", "n_images": 300, "dim": 64},
                 {"mode": "embeddings", "n_images": 300, "dim": 64},
             ),
-            requires=("benchmarks.bench_inputs", "pillar_rerank.pillars"),
+            requires=("benchmarks.bench_inputs", "pillar_rerank.lists.builder"),
             summarize="benchmarks.summaries:bench_inputs",
         ),
         Benchmark(
@@ -299,7 +299,7 @@ SUITES: dict[str, list[Benchmark]] = {
             ),
             quick_points=({"config": {"embed_dim": 32, "num_heads": 2, "batch_size": 64, "n_pillars": 16},
                            "n_images": 100},),
-            requires=("benchmarks.bench_train", "pillar_rerank._trainer"),
+            requires=("benchmarks.bench_train", "pillar_rerank.training"),
             summarize="benchmarks.summaries:leaprr_training_speed",
             timeout_s=3600.0,
         ),
@@ -310,7 +310,7 @@ SUITES: dict[str, list[Benchmark]] = {
             "memory_budget",
             "Input building under a memory budget, and approximate search",
             "benchmarks.bench_scale_inputs:run",
-            description="pillar_rerank.cache.build_cache with max_memory at growing sizes up to the "
+            description="pillar_rerank.lists.build_cache with max_memory at growing sizes up to the "
             "Flickr30K training shape (one fresh process per size, started by the function itself): "
             "time, peak additional RSS against the budget; recall and speed of IVF/HNSW vs exact.",
             params={
@@ -321,7 +321,7 @@ SUITES: dict[str, list[Benchmark]] = {
                 "out": None,
             },
             quick_params={"sizes": [[500, 2500], [1000, 5000]], "d": 64, "max_memory": "512MB", "out": None},
-            requires=("benchmarks.bench_scale_inputs", "pillar_rerank.cache"),
+            requires=("benchmarks.bench_scale_inputs", "pillar_rerank.lists.build"),
             summarize="benchmarks.summaries:scale_memory_budget",
         ),
         Benchmark(

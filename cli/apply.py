@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 
 import click
-from pillar_rerank.cli.options import data_options, input_building_options, load_side, overwrite_option
+from pillar_rerank.cli.options import (
+    data_options,
+    echo_warnings,
+    input_building_options,
+    load_side,
+    overwrite_option,
+)
 
 
 def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
@@ -62,15 +68,16 @@ def apply(
     test = load_side(kwargs, name="test")
     model = PillarReranker.load(model_dir, device=device)
     start = time.perf_counter()
-    if shard is None:
-        scores = model.rerank(test, max_memory=max_memory, cache_dir=cache_dir)
-        save_array(output, scores, inputs=inputs, overwrite=overwrite)
-        what = f"{test.n_images} image and {test.n_texts} text queries"
-    else:
-        result = model.rerank_shard(test, *shard, max_memory=max_memory, cache_dir=cache_dir)
-        result.save(output, overwrite=overwrite, inputs=inputs)
-        what = (
-            f"shard {shard[0]}/{shard[1]}: {len(set(result.i2t_rows.tolist()))} image and "
-            f"{len(set(result.t2i_cols.tolist()))} text queries"
-        )
+    with echo_warnings():
+        if shard is None:
+            scores = model.rerank(test, max_memory=max_memory, cache_dir=cache_dir)
+            save_array(output, scores, inputs=inputs, overwrite=overwrite)
+            what = f"{test.n_images} image and {test.n_texts} text queries"
+        else:
+            result = model.rerank_shard(test, *shard, max_memory=max_memory, cache_dir=cache_dir)
+            result.save(output, overwrite=overwrite, inputs=inputs)
+            what = (
+                f"shard {shard[0]}/{shard[1]}: {len(set(result.i2t_rows.tolist()))} image and "
+                f"{len(set(result.t2i_cols.tolist()))} text queries"
+            )
     click.echo(f"re-ranked {what} in {time.perf_counter() - start:.1f} s; wrote {output}")

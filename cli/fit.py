@@ -4,37 +4,84 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
-from pillar_rerank.cli.options import data_options, input_building_options, load_side, overwrite_option
+from pillar_rerank.cli.options import (
+    data_options,
+    echo_warnings,
+    input_building_options,
+    load_side,
+    overwrite_option,
+)
 
 from pillar_rerank import distributed
+from pillar_rerank._validation import Interval, Options
 from pillar_rerank.checkpoint import check_model_dir_target
-from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.config import PRESETS, LeaPRRConfig, preset
 from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.io import load_json
 
-# CLI flag -> LeaPRRConfig field
-OVERRIDES = {
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "embed_dim": "embed_dim",
-    "depth": "depth",
-    "num_heads": "num_heads",
-    "n_pillars": "n_pillars",
-    "seed": "seed",
-    "device": "device",
-    "eval_every": "eval_every",
-    "list_len_i2t": "list_len_i2t",
-    "list_len_t2i": "list_len_t2i",
-    "intra_source": "intra_source",
-    "attention": "attention",
-    "normalize": "normalize",
-    "index": "neighbor_index",
-    "precision": "precision",
+#: LeaPRRConfig fields exposed as options, with their help. Type, range, choices and default come
+#: from LeaPRRConfig itself (:func:`config_option`); the flag is the field name with dashes,
+#: except where FLAG_NAMES says otherwise.
+CONFIG_HELP = {
+    "epochs": "Training epochs over the captions.",
+    "batch_size": "Captions per SGD step (the global batch under torchrun).",
+    "lr": "Peak learning rate of SGD (cosine decay to 0).",
+    "embed_dim": "Width of the transformer (must be divisible by --num-heads).",
+    "depth": "Transformer blocks per direction network.",
+    "num_heads": "Attention heads.",
+    "n_pillars": "L, pillars per modality.",
+    "list_len_i2t": "Rows of an image-query list, the query included (31 texts re-ranked at 32).",
+    "list_len_t2i": "Rows of a text-query list, the query included (7 images re-ranked at 8).",
+    "eval_every": "Validate on the dev side every N steps (and after every epoch).",
+    "intra_source": "Where image-image / text-text similarities come from (auto: given matrices, "
+                    "else embeddings, else the second-order estimate).",
+    "attention": "dense: the paper's attention; sparse: graph edges only (torch-geometric).",
+    "seed": "Seed of the initialisation, data order and caption sampling.",
+    "device": "cpu, cuda or cuda:N (unset: CUDA when available).",
+    "precision": "auto: bf16 autocast on a CUDA GPU with bf16 support, fp32 elsewhere.",
+    "normalize": "Training-free normaliser applied before LeaPRR (e.g. nnn, dsl).",
+    "neighbor_index": "FAISS index of the neighbour searches from embeddings: exact flat or "
+                      "approximate IVF/HNSW for very large galleries; saved with the model.",
 }
+FLAG_NAMES = {"neighbor_index": "index"}
+#: Fields that set the model's size and cost (the ones that say a run is not the paper's).
+SIZE_FIELDS = ("embed_dim", "depth", "num_heads", "epochs", "batch_size", "n_pillars", "list_len_i2t",
+               "list_len_t2i")
+
+
+def _click_type(rule: Any) -> Any:
+    """The click type of one LeaPRRConfig constraint (``None`` alternatives are dropped)."""
+    rules = [r for r in (rule if isinstance(rule, list) else [rule]) if r is not None]
+    (rule,) = rules
+    if isinstance(rule, Interval):
+        kind = click.IntRange if rule.kind is int else click.FloatRange
+        return kind(min=rule.low, max=rule.high, min_open=rule.closed in ("right", "neither"),
+                    max_open=rule.closed in ("left", "neither"))
+    if isinstance(rule, Options):
+        return click.Choice(sorted(rule.values))
+    return rule
+
+
+def _default_text(field: str) -> str:
+    values = {name: preset(name).to_dict()[field] for name in PRESETS}
+    if len(set(map(repr, values.values()))) == 1:
+        return "none" if values["paper"] is None else f"{values['paper']}"
+    return ", ".join(f"{v} ({name})" for name, v in values.items())
+
+
+def config_options(func: Callable) -> Callable:
+    """One option per CONFIG_HELP field, typed and ranged from LeaPRRConfig, defaults shown."""
+    for field in reversed(CONFIG_HELP):
+        flag = FLAG_NAMES.get(field, field).replace("_", "-")
+        func = click.option(f"--{flag}", field, type=_click_type(LeaPRRConfig._constraints[field]),
+                            default=None, show_default=False,
+                            help=f"{CONFIG_HELP[field]}  [default: {_default_text(field)}]")(func)
+    return func
 
 
 def parse_params(pairs: tuple[str, ...], *, option: str) -> dict:
@@ -51,10 +98,10 @@ def parse_params(pairs: tuple[str, ...], *, option: str) -> dict:
     return out
 
 
-def build_config(config_file: str | None, overrides: dict, normalize_params: dict,
+def build_config(config_file: str | None, preset_name: str | None, overrides: dict, normalize_params: dict,
                  index_params: dict | None = None) -> LeaPRRConfig:
-    """Config file (unknown keys are an error) + command-line flags, which win."""
-    values = {}
+    """Preset, then the config file (unknown keys are an error), then the flags, which win."""
+    values = dict(PRESETS[preset_name or "paper"])
     if config_file is not None:
         doc = load_json(config_file, name="config")
         if not isinstance(doc, dict):
@@ -62,12 +109,29 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
                 f"config ({config_file}): expected a JSON object of LeaPRRConfig fields."
             )
         values.update(doc.get("config", doc) if "estimator" in doc else doc)
-    values.update({OVERRIDES[k]: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items() if v is not None})
     if normalize_params:
         values["normalize_params"] = normalize_params
     if index_params:
         values["neighbor_index_params"] = index_params
     return LeaPRRConfig.from_dict(values)
+
+
+def describe_start(config: LeaPRRConfig, preset_name: str | None, sized: bool) -> str:
+    """One line saying which configuration a fit starts, and on which device."""
+    from pillar_rerank.utils.device import resolve_device
+
+    device = resolve_device(config.device)
+    m, t = config.model, config.training
+    what = (f"embed_dim {m.embed_dim}, depth {m.depth}, {m.num_heads} heads, {t.epochs} epochs, "
+            f"batch {t.batch_size}, lr {t.lr}, L {config.n_pillars}")
+    name = preset_name or ("paper" if not sized else None)
+    label = f"the {name} preset" if name else "a custom configuration"
+    line = f"starting {label} ({what}) on {device}"
+    if name == "paper" and preset_name is None and device.type == "cpu":
+        line += ("; the paper's configuration takes hours per epoch on a CPU at Flickr30K size: "
+                 "--preset cpu is the measured reduced one")
+    return line + "."
 
 
 @click.command("fit")
@@ -89,41 +153,17 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
     default=None,
     help="JSON file of LeaPRRConfig fields (unknown keys are an error); flags override it.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--embed-dim", type=click.IntRange(min=1), default=None)
-@click.option("--depth", type=click.IntRange(min=1), default=None)
-@click.option("--num-heads", type=click.IntRange(min=1), default=None)
-@click.option("--n-pillars", type=click.IntRange(min=1), default=None)
-@click.option("--list-len-i2t", type=click.IntRange(min=2), default=None)
-@click.option("--list-len-t2i", type=click.IntRange(min=2), default=None)
-@click.option("--eval-every", type=click.IntRange(min=1), default=None)
-@click.option(
-    "--intra-source", type=click.Choice(["auto", "embeddings", "given", "second_order"]), default=None
-)
-@click.option("--attention", type=click.Choice(["dense", "sparse"]), default=None)
-@click.option("--seed", type=click.IntRange(min=0), default=None)
-@click.option("--device", type=str, default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
-    default=None,
-    help="Model precision: auto = bf16 autocast on a CUDA GPU with bf16 support, fp32 elsewhere.",
-)
-@click.option("--normalize", type=str, default=None, help="Training-free normaliser applied before LeaPRR.")
-@click.option("--normalize-param", "normalize_param", multiple=True, help="Normaliser parameter KEY=VALUE.")
-@click.option(
-    "--index",
-    type=click.Choice(["flat", "ivf", "hnsw"]),
-    default=None,
-    help="FAISS index of the neighbour searches from embeddings: exact flat (default) or approximate "
-    "IVF/HNSW for very large galleries; saved in the model's config and used again by apply.",
-)
+@click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default=None,
+              help="Named starting configuration: paper (the paper's; the default) or cpu (embed_dim 64, "
+              "depth 2, 4 heads, 8 epochs, batch 128, lr 0.6: the README's CPU runs). --config and the "
+              "options below override it.")
+@config_options
+@click.option("--normalize-param", "normalize_param", multiple=True,
+              help="Normaliser parameter KEY=VALUE (repeatable).  [default: the normaliser's own]")
 @click.option(
     "--index-param", "index_param", multiple=True,
     help="Approximate index parameter KEY=VALUE (ivf: nlist, nprobe, train_size, seed; hnsw: M, "
-    "ef_construction, ef_search).",
+    "ef_construction, ef_search).  [default: the index's own]",
 )
 @input_building_options
 @click.option(
@@ -150,6 +190,7 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
 def fit(
     model_dir: str,
     config_file: str | None,
+    preset_name: str | None,
     normalize_param: tuple[str, ...],
     index_param: tuple[str, ...],
     max_memory: str | None,
@@ -173,15 +214,20 @@ def fit(
             f"--checkpoint-dir ({ckpt}): must not be inside the model dir {out}; choose another folder."
         )
     params = parse_params(normalize_param, option="--normalize-param")
-    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in OVERRIDES}
-    config = build_config(config_file, overrides, params, parse_params(index_param, option="--index-param"))
+    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_HELP}
+    config = build_config(config_file, preset_name, overrides, params,
+                          parse_params(index_param, option="--index-param"))
     train = load_side(kwargs, name="train")
     dev = load_side(kwargs, "dev", name="dev", required=False)
+    sized = config_file is not None or any(overrides.get(k) is not None for k in SIZE_FIELDS)
+    if distributed.is_main():
+        click.echo(describe_start(config, preset_name, sized))
     start = time.perf_counter()
-    model = PillarReranker(config).fit(
-        train, dev, checkpoint_dir=ckpt, resume=resume, checkpoint_every=checkpoint_every, verbose=not quiet,
-        max_memory=max_memory, cache_dir=cache_dir,
-    )
+    with echo_warnings():
+        model = PillarReranker(config).fit(
+            train, dev, checkpoint_dir=ckpt, resume=resume, checkpoint_every=checkpoint_every,
+            verbose=not quiet, max_memory=max_memory, cache_dir=cache_dir,
+        )
     if not distributed.is_main():  # under torchrun, rank 0 writes the model dir and reports
         distributed.barrier()
         distributed.teardown()
@@ -196,7 +242,8 @@ def fit(
         f"depth={config.depth}, heads={config.num_heads}, L={config.n_pillars})"
     )
     if hist.get("selected") == "best_dev_rsum":
-        click.echo(f"kept the best dev RSUM: {hist['best_rsum']:.2f}")
+        click.echo(f"kept the best dev RSUM: {hist['best_rsum']:.2f} (dev RSUM without re-ranking: "
+                   f"{hist['dev_base']['RSUM']:.2f})")
     else:
         click.echo("no dev side given: kept the last weights")
     click.echo(f"wrote {out} (training checkpoint in {ckpt})")

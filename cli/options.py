@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -82,3 +84,21 @@ def input_building_options(func: Callable) -> Callable:
         help="Bound on what input building allocates beyond the inputs, e.g. 4GB (results do not "
         "depend on it). Default: blocks of a few hundred MiB.",
     )(func)
+
+
+@contextlib.contextmanager
+def echo_warnings() -> Iterator[None]:
+    """Show the library's UserWarnings raised inside the block as ``warning: ...`` lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                text = str(w.message)
+                if issubclass(w.category, UserWarning) and text not in seen:
+                    seen.add(text)
+                    click.echo(f"warning: {text}", err=True)
+                elif not issubclass(w.category, UserWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -1,8 +1,17 @@
 """LeaPRR configuration: one typed, frozen dataclass saved verbatim with every model.
 
 Defaults are the paper's (Qu et al., SIGIR 2023; LgQu/LeaPRR ``main.py`` at 50758d6). See
-``../shared/spec/leaprr.md`` for provenance. ``dataclasses.asdict(config)`` is the JSON stored
-in a model directory, and ``LeaPRRConfig(**json)`` restores it.
+``../shared/spec/leaprr.md`` for provenance. ``config.to_dict()`` is the JSON stored in a model
+directory, and :meth:`LeaPRRConfig.from_dict` restores (and fully validates) it.
+
+The fields fall into five small frozen groups, each read whole by the code that needs it:
+:class:`ListsConfig` (``config.lists``: the list builder, the cache key), :class:`ModelConfig`
+(``config.model``: the network), :class:`LossConfig` (``config.loss``: the losses),
+:class:`TrainingConfig` (``config.training``: the trainer) and :class:`RuntimeConfig`
+(``config.runtime``: device and precision). The group classes declare the membership; the
+defaults and constraints are declared once, on :class:`LeaPRRConfig`, which keeps its flat
+keyword constructor (``LeaPRRConfig(epochs=2)``) and its flat saved form. ``from_dict`` also
+accepts the grouped form ``{"lists": {...}, "model": {...}, ...}``.
 """
 
 from __future__ import annotations
@@ -13,6 +22,81 @@ from typing import Any
 
 from pillar_rerank._validation import Interval, Options, validate_params
 from pillar_rerank.exceptions import InvalidParameterError
+
+#: Largest sizes accepted (far above any useful setting; they stop a corrupt or hostile
+#: config.json from allocating unbounded memory before anything else fails).
+MAX_SIZE = {"n_pillars": 4096, "list_len": 65536, "graph_neighbors": 4096, "embed_dim": 16384,
+            "depth": 64, "num_heads": 1024, "mlp_ratio": 64.0, "epochs": 100_000, "batch_size": 1 << 20,
+            "intra_rank": 65536}
+
+
+@dataclass(frozen=True)
+class ListsConfig:
+    """What the per-query lists are built from and how (read by the builder and the cache key)."""
+
+    n_pillars: int
+    list_len_i2t: int
+    list_len_t2i: int
+    graph_neighbors: int
+    graph_coef: float
+    reference_thresholds: bool
+    intra_source: str
+    intra_rank: int | None
+    neighbor_index: str
+    neighbor_index_params: dict
+    normalize: str | None
+    normalize_params: dict
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Size and variant of the two direction networks (``n_pillars`` comes from the lists)."""
+
+    anchor: str
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    qkv_bias: bool
+    attention: str
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and temperatures of the LeaPRR loss terms."""
+
+    temperature: float
+    margin: float
+    triplet_weight: float
+    hinge_weight: float
+    kl_weight: float
+    kl_temperature: float
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation schedule and seed."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    eval_every: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and in which precision the networks run (no effect on fp32 CPU results)."""
+
+    device: str | None
+    precision: str
+
+
+#: Group name -> group class; every LeaPRRConfig field belongs to exactly one group.
+GROUPS: dict[str, type] = {"lists": ListsConfig, "model": ModelConfig, "loss": LossConfig,
+                           "training": TrainingConfig, "runtime": RuntimeConfig}
 
 
 @dataclass(frozen=True)
@@ -116,20 +200,24 @@ class LeaPRRConfig:
     normalize_params: dict = dataclasses.field(default_factory=dict)
 
     _constraints = {
-        "n_pillars": Interval(int, 1), "list_len_i2t": Interval(int, 2), "list_len_t2i": Interval(int, 2),
+        "n_pillars": Interval(int, 1, MAX_SIZE["n_pillars"]),
+        "list_len_i2t": Interval(int, 2, MAX_SIZE["list_len"]),
+        "list_len_t2i": Interval(int, 2, MAX_SIZE["list_len"]),
         "anchor": Options(frozenset({"both", "intra", "inter"})),
-        "graph_neighbors": Interval(int, 1), "graph_coef": Interval(float, 0.0),
+        "graph_neighbors": Interval(int, 1, MAX_SIZE["graph_neighbors"]), "graph_coef": Interval(float, 0.0),
         "reference_thresholds": bool,
         "intra_source": Options(frozenset({"auto", "embeddings", "given", "second_order"})),
-        "intra_rank": [None, Interval(int, 1)],
+        "intra_rank": [None, Interval(int, 1, MAX_SIZE["intra_rank"])],
         "neighbor_index": Options(frozenset({"flat", "ivf", "hnsw"})), "neighbor_index_params": dict,
-        "embed_dim": Interval(int, 1), "depth": Interval(int, 1), "num_heads": Interval(int, 1),
-        "mlp_ratio": Interval(float, 0.0, closed="neither"), "qkv_bias": bool,
+        "embed_dim": Interval(int, 1, MAX_SIZE["embed_dim"]), "depth": Interval(int, 1, MAX_SIZE["depth"]),
+        "num_heads": Interval(int, 1, MAX_SIZE["num_heads"]),
+        "mlp_ratio": Interval(float, 0.0, MAX_SIZE["mlp_ratio"], closed="right"), "qkv_bias": bool,
         "attention": Options(frozenset({"dense", "sparse"})),
         "temperature": Interval(float, 0.0, closed="neither"), "margin": Interval(float, 0.0),
         "triplet_weight": Interval(float, 0.0), "hinge_weight": Interval(float, 0.0),
         "kl_weight": Interval(float, 0.0), "kl_temperature": Interval(float, 0.0, closed="neither"),
-        "epochs": Interval(int, 1), "batch_size": Interval(int, 1),
+        "epochs": Interval(int, 1, MAX_SIZE["epochs"]),
+        "batch_size": Interval(int, 1, MAX_SIZE["batch_size"]),
         "lr": Interval(float, 0.0, closed="neither"), "momentum": Interval(float, 0.0, 1.0),
         "weight_decay": Interval(float, 0.0), "eval_every": Interval(int, 1), "seed": Interval(int, 0),
         "device": [None, str], "precision": Options(frozenset({"auto", "fp32", "bf16"})),
@@ -149,19 +237,91 @@ class LeaPRRConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The flat field -> value dict (the form saved in model directories)."""
         return dataclasses.asdict(self)
 
+    # ------------------------------------------------------------------ groups
+    def _group(self, name: str):
+        cls = GROUPS[name]
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+    @property
+    def lists(self) -> ListsConfig:
+        return self._group("lists")
+
+    @property
+    def model(self) -> ModelConfig:
+        return self._group("model")
+
+    @property
+    def loss(self) -> LossConfig:
+        return self._group("loss")
+
+    @property
+    def training(self) -> TrainingConfig:
+        return self._group("training")
+
+    @property
+    def runtime(self) -> RuntimeConfig:
+        return self._group("runtime")
+
+    def to_groups(self) -> dict[str, dict[str, Any]]:
+        """``{"lists": {...}, "model": {...}, ...}``: the grouped form ``from_dict`` also reads."""
+        return {name: dataclasses.asdict(self._group(name)) for name in GROUPS}
+
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> LeaPRRConfig:
-        """Build from a dict; unknown keys are an error naming them."""
+    def from_dict(cls, values: Any) -> LeaPRRConfig:
+        """Build from a flat dict (the saved form) or a grouped one, validating every field.
+
+        Raises InvalidParameterError naming the problem: not a dict, unknown keys (or groups),
+        a field given twice, or any field of the wrong type or out of range (sizes have upper
+        bounds, :data:`MAX_SIZE`), so a damaged ``config.json`` is rejected before any
+        allocation.
+        """
+        if not isinstance(values, dict):
+            raise InvalidParameterError(
+                f"LeaPRRConfig: expected a dict of fields; got {type(values).__name__}.")
+        flat = {k: v for k, v in values.items() if k not in GROUPS}
+        for group, members in values.items():
+            if group not in GROUPS:
+                continue
+            if not isinstance(members, dict):
+                raise InvalidParameterError(
+                    f"LeaPRRConfig: group {group!r} must be a dict of fields; got {type(members).__name__}.")
+            allowed = {f.name for f in dataclasses.fields(GROUPS[group])}
+            wrong = sorted(set(members) - allowed, key=str)
+            if wrong:
+                raise InvalidParameterError(
+                    f"LeaPRRConfig: {', '.join(map(repr, wrong))} not in group {group!r} "
+                    f"(its fields: {', '.join(sorted(allowed))}).")
+            twice = sorted(set(members) & set(flat))
+            if twice:
+                raise InvalidParameterError(f"LeaPRRConfig: {', '.join(map(repr, twice))} given twice.")
+            flat.update(members)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(flat) - known, key=str)
         if unknown:
             raise InvalidParameterError(
                 f"LeaPRRConfig: unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"valid keys: {', '.join(sorted(known))}."
+                f"valid keys: {', '.join(sorted(known))} (or the groups {', '.join(GROUPS)})."
             )
-        return cls(**values).validate()
+        return cls(**flat).validate()
 
     def replace(self, **changes: Any) -> LeaPRRConfig:
         return dataclasses.replace(self, **changes).validate()
+
+
+#: Named starting points (field overrides of the paper's defaults): ``"paper"`` is the paper's
+#: configuration (hours per epoch on a CPU at Flickr30K size); ``"cpu"`` the reduced one the
+#: README's CPU benchmarks and demo measure (about 60x the paper's training throughput on CPU).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {"embed_dim": 64, "depth": 2, "num_heads": 4, "epochs": 8, "batch_size": 128, "lr": 0.6},
+}
+
+
+def preset(name: str, **changes: Any) -> LeaPRRConfig:
+    """The config of preset ``name`` (:data:`PRESETS`) with ``changes`` applied, validated."""
+    if name not in PRESETS:
+        raise InvalidParameterError(f"preset: expected one of {', '.join(map(repr, PRESETS))}; got {name!r}.")
+    return LeaPRRConfig.from_dict({**PRESETS[name], **changes})

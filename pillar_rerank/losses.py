@@ -9,13 +9,14 @@ Formulas follow Qu et al., SIGIR 2023 (https://arxiv.org/abs/2304.12570), spec Â
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pillar_rerank.lists import QueryLists
+from pillar_rerank.lists.contract import QueryLists
 
 
 def _check_pair(scores: Tensor, targets: Tensor, name: str) -> None:
@@ -124,15 +125,9 @@ class LeaPRRLoss:
     kl_temperature: float = 1.0
 
     @classmethod
-    def from_config(cls, config) -> LeaPRRLoss:
-        return cls(
-            config.temperature,
-            config.margin,
-            config.triplet_weight,
-            config.hinge_weight,
-            config.kl_weight,
-            config.kl_temperature,
-        )
+    def from_config(cls, loss) -> LeaPRRLoss:
+        """From a :class:`~pillar_rerank.config.LossConfig` (``config.loss``; same field names)."""
+        return cls(**dataclasses.asdict(loss))
 
     def ranking_terms(self, scores: Tensor, lists: QueryLists, *, triplet: bool = True) -> dict[str, Tensor]:
         """Contrastive, hinge (and triplet) terms of one list batch."""

@@ -9,30 +9,34 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pillar_rerank import distributed
-from pillar_rerank._lists_source import ListSource, get_builder_class
 from pillar_rerank._validation import check_k
-from pillar_rerank._version import __version__
 from pillar_rerank.base import BaseReranker
+from pillar_rerank.baselines.compose import BankSource, normalize_side, training_banks
 from pillar_rerank.checkpoint import load_model_dir, load_model_extra, save_model_dir
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError, InvalidParameterError
+from pillar_rerank.inference import base_scores, rerank_all, rescore, scores_with_updates
 from pillar_rerank.inputs import RetrievalSet
+from pillar_rerank.lists.memory import MemoryLists
 from pillar_rerank.metrics.recall import recall_metrics
 from pillar_rerank.model.network import MutualRerankNetwork
-from pillar_rerank.sharding import ShardResult, apply_updates, check_shard_set, shard_range
+from pillar_rerank.model_state import network_from_state, read_reference_checkpoint
+from pillar_rerank.provenance import (
+    check_intra_source,
+    compare_with_base,
+    input_record,
+    training_fingerprint,
+)
+from pillar_rerank.sharding import ShardResult, check_shard_set, shard_range
 from pillar_rerank.typing import PathLikeStr
-from pillar_rerank.utils.device import autocast, resolve_device
+from pillar_rerank.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
-
-#: Nodes per forward pass at inference (bounds activation memory, not results).
-INFERENCE_NODES = 16384
 
 
 class PillarReranker(BaseReranker):
@@ -99,39 +103,14 @@ class PillarReranker(BaseReranker):
         check_k(cfg.list_len_t2i - 1, n_gallery=data.n_images, name="list_len_t2i - 1", owner=owner)
         check_k(cfg.n_pillars, n_gallery=min(data.n_images, data.n_texts), name="n_pillars", owner=owner)
 
-    def _normalized(self, data: RetrievalSet, cfg: LeaPRRConfig, bank_source=None) -> RetrievalSet:
-        """Apply the configured training-free normaliser (composition), or return ``data``.
+    def _normalized(self, data: RetrievalSet, cfg: LeaPRRConfig,
+                    bank_source: BankSource | None = None) -> RetrievalSet:
+        """``data`` through the configured normaliser (:mod:`pillar_rerank.baselines.compose`).
 
-        Normalisers that need a query bank use the training side's embeddings (``bank_``,
-        stored in the model directory) against ``data``'s gallery; on the training side itself
-        its own queries are therefore part of the bank.
+        The bank comes from ``bank_source``, else the training side's embeddings (``bank_``).
         """
-        if cfg.normalize is None:
-            return data
-        try:
-            from pillar_rerank.baselines import apply_both, get_baseline
-            from pillar_rerank.baselines.bank import bank_from_embedding_arrays
-        except ImportError as exc:
-            raise InvalidParameterError(
-                f"PillarReranker: normalize={cfg.normalize!r} needs pillar_rerank.baselines, "
-                f"which is not available ({exc})."
-            ) from exc
-        method, t2i_method = _normalizer_pair(get_baseline, cfg.normalize, cfg.normalize_params)
-        bank = None
-        if getattr(method, "needs_bank", False):
-            source = bank_source if bank_source is not None else getattr(self, "bank_", None)
-            if source is None or not data.has_embeddings:
-                raise InvalidInputError(
-                    f"PillarReranker: normalize={cfg.normalize!r} needs a query bank, built from the "
-                    f"training side's embeddings and {data.name}'s; give image and text embeddings."
-                )
-            bank = bank_from_embedding_arrays(
-                source["images"].numpy(),
-                source["texts"].numpy(),
-                data.image_embeddings,
-                data.text_embeddings,
-            )
-        return _on_cosine_scale(apply_both(method, data, bank, t2i_method=t2i_method))
+        bank = bank_source if bank_source is not None else getattr(self, "bank_", None)
+        return normalize_side(data, cfg.normalize, cfg.normalize_params, bank)
 
     def _builder(self, data: RetrievalSet, cfg: LeaPRRConfig, *, role: str = "data",
                  max_memory: str | int | None = None, cache_dir: PathLikeStr | None = None,
@@ -139,14 +118,17 @@ class PillarReranker(BaseReranker):
         """Lists of ``data``: searched now (under ``max_memory``), or read from / written to a cache.
 
         With ``cache_dir`` the lists live in ``cache_dir/<role>-<key>``, ``key`` a hash of what
-        determines them (:func:`pillar_rerank.cache.cache_meta`: data fingerprint, list fields of
+        determines them (:func:`pillar_rerank.lists.cache_meta`: data fingerprint, list fields of
         the config, neighbour index), so a later fit or apply on the same inputs reuses them and
         different inputs never collide. ``require_cache`` refuses to build a missing one (shards
         run concurrently and must not build the same cache).
         """
         if cache_dir is None:
-            return get_builder_class().from_data(data, cfg, max_memory=max_memory)
-        from pillar_rerank.cache import build_cache, is_complete_cache
+            from pillar_rerank.lists.builder import ListBuilder  # faiss: imported on first use
+
+            return ListBuilder.from_data(data, cfg, max_memory=max_memory)
+        from pillar_rerank.lists.build import build_cache
+        from pillar_rerank.lists.cached import is_complete_cache
 
         path = _cache_path(data, cfg, role, cache_dir)
         if require_cache and not is_complete_cache(path):
@@ -216,7 +198,7 @@ class PillarReranker(BaseReranker):
         -------
         self
         """
-        from pillar_rerank._trainer import Trainer
+        from pillar_rerank.training import Trainer
 
         cfg = self._resolved_config()
         self._check_sizes(train, cfg, role="train")
@@ -232,31 +214,18 @@ class PillarReranker(BaseReranker):
         device = resolve_device(cfg.device)
         if cache_dir is not None and distributed.is_distributed():
             distributed.setup(device)  # rank 0 builds the caches, the other ranks then read them
-        bank_source = None
-        if cfg.normalize is not None and train.has_embeddings:
-            bank_source = {
-                "images": torch.tensor(np.asarray(train.image_embeddings, dtype=np.float32)),
-                "texts": torch.tensor(np.asarray(train.text_embeddings, dtype=np.float32)),
-            }
-        # Each side's bank must not contain its own queries (a query's match to itself would be
-        # part of its hubness estimate, unlike at test time): the training side is normalised
-        # with the dev side's queries as the bank when the dev side has embeddings.
-        train_bank = bank_source
-        if bank_source is not None and dev is not None and dev.has_embeddings:
-            train_bank = {
-                "images": torch.tensor(np.asarray(dev.image_embeddings, dtype=np.float32)),
-                "texts": torch.tensor(np.asarray(dev.text_embeddings, dtype=np.float32)),
-            }
+        bank_source, train_bank = training_banks(train, dev) if cfg.normalize is not None else (None, None)
         train_n = self._normalized(train, cfg, train_bank)
         dev_n = self._normalized(dev, cfg, bank_source) if dev is not None else None
         inputs = {"max_memory": max_memory, "cache_dir": cache_dir}
-        train_src = ListSource(self._builder(train_n, cfg, role="train", **inputs), cfg)
+        train_src = MemoryLists(self._builder(train_n, cfg, role="train", **inputs), cfg.lists)
         dev_src = None
         if dev_n is not None:
-            dev_src = ListSource(self._builder(dev_n, cfg, role="dev", **inputs), cfg)
+            dev_src = MemoryLists(self._builder(dev_n, cfg, role="dev", **inputs), cfg.lists)
 
         def validate(model: MutualRerankNetwork) -> dict[str, float]:
-            scores = self._rerank_matrix(dev_n, dev_src, model, device=device)
+            scores = rerank_all(dev_n, dev_src, model, lists=cfg.lists, precision=cfg.precision,
+                                device=device)
             return recall_metrics(scores, dev_n.relevance)
 
         trainer = Trainer(
@@ -266,7 +235,7 @@ class PillarReranker(BaseReranker):
             txt_to_img=train.txt_to_img,
             validate=validate if dev is not None else None,
             verbose=verbose,
-            fingerprint=_fingerprint(train, cfg),
+            fingerprint=training_fingerprint(train, cfg),
         )
         model, history = trainer.run(
             checkpoint_dir=checkpoint_dir,
@@ -278,84 +247,34 @@ class PillarReranker(BaseReranker):
             raise InvalidInputError(
                 "PillarReranker.fit: training diverged (the weights hold NaN or inf); lower config.lr."
             )
+        if dev is not None:
+            compare_with_base(history, recall_metrics(base_scores(dev), dev.relevance))
         self.model_ = model.eval()
         self.bank_ = bank_source
         self.config_ = cfg
         self.history_ = history
         self.n_images_in_ = train.n_images
         self.n_texts_in_ = train.n_texts
-        self.input_ = _input_record(train, dev, cfg)
+        self.input_ = input_record(train, dev, cfg)
         return self
 
     # ------------------------------------------------------------------ inference
-    def _updates(
-        self,
-        src,
-        model: MutualRerankNetwork,
-        image_ids: torch.Tensor,
-        text_ids: torch.Tensor,
-        device: torch.device,
-    ) -> dict[str, np.ndarray]:
-        cfg = self.config_ if hasattr(self, "config_") else self._resolved_config()
-        out: dict[str, list] = {
-            k: [] for k in ("i2t_rows", "i2t_cols", "i2t_values", "t2i_rows", "t2i_cols", "t2i_values")
-        }
-        model.eval()
-        with torch.inference_mode(), autocast(device, cfg.precision):
-            block = max(1, INFERENCE_NODES // cfg.list_len_i2t)
-            for s in range(0, image_ids.shape[0], block):
-                lists = src.image_lists(image_ids[s : s + block]).to(device)
-                new = model.i2t.score_lists(lists)[:, 1:].float().cpu()
-                cand = lists.candidates.cpu()
-                out["i2t_rows"].append(lists.query_ids.cpu()[:, None].expand_as(cand).reshape(-1))
-                out["i2t_cols"].append(cand.reshape(-1))
-                out["i2t_values"].append(new.reshape(-1))
-            block = max(1, INFERENCE_NODES // cfg.list_len_t2i)
-            for s in range(0, text_ids.shape[0], block):
-                lists = src.text_lists(text_ids[s : s + block]).to(device)
-                new = model.t2i.score_lists(lists)[:, 1:].float().cpu()
-                cand = lists.candidates.cpu()
-                out["t2i_rows"].append(cand.reshape(-1))
-                out["t2i_cols"].append(lists.query_ids.cpu()[:, None].expand_as(cand).reshape(-1))
-                out["t2i_values"].append(new.reshape(-1))
-        return {
-            k: (
-                torch.cat(v).numpy()
-                if v
-                else np.zeros(0, dtype=np.int64 if "values" not in k else np.float32)
-            )
-            for k, v in out.items()
-        }
-
-    def _rerank_matrix(
-        self, data: RetrievalSet, src, model: MutualRerankNetwork, *, device: torch.device
-    ) -> np.ndarray:
-        upd = self._updates(src, model, torch.arange(data.n_images), torch.arange(data.n_texts), device)
-        shard = ShardResult(0, 1, data.n_images, data.n_texts, "", **upd)
-        return apply_updates(*_bases(data), [shard])
-
-    def rerank(self, test: RetrievalSet, *, shard: tuple[int, int] | None = None,
-               max_memory: str | int | None = None,
-               cache_dir: PathLikeStr | None = None) -> np.ndarray | ShardResult:
+    def rerank(self, test: RetrievalSet, *, max_memory: str | int | None = None,
+               cache_dir: PathLikeStr | None = None) -> np.ndarray:
         """Re-ranked image x text score matrix of ``test`` (float32; the input is not modified).
 
         Every image query's candidates get the i2t network's cosines in a copy of the i2t
         matrix, every text query's candidates the t2i network's in a copy of the t2i matrix,
-        and the result is their mean (spec §6.4), used for both directions.
-
-        With ``shard=(i, n)`` only share ``i`` of ``n`` of the queries is re-ranked and the
-        partial :class:`~pillar_rerank.sharding.ShardResult` is returned (see
-        :meth:`rerank_shard` and :meth:`merge`). ``max_memory`` and ``cache_dir`` are as in
-        :meth:`fit`.
+        and the result is their mean (spec §6.4), used for both directions. ``max_memory`` and
+        ``cache_dir`` are as in :meth:`fit`. To split the work over processes, use
+        :meth:`rerank_shard` and :meth:`merge`.
         """
-        self._check_is_fitted()
-        if shard is not None:
-            return self.rerank_shard(test, *shard, max_memory=max_memory, cache_dir=cache_dir)
-        return self.rerank_shard(test, 0, 1, max_memory=max_memory, cache_dir=cache_dir, _as_matrix=True)
+        return scores_with_updates(*self._rerank_part(test, 0, 1, max_memory=max_memory,
+                                                      cache_dir=cache_dir))
 
     def rerank_shard(self, test: RetrievalSet, index: int, count: int, *,
-                     max_memory: str | int | None = None, cache_dir: PathLikeStr | None = None,
-                     _as_matrix: bool = False):
+                     max_memory: str | int | None = None,
+                     cache_dir: PathLikeStr | None = None) -> ShardResult:
         """Re-rank only the contiguous share ``index`` of ``count`` of the image and text queries.
 
         Returns a :class:`~pillar_rerank.sharding.ShardResult` (the entries it re-scored, their
@@ -365,20 +284,23 @@ class PillarReranker(BaseReranker):
         :meth:`cache_inputs`, ``rerank cache`` or an unsharded :meth:`rerank`): concurrent shards
         must not build the same cache.
         """
+        return self._rerank_part(test, index, count, max_memory=max_memory, cache_dir=cache_dir)[1][0]
+
+    def _rerank_part(self, test: RetrievalSet, index: int, count: int, *, max_memory, cache_dir
+                     ) -> tuple[RetrievalSet, list[ShardResult]]:
+        """The normalised test side and the one-element shard list of share ``index``/``count``."""
         self._check_is_fitted()
         cfg = self.config_
         self._check_sizes(test, cfg, role="test")
         device = next(self.model_.parameters()).device
+        check_intra_source(self.input_, cfg, test)
         data = self._normalized(test, cfg)
-        builder = self._builder(data, cfg, role="test", max_memory=max_memory, cache_dir=cache_dir,
-                                require_cache=count > 1)
-        images = torch.arange(test.n_images)[shard_range(test.n_images, index, count)]
-        texts = torch.arange(test.n_texts)[shard_range(test.n_texts, index, count)]
-        upd = self._updates(builder, self.model_, images, texts, device)
-        shard = ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)
-        if _as_matrix:
-            return apply_updates(*_bases(data), [shard])
-        return shard
+        src = self._builder(data, cfg, role="test", max_memory=max_memory, cache_dir=cache_dir,
+                            require_cache=count > 1)
+        ids = {"i2t": torch.arange(test.n_images)[shard_range(test.n_images, index, count)],
+               "t2i": torch.arange(test.n_texts)[shard_range(test.n_texts, index, count)]}
+        upd = rescore(src, self.model_, ids, lists=cfg.lists, precision=cfg.precision, device=device)
+        return data, [ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)]
 
     def cache_inputs(
         self, test: RetrievalSet, cache_dir: PathLikeStr, *, max_memory: str | int | None = None
@@ -386,7 +308,7 @@ class PillarReranker(BaseReranker):
         """Build (or reuse) the cache of ``test``'s lists that ``rerank(test, cache_dir=...)`` reads.
 
         The step to run once before sharded re-ranking with a cache. Returns the
-        :class:`~pillar_rerank.cache.CachedLists`.
+        :class:`~pillar_rerank.lists.cached.CachedLists`.
         """
         self._check_is_fitted()
         self._check_sizes(test, self.config_, role="test")
@@ -405,7 +327,7 @@ class PillarReranker(BaseReranker):
             model_digest=self.model_digest(),
             names=names,
         )
-        return apply_updates(*_bases(self._normalized(test, self.config_)), loaded)
+        return scores_with_updates(self._normalized(test, self.config_), loaded)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: PathLikeStr, *, overwrite: bool = False, inputs=()) -> Path:
@@ -450,48 +372,14 @@ class PillarReranker(BaseReranker):
         if device is not None:
             cfg = cfg.replace(device=device)
         self = cls(cfg)
-        self._install(cfg, state, source=f"model dir ({path})")
+        self.model_ = network_from_state(cfg, state, source=f"model dir ({path})")
+        self.config_ = cfg
         self.n_images_in_ = int(fitted["n_images_in"])
         self.n_texts_in_ = int(fitted["n_texts_in"])
         self.input_ = fitted.get("input", {})
         self.history_ = fitted.get("history", {})
         self.bank_ = load_model_extra(path, "bank")
         return self
-
-    def _install(self, cfg: LeaPRRConfig, state: dict[str, torch.Tensor], *, source: str) -> None:
-        model = MutualRerankNetwork.from_config(cfg)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        bad = sorted(
-            k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-        )
-        if missing or extra or bad:
-            first = (
-                f"missing {missing[0]!r}"
-                if missing
-                else f"unexpected {extra[0]!r}"
-                if extra
-                else f"{bad[0]!r} has shape {tuple(state[bad[0]].shape)}, the config needs "
-                f"{tuple(expected[bad[0]].shape)}"
-            )
-            raise CheckpointError(
-                f"{source}: the weights do not match the config (embed_dim={cfg.embed_dim}, "
-                f"depth={cfg.depth}, "
-                f"n_pillars={cfg.n_pillars}, anchor={cfg.anchor!r}): {len(missing)} missing, {len(extra)} "
-                f"unexpected, {len(bad)} mis-shaped tensors ({first})."
-            )
-        bad_values = sorted(
-            k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
-        )
-        if bad_values:
-            raise CheckpointError(
-                f"{source}: {len(bad_values)} weight tensor(s) hold NaN or inf (first: {bad_values[0]!r}); "
-                "the model is unusable (a diverged training run?)."
-            )
-        model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
-        self.model_ = model.to(resolve_device(cfg.device)).eval()
-        self.config_ = cfg
 
     @classmethod
     def from_reference_checkpoint(
@@ -505,39 +393,20 @@ class PillarReranker(BaseReranker):
         must agree with what they do tell. ``reference_thresholds`` is set to True (the
         reference's fixed 0.8/32 and 0.8/8 sparsity thresholds).
         """
-        from pillar_rerank.model.reference import convert_reference_state_dict, unwrap_state_dict
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputFileError(f"reference checkpoint ({p}): file not found.")
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - unreadable, truncated or unsafe content
-            raise CheckpointError(
-                f"reference checkpoint ({p}): cannot be read safely (weights_only=True): {exc}"
-            ) from exc
-        state, inferred = convert_reference_state_dict(unwrap_state_dict(obj, source=str(p)), source=str(p))
-        base = config if config is not None else LeaPRRConfig()
-        if config is not None:
-            clash = {k: (getattr(config, k), v) for k, v in inferred.items() if getattr(config, k) != v}
-            if clash:
-                k, (given, found) = next(iter(clash.items()))
-                raise CheckpointError(
-                    f"reference checkpoint ({p}): config has {k}={given!r} but the weights imply {found!r}."
-                )
-        cfg = base.replace(**inferred, reference_thresholds=True)
+        cfg, state = read_reference_checkpoint(path, config)
         self = cls(cfg)
-        self._install(cfg, state, source=f"reference checkpoint ({p})")
+        self.model_ = network_from_state(cfg, state, source=f"reference checkpoint ({path})")
+        self.config_ = cfg
         self.n_images_in_ = 0
         self.n_texts_in_ = 0
-        self.input_ = {"imported_from": str(p), "format": "LgQu/LeaPRR state dict"}
+        self.input_ = {"imported_from": str(path), "format": "LgQu/LeaPRR state dict"}
         self.history_ = {}
         return self
 
 
 def _cache_path(data: RetrievalSet, cfg: LeaPRRConfig, role: str, cache_dir: PathLikeStr) -> Path:
     """``cache_dir/<role>-<hash of cache_meta>``; the folder ``cache_dir`` must exist."""
-    from pillar_rerank.cache import cache_key
+    from pillar_rerank.lists.fingerprint import cache_key
 
     root = Path(cache_dir)
     if not root.is_dir():
@@ -545,84 +414,3 @@ def _cache_path(data: RetrievalSet, cfg: LeaPRRConfig, role: str, cache_dir: Pat
     return root / cache_key(data, cfg, prefix=role)
 
 
-def _on_cosine_scale(data: RetrievalSet) -> RetrievalSet:
-    """Divide normalised scores by their largest magnitude when it exceeds 1 (rankings kept).
-
-    The re-scored candidates get the network's cosines, in [-1, 1], while the other entries keep
-    their (normalised) scores. A normaliser that changes the scale (DSL multiplies by
-    ``n_queries * softmax``: values in the thousands) would otherwise leave the untouched entries
-    above every re-scored candidate. Scores already within [-1, 1] (NNN, CSLS, ... on cosines)
-    are returned unchanged. Division by a positive constant is monotone: no order flips, though
-    float32 rounding can tie entries that were already within one ulp.
-    """
-    matrices = {"scores": data.scores, "t2i_scores": data.t2i_scores}
-    largest = max(max(float(m.max()), -float(m.min())) for m in matrices.values() if m is not None)
-    if largest <= 1.0:
-        return data
-    logger.info("normalised scores reach |s| = %.4g; dividing both directions by it (rankings unchanged)",
-                largest)
-    scaled = {k: None if m is None else (np.asarray(m, dtype=np.float32) / np.float32(largest))
-              for k, m in matrices.items()}
-    return data.with_scores(scaled["scores"], t2i_scores=scaled["t2i_scores"], name=data.name)
-
-
-def _bases(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray | None]:
-    """The i2t base matrix and the t2i one (``None`` when both directions share it)."""
-    i2t = data.similarity()
-    t2i = np.asarray(data.t2i_scores, dtype=np.float32) if data.t2i_scores is not None else None
-    return i2t, t2i
-
-
-def _data_digest(data: RetrievalSet, *, n_rows: int = 64) -> str:
-    """SHA-256 over up to ``n_rows`` evenly spaced rows of every matrix of ``data`` (a sample, so
-    that huge memory-mapped inputs are not read in full) plus the caption -> image map."""
-    h = hashlib.sha256(np.ascontiguousarray(data.txt_to_img).tobytes())
-    for name in ("scores", "t2i_scores", "image_embeddings", "text_embeddings", "image_image", "text_text"):
-        m = getattr(data, name)
-        if m is None:
-            continue
-        rows = np.unique(np.linspace(0, m.shape[0] - 1, min(m.shape[0], n_rows)).astype(np.int64))
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(np.asarray(m[rows], dtype=np.float32)).tobytes())
-    return h.hexdigest()
-
-
-def _fingerprint(train: RetrievalSet, cfg: LeaPRRConfig) -> dict[str, Any]:
-    """What a resumed run must match: problem size, ground truth, (sampled) data and the config."""
-    digest = _data_digest(train)
-    return {
-        "n_images": train.n_images,
-        "n_texts": train.n_texts,
-        "data_sha256_sampled": digest,
-        "config": {k: v for k, v in cfg.to_dict().items() if k != "device"},
-    }
-
-
-def _input_record(train: RetrievalSet, dev: RetrievalSet | None, cfg: LeaPRRConfig) -> dict[str, Any]:
-    def side(d: RetrievalSet) -> dict[str, Any]:
-        return {
-            "name": d.name,
-            "n_images": d.n_images,
-            "n_texts": d.n_texts,
-            "scores": d.scores is not None,
-            "embeddings": d.has_embeddings,
-            "image_image": d.image_image is not None,
-            "text_text": d.text_text is not None,
-            "t2i_scores": d.t2i_scores is not None,
-        }
-
-    return {
-        "package_version": __version__,
-        "train": side(train),
-        "dev": side(dev) if dev is not None else None,
-        "intra_source": cfg.intra_source,
-        "normalize": cfg.normalize,
-        "normalize_params": dict(cfg.normalize_params),
-    }
-
-
-def _normalizer_pair(get_baseline, name: str, params: dict):
-    """The (i2t, t2i) normaliser objects: one shared setting, or ``{"i2t": {...}, "t2i": {...}}``."""
-    if params and set(params) <= {"i2t", "t2i"}:
-        return get_baseline(name, **params.get("i2t", {})), get_baseline(name, **params.get("t2i", {}))
-    return get_baseline(name, **params), None

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pillar_rerank.lists import QueryLists
+from pillar_rerank.lists.contract import QueryLists
 from pillar_rerank.losses import (
     LeaPRRLoss,
     hinge_floor_loss,

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -191,7 +192,7 @@ def test_shards_merge_to_the_full_result(fitted, data, tmp_path):
     paths = []
     for i in range(3):
         p = tmp_path / f"s{i}.npz"
-        fitted.rerank(dev, shard=(i, 3)).save(p)
+        fitted.rerank_shard(dev, i, 3).save(p)
         paths.append(p)
     np.testing.assert_array_equal(fitted.merge(dev, paths[::-1]), full)
     np.testing.assert_array_equal(merge_shards(dev.scores, paths), full)
@@ -287,7 +288,7 @@ def test_cache_dir_gives_the_same_model_and_scores_and_is_reused(fitted, data, t
     assert np.array_equal(cached.rerank(dev, cache_dir=tmp_path), expected)
     assert len(list(tmp_path.glob("test-*"))) == 1
 
-    import pillar_rerank.pillars as pillars
+    import pillar_rerank.lists.builder as pillars
 
     def no_search(*args, **kwargs):
         raise AssertionError("searched neighbours although the cache holds the lists")
@@ -319,3 +320,38 @@ def test_bf16_autocast_trains_and_reranks_close_to_fp32(fitted, data):
     full = recall_metrics(fitted.rerank(dev), dev.relevance)["RSUM"]
     assert abs(recall_metrics(scores, dev.relevance)["RSUM"] - full) < 25.0
     assert not np.array_equal(scores, fitted.rerank(dev))  # bf16 was really used
+
+
+def test_fit_records_the_dev_rsum_without_reranking(fitted, data):
+    """Issue 15 item 25: the dev base RSUM is recorded, and a kept model below it is reported."""
+    from pillar_rerank.metrics.recall import recall_metrics
+    from pillar_rerank.provenance import compare_with_base
+
+    _, dev = data
+    base = recall_metrics(dev.similarity(), dev.relevance)
+    assert fitted.history_["dev_base"]["RSUM"] == pytest.approx(base["RSUM"])
+    history = {"best_rsum": base["RSUM"] - 1.0}
+    with pytest.warns(UserWarning, match=r"best dev RSUM \(.*\) is below the dev RSUM without re-ranking"):
+        compare_with_base(history, base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compare_with_base({"best_rsum": base["RSUM"] + 1.0}, base)
+
+
+def test_apply_with_another_intra_source_than_training_warns():
+    """Issue 15 item 26, on a model saved by the previous version (trained from embeddings, auto)."""
+    from pathlib import Path
+
+    root = Path(__file__).parent / "fixtures" / "leaprr_model_0_flat"
+    model = PillarReranker.load(root / "model")
+    side = np.load(root / "test_side.npz")
+    rel = Relevance(side["txt_to_img"], side["image_embeddings"].shape[0])
+    with_emb = RetrievalSet(rel, image_embeddings=side["image_embeddings"],
+                            text_embeddings=side["text_embeddings"], name="test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.rerank(with_emb)
+    scores_only = RetrievalSet(rel, scores=with_emb.similarity(), name="test")
+    with pytest.warns(UserWarning, match="trained with intra-modal similarities from embeddings, but test "
+                                         "gives them from the second-order estimate"):
+        model.rerank(scores_only)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pillar_rerank.config import LeaPRRConfig
-from pillar_rerank.lists import QueryLists
+from pillar_rerank.lists.contract import QueryLists
 from pillar_rerank.model.block import GraphTransformerBlock
 from pillar_rerank.model.pillar_embedding import PillarEmbedding
 

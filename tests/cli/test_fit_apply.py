@@ -335,3 +335,98 @@ def test_cache_command_errors(workspace, tmp_path):
     r = run("cache", root / "model", *test, "--cache", tmp_path / "absent")
     assert r.exit_code == 3 and "not an existing folder" in r.output
     assert list(cache.iterdir()) == []
+
+
+def test_apply_with_a_tampered_cache_exits_2(workspace, tmp_path):
+    """A same-size edit of a cached shard (NaN features) is an input error, never NaN scores."""
+    root, _, _, test = workspace
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert run("cache", root / "model", *test, "--cache", cache).exit_code == 0
+    shard = next(cache.glob("*/image-00000.safetensors"))
+    blob = bytearray(shard.read_bytes())
+    n = int.from_bytes(blob[:8], "little")
+    begin = 8 + n + json.loads(blob[8:8 + n])["image.features"]["data_offsets"][0]
+    blob[begin:begin + 4] = np.array([np.nan], dtype=np.float32).tobytes()
+    shard.write_bytes(bytes(blob))
+    r = run("apply", root / "model", *test, "--cache", cache, "-o", tmp_path / "out.npy")
+    assert r.exit_code == 2, r.output
+    assert "NaN or inf values in features" in r.output and "Rebuild" in r.output
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_fit_help_shows_every_option_with_help_and_default():
+    """Issue 15 item 22: every option has help; config options show their default(s)."""
+    from pillar_rerank.cli.fit import CONFIG_HELP, FLAG_NAMES, fit
+
+    r = run("fit", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    assert "--preset [cpu|paper]" in text
+    assert "[default: 30 (paper), 8 (cpu)]" in text and "[default: 768 (paper), 64 (cpu)]" in text
+    for param in fit.params:
+        assert param.help or param.name == "help", param.name
+    for field in CONFIG_HELP:
+        flag = "--" + FLAG_NAMES.get(field, field).replace("_", "-")
+        assert flag in text
+
+
+def test_fit_options_are_generated_from_the_config_constraints():
+    import click
+    from pillar_rerank.cli.fit import CONFIG_HELP, fit
+
+    from pillar_rerank.config import LeaPRRConfig
+
+    params = {p.name: p for p in fit.params}
+    assert set(CONFIG_HELP) <= set(LeaPRRConfig.__dataclass_fields__)
+    assert isinstance(params["intra_source"].type, click.Choice)
+    assert set(params["intra_source"].type.choices) == set(LeaPRRConfig._constraints["intra_source"].values)
+    assert params["depth"].type.max == LeaPRRConfig._constraints["depth"].high
+    assert run("fit", "--depth", 65, "--sims", "x.npy", "-o", "m").exit_code == 2
+
+
+def _write_embeddings(folder, prefix, n_images, seed, cpi=3):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(size=(n_images, 12)).astype(np.float32)
+    t2i = np.repeat(np.arange(n_images), cpi)
+    txt = (img[t2i] + 0.7 * rng.normal(size=(n_images * cpi, 12))).astype(np.float32)
+    np.save(folder / f"{prefix}_img.npy", img)
+    np.save(folder / f"{prefix}_txt.npy", txt)
+    np.save(folder / f"{prefix}_t2i.npy", t2i)
+    p = "" if prefix == "train" else f"{prefix}-"
+    return [f"--{p}image-emb", folder / f"{prefix}_img.npy", f"--{p}text-emb", folder / f"{prefix}_txt.npy",
+            f"--{p}txt2img", folder / f"{prefix}_t2i.npy"]
+
+
+def test_fit_says_what_it_starts_reports_the_dev_base_and_apply_warns(tmp_path):
+    """Items 22, 25, 26: the start line names the configuration, a run-time estimate and the dev
+    base RSUM are printed; applying the embedding-trained model to scores only warns."""
+    from pillar_rerank.cli.fit import describe_start
+
+    from pillar_rerank.config import preset
+
+    line = describe_start(preset("paper", device="cpu"), None, sized=False)
+    assert line.startswith("starting the paper preset (embed_dim 768, depth 2, 24 heads, 30 epochs")
+    assert "--preset cpu" in line
+    assert "starting the cpu preset (embed_dim 64, depth 2, 4 heads, 8 epochs" in describe_start(
+        preset("cpu", device="cpu"), "cpu", sized=False)
+    train = _write_embeddings(tmp_path, "train", 40, 0)
+    dev = _write_embeddings(tmp_path, "dev", 20, 1)
+    cfg = {**TINY, "intra_source": "auto", "eval_every": 2}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    r = run("fit", *train, *dev, "--config", tmp_path / "cfg.json", "--epochs", 2, "--device", "cpu",
+            "-o", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "starting a custom configuration (embed_dim 32, depth 1, 4 heads, 2 epochs" in r.output
+    assert "estimated training time:" in r.output
+    assert "(dev RSUM without re-ranking: " in r.output
+    sims = _write_side(tmp_path, "test", 20, 2)
+    sims = [a.replace("--test-", "--") for a in sims]
+    r = run("apply", tmp_path / "m", *sims, "-o", tmp_path / "a.npy")
+    assert r.exit_code == 0, r.output
+    assert "warning: PillarReranker: the model was trained with intra-modal similarities from " \
+        "embeddings" in r.output
+    emb = [a.replace("--test-", "--") if isinstance(a, str) else a
+           for a in _write_embeddings(tmp_path, "test", 20, 2)]
+    r = run("apply", tmp_path / "m", *emb, "-o", tmp_path / "b.npy")
+    assert r.exit_code == 0 and "warning:" not in r.output, r.output

@@ -11,8 +11,8 @@ import torch
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.inputs import Relevance, RetrievalSet
+from pillar_rerank.lists.builder import ListBuilder
 from pillar_rerank.neighbors import _topk, build_neighbor_lists, topk_rows, topk_search
-from pillar_rerank.pillars import ListBuilder
 
 
 def oracle(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

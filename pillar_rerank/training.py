@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: Offset between the initialisation seed and the data-order/caption-sampling seed.
 DATA_SEED_OFFSET = 1_000_003
+#: Steps timed before the run-time estimate is shown.
+PROBE_STEPS = 3
 
 
 def cosine_lr(base_lr: float, step: int, total: int) -> float:
@@ -65,7 +68,7 @@ class Trainer:
         self.validate_fn = validate
         self.verbose = verbose
         self.fingerprint = fingerprint
-        self.loss_fn = LeaPRRLoss.from_config(config)
+        self.loss_fn = LeaPRRLoss.from_config(config.loss)
         self.loss_fn_part_names = [
             f"{term}_{d}"
             for d, terms in {
@@ -300,6 +303,7 @@ class Trainer:
 
         progress = _progress(total, step, self.verbose and main)
         running = None
+        probe = _Probe(start_step=step, total=total, report=progress.write if progress is not None else None)
         try:
             while epoch < cfg.epochs:
                 if perm is None:
@@ -321,6 +325,7 @@ class Trainer:
                         running = loss if running is None else 0.9 * running + 0.1 * loss
                     it += 1
                     step += 1
+                    probe.after(step)
                     if progress is not None:
                         progress.update(1)
                         progress.set_postfix(
@@ -364,3 +369,30 @@ def _progress(total: int, initial: int, verbose: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc="LeaPRR fit", unit="it", leave=False)
+
+
+class _Probe:
+    """Times the first :data:`PROBE_STEPS` steps and reports the estimated time of the rest."""
+
+    def __init__(self, *, start_step: int, total: int, report) -> None:
+        self.start_step, self.total, self.report = start_step, total, report
+        self.t0 = time.perf_counter()
+
+    def after(self, step: int) -> None:
+        if step - self.start_step != PROBE_STEPS or step >= self.total:
+            return
+        per_step = (time.perf_counter() - self.t0) / PROBE_STEPS
+        left = per_step * (self.total - step)
+        message = (f"estimated training time: {format_duration(left)} for the remaining {self.total - step} "
+                   f"steps ({per_step:.2f} s/step over the first {PROBE_STEPS}; dev evaluations not "
+                   "included)")
+        logger.info(message)
+        if self.report is not None:
+            self.report(message)
+
+
+def format_duration(seconds: float) -> str:
+    """``"45 s"``, ``"12 min"`` or ``"3.4 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

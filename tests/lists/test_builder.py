@@ -1,4 +1,4 @@
-"""Tests of pillar_rerank/pillars.py: pillar vectors, targets, graphs and mapped lists vs loops."""
+"""Tests of pillar_rerank/lists/builder.py: pillar vectors, targets, graphs and mapped lists vs loops."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
 from pillar_rerank.inputs import Relevance, RetrievalSet
+from pillar_rerank.lists.builder import ListBuilder
 from pillar_rerank.neighbors import build_neighbor_lists
-from pillar_rerank.pillars import ListBuilder
 
 T2I = np.array([0, 0, 1, 1, 1, 2, 0])  # 3 images with 3 / 3 / 1 captions, interleaved
 CFG = LeaPRRConfig(n_pillars=2, list_len_i2t=4, list_len_t2i=3, graph_neighbors=2)

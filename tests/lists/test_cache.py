@@ -1,4 +1,5 @@
-"""pillar_rerank/cache.py: lists files, cache directories, validation, resume."""
+"""pillar_rerank/lists/{tensorfile,fingerprint,cached,build}.py: lists files, cache directories,
+validation on read, resume."""
 
 from __future__ import annotations
 
@@ -10,20 +11,21 @@ import torch
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
-from pillar_rerank import cache as cache_mod
-from pillar_rerank.cache import CachedLists, build_cache, cache_meta, load_lists, save_lists
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidParameterError
 from pillar_rerank.inputs import Relevance, RetrievalSet
-from pillar_rerank.lists import QueryLists
-from pillar_rerank.pillars import ListBuilder
+from pillar_rerank.lists import LIST_FIELDS, QueryLists
+from pillar_rerank.lists.build import build_cache
+from pillar_rerank.lists.builder import ListBuilder
+from pillar_rerank.lists.cached import CachedLists
+from pillar_rerank.lists.fingerprint import cache_meta, check_meta
+from pillar_rerank.lists.tensorfile import FORMAT, load_lists, save_lists
 
-FIELDS = ("features", "targets", "adjacency", "candidates", "query_ids")
 CFG = LeaPRRConfig(n_pillars=6, list_len_i2t=5, list_len_t2i=3, graph_neighbors=3)
 
 
 def assert_lists_equal(a: QueryLists, b: QueryLists) -> None:
-    for name in FIELDS:
+    for name in LIST_FIELDS:
         assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
@@ -83,7 +85,7 @@ def test_corrupt_truncated_foreign_and_missing_files(tmp_path, builder):
     with pytest.raises(CheckpointError, match="not a valid pillar-rerank"):
         load_lists(tmp_path / "model.safetensors")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "v9.safetensors"),
-              metadata={"format": cache_mod.FORMAT, "format_version": "9", "meta": "{}"})
+              metadata={"format": FORMAT, "format_version": "9", "meta": "{}"})
     with pytest.raises(CheckpointError, match="format version 9"):
         load_lists(tmp_path / "v9.safetensors")
     with pytest.raises(InputFileError, match="not found"):
@@ -145,7 +147,7 @@ def test_meta_tracks_data_and_settings(data):
     assert cache_meta(data, CFG, fingerprint="full")["data"]["mode"] == "full"
     assert cache_meta(data, CFG, index="ivf")["index_params"]["nprobe"] == 32
     with pytest.raises(CheckpointError, match="data.arrays.image_embeddings.sha256"):
-        cache_mod._check_meta(cache_meta(changed, CFG), meta, where="x")
+        check_meta(cache_meta(changed, CFG), meta, where="x")
 
 
 def test_tampered_truncated_and_incomplete_caches(tmp_path, data):
@@ -218,3 +220,60 @@ def test_resume_with_another_shard_size_drops_stale_shards(tmp_path, data, build
         f"text-{i:05d}.safetensors" for i in range(-(-data.n_texts // 50))]
     ids = torch.arange(data.n_texts)
     assert_lists_equal(cached.text_lists(ids), builder.text_lists(ids))
+
+
+# ------------------------------------------------------------------ values checked on read (issue 15.16)
+def tamper(path, name: str, edit) -> None:
+    """Rewrite tensor ``name`` of a safetensors file in place (same size, same header)."""
+    blob = bytearray(path.read_bytes())
+    n = int.from_bytes(blob[:8], "little")
+    entry = json.loads(blob[8:8 + n])[name]
+    begin, end = (8 + n + o for o in entry["data_offsets"])
+    dtype = {"F32": np.float32, "I64": np.int64, "BOOL": np.bool_}[entry["dtype"]]
+    arr = np.frombuffer(bytes(blob[begin:end]), dtype=dtype).copy()
+    edit(arr)
+    blob[begin:end] = arr.tobytes()
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("image.features", lambda a: a.__setitem__(5, np.nan), "NaN or inf values in features"),
+    ("image.adjacency", lambda a: a.__setitem__(0, np.inf), "NaN or inf values in adjacency"),
+    ("image.candidates", lambda a: a.__setitem__(3, 10**6), "candidates outside"),
+    ("image.candidates", lambda a: a.__setitem__(0, -1), "candidates outside"),
+    ("image.query_ids", lambda a: a.__setitem__(1, 0), "not the rows asked for"),
+])
+def test_same_size_tampered_shard_is_caught_on_read(tmp_path, data, name, edit, message):
+    build_cache(data, CFG, tmp_path / "c", shard_queries=20)
+    tamper(tmp_path / "c" / "image-00000.safetensors", name, edit)
+    lists = CachedLists(tmp_path / "c")                          # quick open: sizes still agree
+    lists.image_lists(torch.arange(20, 40))                       # the untouched shard still reads
+    with pytest.raises(CheckpointError, match="image-query lists: .*" + message + ".*Rebuild it: delete"):
+        lists.image_lists(torch.arange(0, 20))
+
+
+def test_tampered_neighbour_file_and_shapes_are_caught(tmp_path, data):
+    build_cache(data, CFG, tmp_path / "c", shard_queries=20)
+    nb = tmp_path / "c" / "neighbors.safetensors"
+    original = nb.read_bytes()
+    tamper(nb, "txt_to_img", lambda a: a.__setitem__(0, 999))
+    with pytest.raises(CheckpointError, match="caption -> image map"):
+        CachedLists(tmp_path / "c")
+    nb.write_bytes(original)
+    tamper(nb, "i2t.ids", lambda a: a.__setitem__(0, 10**6))
+    with pytest.raises(CheckpointError, match="i2t neighbour lists"):
+        CachedLists(tmp_path / "c", data=data).builder()
+    nb.write_bytes(original)
+    manifest = tmp_path / "c" / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["meta"]["config"]["n_pillars"] = 5                        # shards hold 2 * 6 columns
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"image.features has shape \(20, 5, 12\).*implies"):
+        CachedLists(tmp_path / "c")
+
+
+def test_load_lists_checks_values(tmp_path, builder):
+    path = save_lists(tmp_path / "l.safetensors", {"image": builder.image_lists(torch.arange(4))})
+    tamper(path, "image.features", lambda a: a.__setitem__(0, np.nan))
+    with pytest.raises(CheckpointError, match="NaN or inf values in features"):
+        load_lists(path)

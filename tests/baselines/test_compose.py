@@ -3,9 +3,10 @@
 import numpy as np
 
 from pillar_rerank.baselines import apply_both, get_baseline
+from pillar_rerank.baselines.compose import normalizer_pair, on_cosine_scale
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.inputs import Relevance, RetrievalSet
-from pillar_rerank.reranker import PillarReranker, _normalizer_pair
+from pillar_rerank.reranker import PillarReranker
 
 TINY = LeaPRRConfig(n_pillars=4, list_len_i2t=6, list_len_t2i=4, graph_neighbors=3, embed_dim=16,
                     depth=1, num_heads=2, epochs=1, batch_size=32, eval_every=50, intra_rank=None,
@@ -23,9 +24,9 @@ def _side(n_images: int, seed: int, name: str) -> RetrievalSet:
 
 
 def test_per_direction_parameters_build_two_methods():
-    i2t, t2i = _normalizer_pair(get_baseline, "nnn", TINY.normalize_params)
+    i2t, t2i = normalizer_pair("nnn", TINY.normalize_params)
     assert (i2t.k, i2t.alpha, t2i.k, t2i.alpha) == (3, 0.5, 2, 0.25)
-    shared, none = _normalizer_pair(get_baseline, "nnn", {"k": 3})
+    shared, none = normalizer_pair("nnn", {"k": 3})
     assert shared.k == 3 and none is None
 
 
@@ -51,13 +52,11 @@ def test_each_side_is_normalised_with_a_bank_of_other_queries(monkeypatch):
 
 
 def test_scale_changing_normalisers_are_brought_to_the_cosine_scale():
-    from pillar_rerank.reranker import _on_cosine_scale
-
     data = _side(20, 3, "d")
     dsl = get_baseline("dsl", temperature=0.05)
     raw = apply_both(dsl, data)
     assert np.abs(raw.scores).max() > 5  # DSL multiplies by n_queries * softmax
-    scaled = _on_cosine_scale(raw)
+    scaled = on_cosine_scale(raw)
     largest = max(np.abs(scaled.scores).max(), np.abs(scaled.t2i_scores).max())
     assert np.isclose(largest, 1.0)
     for a, b in ((raw.scores, scaled.scores), (raw.t2i_scores, scaled.t2i_scores)):
@@ -65,7 +64,7 @@ def test_scale_changing_normalisers_are_brought_to_the_cosine_scale():
             order = np.argsort(-a, axis=axis)
             assert (np.diff(np.take_along_axis(b, order, axis=axis), axis=axis) <= 0).all()
     within = data.with_scores(np.clip(data.similarity(), -1, 1) * 0.5)
-    assert _on_cosine_scale(within) is within
+    assert on_cosine_scale(within) is within
 
 
 def test_composition_with_dsl_works_on_the_cosine_scale():

@@ -1,7 +1,7 @@
 """Pillar selection and pillar-space lists (LeaPRR §4-§5, §7.3), batched over queries.
 
 :class:`ListBuilder` runs the neighbour search of a retrieval set once and then turns any batch
-of queries into :class:`~pillar_rerank.lists.QueryLists`: pillar vectors of the query and its
+of queries into :class:`~pillar_rerank.lists.contract.QueryLists`: pillar vectors of the query and its
 candidates, targets, neighbour-overlap adjacency and candidate ids, for image queries, text
 queries, and the "mapped" lists of the structure-alignment loss. One generic code path serves
 both directions; a direction is described by a :class:`_Side` (which lists and which score
@@ -19,11 +19,10 @@ import torch
 from pillar_rerank._validation import check_k
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
-from pillar_rerank.graph import overlap_adjacency
 from pillar_rerank.inputs import RetrievalSet
-from pillar_rerank.lists import QueryLists
+from pillar_rerank.lists.contract import QueryLists, check_query_ids, concat_lists
+from pillar_rerank.lists.graph import overlap_adjacency
 from pillar_rerank.neighbors import (
-    DEFAULT_SECOND_ORDER_RANK,
     IntraModalScores,
     NeighborLists,
     PairScores,
@@ -145,11 +144,10 @@ class ListBuilder:
             list batch of :meth:`build_all` (``plan_input_memory``). Too small a budget for the
             lists and copies that scale with ``n_images + n_texts`` is an error.
         index : {"flat", "ivf", "hnsw"}, optional
-            FAISS index of the embedding searches; default ``config.neighbor_index`` when the
-            config has that field, else "flat" (exact). See ``topk_search``.
+            FAISS index of the embedding searches; default ``config.neighbor_index``. See
+            ``topk_search``.
         index_params : dict, optional
-            Parameters of the approximate index; default ``config.neighbor_index_params`` when
-            present.
+            Parameters of the approximate index; default ``config.neighbor_index_params``.
         """
         config = config.validate()
         L, C = config.n_pillars, config.graph_neighbors
@@ -160,10 +158,10 @@ class ListBuilder:
                                      (k_i, "list_len_i2t - 1", n_txt), (k_t, "list_len_t2i - 1", n_img)):
             check_k(value, n_gallery=gallery, name=name, owner="LeaPRRConfig")
         depth = {"i2t": max(L, k_i, C), "t2i": max(L, k_t, C), "i2i": max(L, C), "t2t": max(L, C)}
-        second_order_rank = getattr(config, "intra_rank", DEFAULT_SECOND_ORDER_RANK)
-        index = index if index is not None else getattr(config, "neighbor_index", "flat")
+        second_order_rank = config.intra_rank
+        index = index if index is not None else config.neighbor_index
         if index_params is None:
-            index_params = getattr(config, "neighbor_index_params", None)
+            index_params = config.neighbor_index_params
         list_batch = None
         if max_memory is not None:
             resolved = (neighbors.source if neighbors is not None
@@ -198,6 +196,19 @@ class ListBuilder:
             intra = IntraModalScores.from_data(data, neighbors.source, rank=second_order_rank,
                                                power_iterations=power_iterations, seed=config.seed,
                                                budget_bytes=budget_bytes)
+        return cls.from_neighbors(data, config, neighbors, intra=intra, list_batch=list_batch)
+
+    @classmethod
+    def from_neighbors(cls, data: RetrievalSet, config: LeaPRRConfig, neighbors: NeighborLists, *,
+                       intra: IntraModalScores | None = None,
+                       list_batch: dict[str, int] | None = None) -> ListBuilder:
+        """A builder over already searched ``neighbors`` of ``data`` (no search).
+
+        ``intra`` defaults to the intra-modal scores of ``neighbors.source`` read from ``data``
+        (pass it for the second-order estimate, whose profiles are not in ``data``).
+        """
+        if intra is None:
+            intra = IntraModalScores.from_data(data, neighbors.source)
         phi_i2t, phi_t2i = cross_modal_scores(data)
         rel = data.relevance
         return cls(neighbors=neighbors, phi_i2t=phi_i2t, phi_t2i=phi_t2i, intra=intra,
@@ -278,18 +289,6 @@ class ListBuilder:
         same = unique.shape[0] == queries.shape[0] and bool((unique == queries).all())
         return out if same else out[inverse]
 
-    def _check_ids(self, ids, n: int, name: str) -> torch.Tensor:
-        ids = torch.as_tensor(ids)
-        if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
-            raise InvalidInputError(f"{name}: expected a 1-D integer tensor; got {ids.dtype} of shape "
-                                    f"{tuple(ids.shape)}.")
-        ids = ids.to(torch.int64)
-        bad = (ids < 0) | (ids >= n)
-        if bool(bad.any()):
-            first = int(ids[bad][0])
-            raise InvalidInputError(f"{name}: {int(bad.sum())} ids outside [0, {n}) (first: {first}).")
-        return ids
-
     # ---------------------------------------------------------------- public lists
     def image_lists(self, image_ids: torch.Tensor) -> QueryLists:
         """Lists of image queries: n_nodes = list_len_i2t, candidates are text ids.
@@ -297,11 +296,11 @@ class ListBuilder:
         Each distinct image of the batch is computed once (a batch of captions' images repeats
         them).
         """
-        return self._lists(self._image_side, self._check_ids(image_ids, self.n_images, "image_ids"))
+        return self._lists(self._image_side, check_query_ids(image_ids, self.n_images, "image_ids"))
 
     def text_lists(self, text_ids: torch.Tensor) -> QueryLists:
         """Lists of text queries: n_nodes = list_len_t2i, candidates are image ids."""
-        return self._lists(self._text_side, self._check_ids(text_ids, self.n_texts, "text_ids"))
+        return self._lists(self._text_side, check_query_ids(text_ids, self.n_texts, "text_ids"))
 
     def random_captions(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One caption of each image drawn uniformly at random (any number of captions per image)."""
@@ -341,7 +340,7 @@ class ListBuilder:
         Feature values come from the φ table of the network that scores the list (t2i_map: the
         t2i scores; i2t_map: the i2t scores), which differ only with direction-specific scores.
         """
-        texts = self._check_ids(text_ids, self.n_texts, "text_ids")
+        texts = check_query_ids(text_ids, self.n_texts, "text_ids")
         images = self._txt_to_img[texts]
         img_side, txt_side = self._image_side, self._text_side
         if image_lists is None or not torch.equal(image_lists.query_ids, images):
@@ -367,27 +366,20 @@ class ListBuilder:
 
         ``batch_size`` defaults to ``self.list_batch`` (from ``max_memory``, else 4096). The
         result holds every list; for sets whose lists do not fit in memory, write them to disk
-        with :func:`pillar_rerank.cache.build_cache` instead.
+        with :func:`pillar_rerank.lists.build_cache` instead.
         """
         parts = []
         for kind, fn, n in (("image", self.image_lists, self.n_images),
                             ("text", self.text_lists, self.n_texts)):
             step = batch_size or self.list_batch.get(kind, 4096)
             chunks = [fn(torch.arange(s, min(n, s + step))) for s in range(0, n, step)]
-            parts.append(_concat(chunks))
+            parts.append(concat_lists(chunks))
         return parts[0], parts[1]
 
     def __repr__(self) -> str:
         c = self.config
         return (f"ListBuilder(n_images={self.n_images}, n_texts={self.n_texts}, n_pillars={c.n_pillars}, "
                 f"list_len_i2t={c.list_len_i2t}, list_len_t2i={c.list_len_t2i}, intra={self.intra_source!r})")
-
-
-def _concat(chunks: list[QueryLists]) -> QueryLists:
-    if len(chunks) == 1:
-        return chunks[0]
-    return QueryLists(**{name: torch.cat([getattr(c, name) for c in chunks]) for name in
-                         ("features", "targets", "adjacency", "candidates", "query_ids")})
 
 
 __all__ = ["ListBuilder"]

@@ -1,4 +1,4 @@
-"""Tests of pillar_rerank/graph.py: overlap adjacency vs a loop oracle, edge-index export."""
+"""Tests of pillar_rerank/lists/graph.py: overlap adjacency vs a loop oracle, edge-index export."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pillar_rerank.exceptions import InvalidInputError
-from pillar_rerank.graph import overlap_adjacency, overlap_counts, to_edge_index
+from pillar_rerank.lists.graph import overlap_adjacency, overlap_counts, to_edge_index
 from pillar_rerank.typing import WITH_PYG
 
 
