@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import struct
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -38,7 +39,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 from pillar_rerank._version import __version__
 from pillar_rerank.exceptions import CheckpointError, InputFileError
@@ -61,6 +62,33 @@ _STALE_CHECKPOINT_TMP = re.compile(
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def _save_tensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write a safetensors file whose bytes depend only on its content.
+
+    safetensors serialises ``metadata`` from a hash map, so its keys come out in a random order
+    and two identical saves differ. The header is therefore re-serialised here with the metadata
+    keys sorted (tensor entries keep safetensors' own deterministic order; offsets are relative
+    to the data section, which is copied unchanged).
+    """
+    tensors = _contiguous(tensors)
+    if not metadata:
+        save_file(tensors, str(path))
+        return
+    raw = save(tensors, metadata=metadata)
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    header = {"__metadata__": header.pop("__metadata__"), **header}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data section to 8 bytes
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)))
+        fh.write(text)
+        fh.write(memoryview(raw)[8 + n :])
 
 
 def check_model_dir_target(
@@ -233,16 +261,16 @@ def save_model_dir(
         _remove_model_files(stale, partial_writes=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     try:
-        save_file(
-            _contiguous(state_dict),
-            str(tmp / WEIGHTS_FILE),
+        _save_tensors(
+            state_dict,
+            tmp / WEIGHTS_FILE,
             metadata={"format_version": str(MODEL_FORMAT_VERSION), "package_version": __version__},
         )
         doc = {"format_version": MODEL_FORMAT_VERSION, "package_version": __version__, **config}
         (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2) + "\n")
         names = [WEIGHTS_FILE, CONFIG_FILE]
         for name, tensors in (extra or {}).items():
-            save_file(_contiguous(tensors), str(tmp / f"{name}.safetensors"))
+            _save_tensors(tensors, tmp / f"{name}.safetensors")
             names.append(f"{name}.safetensors")
         manifest = {
             "format_version": MODEL_FORMAT_VERSION,
@@ -402,7 +430,7 @@ class TrainingCheckpoint:
         name = f"tensors-{state.get('global_step', 0):09d}-{os.getpid()}.safetensors"
         tensor_path = self.directory / name
         with atomic_path(tensor_path) as tmp:
-            save_file(_contiguous(tensors), str(tmp))
+            _save_tensors(tensors, tmp)
         doc = {
             "format_version": MODEL_FORMAT_VERSION,
             "package_version": __version__,

@@ -319,3 +319,21 @@ def test_bf16_autocast_trains_and_reranks_close_to_fp32(fitted, data):
     full = recall_metrics(fitted.rerank(dev), dev.relevance)["RSUM"]
     assert abs(recall_metrics(scores, dev.relevance)["RSUM"] - full) < 25.0
     assert not np.array_equal(scores, fitted.rerank(dev))  # bf16 was really used
+
+
+def test_two_identical_fits_save_byte_identical_model_dirs(data, tmp_path):
+    """Same data, config and seed: every file of the model directory is byte-identical (issue 15,
+    item 19). The second model is saved several times: the metadata order used to be random."""
+    train, dev = data
+    cfg = CFG.replace(epochs=1)
+    a = PillarReranker(cfg).fit(train, dev, verbose=False)
+    b = PillarReranker(cfg).fit(train, dev, verbose=False)
+    a.save(tmp_path / "a")
+    for i in range(6):
+        b.save(tmp_path / f"b{i}")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["config.json", "manifest.json", "weights.safetensors"]
+    for i in range(6):
+        assert sorted(p.name for p in (tmp_path / f"b{i}").iterdir()) == names
+        for name in names:
+            assert (tmp_path / f"b{i}" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
