@@ -19,7 +19,12 @@ from pillar_rerank._lists_source import ListSource, get_builder_class
 from pillar_rerank._validation import check_k
 from pillar_rerank._version import __version__
 from pillar_rerank.base import BaseReranker
-from pillar_rerank.checkpoint import load_model_dir, load_model_extra, save_model_dir
+from pillar_rerank.checkpoint import (
+    check_weights_match_config,
+    load_model_dir,
+    load_model_extra,
+    save_model_dir,
+)
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError, InvalidParameterError
 from pillar_rerank.inputs import RetrievalSet
@@ -459,28 +464,9 @@ class PillarReranker(BaseReranker):
         return self
 
     def _install(self, cfg: LeaPRRConfig, state: dict[str, torch.Tensor], *, source: str) -> None:
-        model = MutualRerankNetwork.from_config(cfg)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        bad = sorted(
-            k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-        )
-        if missing or extra or bad:
-            first = (
-                f"missing {missing[0]!r}"
-                if missing
-                else f"unexpected {extra[0]!r}"
-                if extra
-                else f"{bad[0]!r} has shape {tuple(state[bad[0]].shape)}, the config needs "
-                f"{tuple(expected[bad[0]].shape)}"
-            )
-            raise CheckpointError(
-                f"{source}: the weights do not match the config (embed_dim={cfg.embed_dim}, "
-                f"depth={cfg.depth}, "
-                f"n_pillars={cfg.n_pillars}, anchor={cfg.anchor!r}): {len(missing)} missing, {len(extra)} "
-                f"unexpected, {len(bad)} mis-shaped tensors ({first})."
-            )
+        # shapes first, allocating nothing: a forged or mistaken size is refused before a model
+        # of that size is built (and one too large for this machine is refused outright)
+        check_weights_match_config(cfg, {k: tuple(v.shape) for k, v in state.items()}, source=source)
         bad_values = sorted(
             k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
         )
@@ -489,6 +475,7 @@ class PillarReranker(BaseReranker):
                 f"{source}: {len(bad_values)} weight tensor(s) hold NaN or inf (first: {bad_values[0]!r}); "
                 "the model is unusable (a diverged training run?)."
             )
+        model = MutualRerankNetwork.from_config(cfg)
         model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
         self.model_ = model.to(resolve_device(cfg.device)).eval()
         self.config_ = cfg

@@ -337,3 +337,23 @@ def test_two_identical_fits_save_byte_identical_model_dirs(data, tmp_path):
         assert sorted(p.name for p in (tmp_path / f"b{i}").iterdir()) == names
         for name in names:
             assert (tmp_path / f"b{i}" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
+
+
+def test_load_compares_weight_shapes_with_the_config_before_reading_weights(fitted, tmp_path, monkeypatch):
+    """A config edited to another size (checksums rewritten) is refused from the weights file's
+    header alone: no tensor is read and no model of the forged size is built (issue 15, item 14)."""
+    from pillar_rerank import checkpoint
+    from pillar_rerank.checkpoint import load_model_dir, save_model_dir
+
+    fitted.save(tmp_path / "m")
+    state, doc = load_model_dir(tmp_path / "m")
+    doc["config"]["embed_dim"] = 4096  # 0.9 G parameters if it were built
+    save_model_dir(tmp_path / "forged", state_dict=state, config=doc)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tensors read or model built before the shapes were compared")
+
+    monkeypatch.setattr(checkpoint, "load_file", refuse)
+    monkeypatch.setattr(MutualRerankNetwork, "from_config", refuse)
+    with pytest.raises(CheckpointError, match=r"do not match the config \(embed_dim=4096"):
+        PillarReranker.load(tmp_path / "forged")
