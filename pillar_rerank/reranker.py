@@ -337,7 +337,8 @@ class PillarReranker(BaseReranker):
     ) -> np.ndarray:
         upd = self._updates(src, model, torch.arange(data.n_images), torch.arange(data.n_texts), device)
         shard = ShardResult(0, 1, data.n_images, data.n_texts, "", **upd)
-        return apply_updates(*_bases(data), [shard])
+        cfg = self.config_ if hasattr(self, "config_") else self._resolved_config()
+        return apply_updates(*_bases(data), [shard], fp16=cfg.reference_fp16)
 
     def rerank(self, test: RetrievalSet, *, shard: tuple[int, int] | None = None,
                max_memory: str | int | None = None,
@@ -382,7 +383,7 @@ class PillarReranker(BaseReranker):
         upd = self._updates(builder, self.model_, images, texts, device)
         shard = ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)
         if _as_matrix:
-            return apply_updates(*_bases(data), [shard])
+            return apply_updates(*_bases(data), [shard], fp16=cfg.reference_fp16)
         return shard
 
     def cache_inputs(
@@ -410,7 +411,8 @@ class PillarReranker(BaseReranker):
             model_digest=self.model_digest(),
             names=names,
         )
-        return apply_updates(*_bases(self._normalized(test, self.config_)), loaded)
+        return apply_updates(*_bases(self._normalized(test, self.config_)), loaded,
+                             fp16=self.config_.reference_fp16)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: PathLikeStr, *, overwrite: bool = False, inputs=()) -> Path:
@@ -482,37 +484,59 @@ class PillarReranker(BaseReranker):
 
     @classmethod
     def from_reference_checkpoint(
-        cls, path: PathLikeStr, config: LeaPRRConfig | None = None
+        cls, path: PathLikeStr, config: LeaPRRConfig | None = None, **fields: Any
     ) -> PillarReranker:
         """Import a checkpoint of the original LeaPRR code (``checkpoint_best.pth``).
 
         The file is read with ``torch.load(weights_only=True)`` (never unpickling arbitrary
-        objects). Sizes are inferred from the tensor shapes; ``config`` supplies what shapes
-        cannot tell (``num_heads``, list lengths, graph settings; default: the paper's) and
-        must agree with what they do tell. ``reference_thresholds`` is set to True (the
-        reference's fixed 0.8/32 and 0.8/8 sparsity thresholds).
+        objects). The sizes the weights tell are inferred from the tensor shapes: ``n_pillars``,
+        ``embed_dim``, ``depth``, ``mlp_ratio``, ``qkv_bias``. What they cannot tell comes from
+        ``config`` (a whole config, whose sizes must agree with the weights) and/or ``fields``
+        (single :class:`~pillar_rerank.config.LeaPRRConfig` fields on top of it or of the paper's
+        defaults, e.g. ``list_len_i2t=32, reference_fp16=True``; a size among them must agree
+        too). ``num_heads`` never shows in the shapes: without it the paper's 24 is used when it
+        divides ``embed_dim``, else it must be given. ``reference_thresholds`` is set to True (the
+        reference's fixed 0.8/32 and 0.8/8 sparsity thresholds); ``reference_fp16=True``
+        reproduces its float16 inputs and score matrices (see ``LeaPRRConfig``).
+
+        Raises :class:`~pillar_rerank.exceptions.InputFileError` when the file is missing or
+        unreadable, :class:`~pillar_rerank.exceptions.CheckpointError` when its content is not a
+        LeaPRR state dict or disagrees with the given sizes.
         """
         from pillar_rerank.model.reference import convert_reference_state_dict, unwrap_state_dict
 
         p = Path(path)
         if not p.is_file():
-            raise InputFileError(f"reference checkpoint ({p}): file not found.")
+            raise InputFileError(f"reference checkpoint ({p}): file not found (or not a regular file).")
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - unreadable, truncated or unsafe content
+        except OSError as exc:
+            raise InputFileError(f"reference checkpoint ({p}): cannot be read ({exc}).") from exc
+        except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, or unsafe content
             raise CheckpointError(
                 f"reference checkpoint ({p}): cannot be read safely (weights_only=True): {exc}"
             ) from exc
         state, inferred = convert_reference_state_dict(unwrap_state_dict(obj, source=str(p)), source=str(p))
-        base = config if config is not None else LeaPRRConfig()
-        if config is not None:
-            clash = {k: (getattr(config, k), v) for k, v in inferred.items() if getattr(config, k) != v}
-            if clash:
-                k, (given, found) = next(iter(clash.items()))
+        given = {k: getattr(config, k) for k in inferred} if config is not None else {}
+        given.update({k: v for k, v in fields.items() if k in inferred})
+        for k, value in given.items():
+            if value != inferred[k]:
                 raise CheckpointError(
-                    f"reference checkpoint ({p}): config has {k}={given!r} but the weights imply {found!r}."
+                    f"reference checkpoint ({p}): config has {k}={value!r} but the weights imply "
+                    f"{inferred[k]!r}."
                 )
-        cfg = base.replace(**inferred, reference_thresholds=True)
+        base = config if config is not None else LeaPRRConfig()
+        if config is None and "num_heads" not in fields and inferred["embed_dim"] % base.num_heads:
+            raise CheckpointError(
+                f"reference checkpoint ({p}): the number of attention heads does not show in the weights "
+                f"and the paper's {base.num_heads} does not divide embed_dim={inferred['embed_dim']}; "
+                "give it (rerank import-reference --num-heads N, or num_heads=N): the reference's "
+                "--num_heads."
+            )
+        try:
+            cfg = base.replace(**{**fields, **inferred, "reference_thresholds": True})
+        except (TypeError, InvalidParameterError) as exc:
+            raise InvalidParameterError(f"reference checkpoint ({p}): {exc}") from exc
         self = cls(cfg)
         self._install(cfg, state, source=f"reference checkpoint ({p})")
         self.n_images_in_ = 0

@@ -41,6 +41,10 @@ class GraphRerankNetwork(nn.Module):
     qkv_bias : bool, default=True
     anchor : {"both", "intra", "inter"}, default="both"
     attention : {"dense", "sparse"}, default="dense"
+    reference_fp16 : bool, default=False
+        Round the features and the adjacency through float16 on the way in, as the reference
+        does (``.half()`` on its inputs; ``LeaPRRConfig.reference_fp16``). Not a parameter: the
+        state dict is the same either way.
 
     Shapes
     ------
@@ -60,6 +64,7 @@ class GraphRerankNetwork(nn.Module):
         qkv_bias: bool = True,
         anchor: str = "both",
         attention: str = "dense",
+        reference_fp16: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -67,6 +72,7 @@ class GraphRerankNetwork(nn.Module):
         self.n_pillars = int(n_pillars)
         self.embed_dim, self.depth, self.num_heads = int(embed_dim), int(depth), int(num_heads)
         self.attention = attention
+        self.reference_fp16 = bool(reference_fp16)
         self.embed = PillarEmbedding(n_pillars, embed_dim, anchor=anchor)
         self.blocks = nn.ModuleList(
             GraphTransformerBlock(
@@ -89,6 +95,9 @@ class GraphRerankNetwork(nn.Module):
         return F.normalize(x, dim=-1)
 
     def forward(self, features: Tensor, adjacency: Tensor) -> Tensor:
+        if self.reference_fp16:
+            features = features.to(torch.float16).to(features.dtype)
+            adjacency = adjacency.to(torch.float16).to(adjacency.dtype)
         z = self.node_embeddings(features, adjacency)
         return (z[:, :1, :] * z).sum(dim=-1)
 
@@ -100,6 +109,7 @@ class GraphRerankNetwork(nn.Module):
         return (
             f"n_pillars={self.n_pillars}, embed_dim={self.embed_dim}, depth={self.depth}, "
             f"num_heads={self.num_heads}, attention={self.attention!r}"
+            + (", reference_fp16=True" if self.reference_fp16 else "")
         )
 
 
@@ -138,6 +148,7 @@ class MutualRerankNetwork(nn.Module):
             qkv_bias=config.qkv_bias,
             anchor=config.anchor,
             attention=config.attention,
+            reference_fp16=getattr(config, "reference_fp16", False),
         )
         if generator is not None:
             net.reset_parameters(generator)

@@ -306,3 +306,16 @@ def test_resume_refuses_a_tampered_checkpoint(kind, work):
     assert_clean_error(res)
     assert "checkpoint" in res.output
     assert not (work / "resumed").exists()
+
+
+def test_fit_refuses_an_absurd_model_size(trained, tmp_path):
+    """`--embed-dim 1000000000` used to try to allocate the model (RuntimeError, exit 1): it is
+    refused with the memory it needs (issue 15, item 14)."""
+    args = list(TINY)
+    args[args.index("--embed-dim") + 1] = 10**9
+    args[args.index("--num-heads") + 1] = 1
+    res = invoke("fit", "--sims", trained / "sims.npy", "--captions-per-image", 2, "-o", tmp_path / "m",
+                 *args)
+    assert_clean_error(res, codes=(2,))
+    assert "GiB of float32 weights" in res.output and "--embed-dim" in res.output
+    assert not (tmp_path / "m").exists()
