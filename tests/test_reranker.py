@@ -403,3 +403,19 @@ def test_imported_reference_with_fp16_parity_gives_float16_scores(data, tmp_path
     assert PillarReranker.load(tmp_path / "m").config_.reference_fp16
     with pytest.raises(CheckpointError, match="weights imply"):
         PillarReranker.from_reference_checkpoint(tmp_path / "ref.pth", n_pillars=16, **fields)
+
+
+def test_model_dir_written_before_a_config_field_existed_still_loads(fitted, tmp_path):
+    """Fields added to LeaPRRConfig after format version 1 (reference_fp16) take their defaults when
+    an older model directory lacks them; a format-1 field missing is an error naming it."""
+    from pillar_rerank.checkpoint import load_model_dir, save_model_dir
+
+    fitted.save(tmp_path / "m")
+    state, doc = load_model_dir(tmp_path / "m")
+    del doc["config"]["reference_fp16"]
+    save_model_dir(tmp_path / "old", state_dict=state, config=doc)
+    assert PillarReranker.load(tmp_path / "old").config_.reference_fp16 is False
+    del doc["config"]["graph_coef"]
+    save_model_dir(tmp_path / "broken", state_dict=state, config=doc)
+    with pytest.raises(CheckpointError, match="config.json: config lacks the field 'graph_coef'"):
+        PillarReranker.load(tmp_path / "broken")
