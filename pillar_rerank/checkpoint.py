@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import struct
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -37,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save, save_file
 
 from pillar_rerank._version import __version__
-from pillar_rerank.exceptions import CheckpointError, InputFileError
+from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError
 from pillar_rerank.io import atomic_path, sha256_file
 from pillar_rerank.typing import PathLikeStr
 
@@ -61,6 +62,33 @@ _STALE_CHECKPOINT_TMP = re.compile(
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def _save_tensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write a safetensors file whose bytes depend only on its content.
+
+    safetensors serialises ``metadata`` from a hash map, so its keys come out in a random order
+    and two identical saves differ. The header is therefore re-serialised here with the metadata
+    keys sorted (tensor entries keep safetensors' own deterministic order; offsets are relative
+    to the data section, which is copied unchanged).
+    """
+    tensors = _contiguous(tensors)
+    if not metadata:
+        save_file(tensors, str(path))
+        return
+    raw = save(tensors, metadata=metadata)
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    header = {"__metadata__": header.pop("__metadata__"), **header}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data section to 8 bytes
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)))
+        fh.write(text)
+        fh.write(memoryview(raw)[8 + n :])
 
 
 def check_model_dir_target(
@@ -233,16 +261,16 @@ def save_model_dir(
         _remove_model_files(stale, partial_writes=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     try:
-        save_file(
-            _contiguous(state_dict),
-            str(tmp / WEIGHTS_FILE),
+        _save_tensors(
+            state_dict,
+            tmp / WEIGHTS_FILE,
             metadata={"format_version": str(MODEL_FORMAT_VERSION), "package_version": __version__},
         )
         doc = {"format_version": MODEL_FORMAT_VERSION, "package_version": __version__, **config}
         (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2) + "\n")
         names = [WEIGHTS_FILE, CONFIG_FILE]
         for name, tensors in (extra or {}).items():
-            save_file(_contiguous(tensors), str(tmp / f"{name}.safetensors"))
+            _save_tensors(tensors, tmp / f"{name}.safetensors")
             names.append(f"{name}.safetensors")
         manifest = {
             "format_version": MODEL_FORMAT_VERSION,
@@ -285,8 +313,59 @@ def save_model_dir(
     return given
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_manifest(manifest: Any, root: Path) -> dict[str, dict[str, Any]]:
+    """Every field of a manifest, checked; returns its file table. Errors name the field."""
+    where = f"model dir ({root}): {MANIFEST_FILE}"
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{where} is corrupt (a JSON {type(manifest).__name__}, not an object).")
+    keys = {"format_version", "files"}
+    if set(manifest) != keys:
+        missing, extra = sorted(keys - set(manifest)), sorted(set(manifest) - keys)
+        what = f"lacks {missing[0]!r}" if missing else f"has the unknown field {extra[0]!r}"
+        raise CheckpointError(f"{where} is corrupt: it {what} (fields: format_version, files).")
+    version = manifest["format_version"]
+    if not _is_count(version):
+        raise CheckpointError(f"{where} is corrupt: format_version must be an integer; got {version!r}.")
+    if version != MODEL_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where}: format version {version!r} is not supported "
+            f"(this pillar_rerank {__version__} reads version {MODEL_FORMAT_VERSION})."
+        )
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{where} is corrupt: field 'files' is not a table of file names.")
+    for name, entry in files.items():
+        if name not in (WEIGHTS_FILE, CONFIG_FILE) and not _is_plain_tensors_name(name):
+            raise CheckpointError(
+                f"{where} is corrupt: files[{name!r}] is not a file of a model directory "
+                f"({WEIGHTS_FILE}, {CONFIG_FILE} or NAME.safetensors, inside the folder)."
+            )
+        if not isinstance(entry, dict) or set(entry) != {"sha256", "bytes"}:
+            raise CheckpointError(
+                f"{where} is corrupt: files[{name!r}] must be an object with exactly 'sha256' and 'bytes'."
+            )
+        if not isinstance(entry["sha256"], str) or not _SHA256.match(entry["sha256"]):
+            raise CheckpointError(
+                f"{where} is corrupt: files[{name!r}].sha256 must be 64 lower-case hex digits; "
+                f"got {entry['sha256']!r}."
+            )
+        if not _is_count(entry["bytes"]):
+            raise CheckpointError(
+                f"{where} is corrupt: files[{name!r}].bytes must be a non-negative integer; "
+                f"got {entry['bytes']!r}."
+            )
+    return files
+
+
 def verify_model_dir(path: PathLikeStr) -> dict[str, Any]:
-    """Check a model directory's manifest, format version and checksums; return the manifest."""
+    """Check a model directory's manifest (every field), format version and checksums; return it."""
     root = Path(path)
     if not root.is_dir():
         raise InputFileError(f"model dir ({root}): not found or not a directory.")
@@ -295,17 +374,9 @@ def verify_model_dir(path: PathLikeStr) -> dict[str, Any]:
         raise CheckpointError(f"model dir ({root}): {MANIFEST_FILE} is missing; not a pillar_rerank model.")
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-        version = manifest["format_version"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except ValueError as exc:
         raise CheckpointError(f"model dir ({root}): {MANIFEST_FILE} is corrupt ({exc}).") from exc
-    if version != MODEL_FORMAT_VERSION:
-        raise CheckpointError(
-            f"model dir ({root}): format version {version!r} is not supported "
-            f"(this pillar_rerank {__version__} reads version {MODEL_FORMAT_VERSION})."
-        )
-    if not isinstance(files, dict):
-        raise CheckpointError(f"model dir ({root}): {MANIFEST_FILE} is corrupt (no file table).")
+    files = _check_manifest(manifest, root)
     for name in sorted({WEIGHTS_FILE, CONFIG_FILE} | set(files)):
         entry = files.get(name)
         file = root / name
@@ -314,12 +385,12 @@ def verify_model_dir(path: PathLikeStr) -> dict[str, Any]:
         if not file.is_file():
             raise CheckpointError(f"model dir ({root}): {name} is missing.")
         size = file.stat().st_size
-        if size != entry.get("bytes"):
+        if size != entry["bytes"]:
             raise CheckpointError(
-                f"model dir ({root}): {name} has {size} bytes; the manifest says {entry.get('bytes')} "
+                f"model dir ({root}): {name} has {size} bytes; the manifest says {entry['bytes']} "
                 "(truncated or replaced)."
             )
-        if sha256_file(file) != entry.get("sha256"):
+        if sha256_file(file) != entry["sha256"]:
             raise CheckpointError(
                 f"model dir ({root}): {name} fails its SHA-256 check (modified or corrupt)."
             )
@@ -327,10 +398,20 @@ def verify_model_dir(path: PathLikeStr) -> dict[str, Any]:
 
 
 def load_model_dir(path: PathLikeStr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Verify and read a model directory: ``(state_dict, config_document)``."""
+    """Verify and read a model directory: ``(state_dict, config_document)``.
+
+    The content of the model directory of an estimator this module knows (``config.json``'s
+    ``estimator``; see :data:`_CONTENT_CHECKS`) is validated before its weights are read: every
+    field of ``config.json``, and the tensor shapes in the weights file's header against those the
+    config implies. So a forged size is refused without allocating it.
+    """
     root = Path(path)
     verify_model_dir(root)
-    return _read_weights(root, WEIGHTS_FILE), _read_config(root)
+    doc = _read_config(root)
+    check = _CONTENT_CHECKS.get(doc.get("estimator")) if isinstance(doc, dict) else None
+    if check is not None:
+        check(root, doc)
+    return _read_weights(root, WEIGHTS_FILE), doc
 
 
 def load_model_extra(path: PathLikeStr, name: str) -> dict[str, torch.Tensor] | None:
@@ -353,6 +434,142 @@ def _read_weights(root: Path, name: str) -> dict[str, torch.Tensor]:
         return load_file(str(root / name))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"model dir ({root}): {name} cannot be read ({exc}).") from exc
+
+
+def read_tensor_shapes(path: PathLikeStr, *, source: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a safetensors file, from its header (no data is read)."""
+    label = source or str(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {name: tuple(int(n) for n in fh.get_slice(name).get_shape()) for name in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{label}: cannot be read ({exc}).") from exc
+
+
+# Fields of LeaPRRConfig in model directories of format version 1. A model directory must hold
+# all of them; fields added to LeaPRRConfig later are not in this set and take their defaults
+# when a model directory written before them lacks them.
+_LEAPRR_CONFIG_KEYS_V1 = frozenset({
+    "n_pillars", "list_len_i2t", "list_len_t2i", "anchor", "graph_neighbors", "graph_coef",
+    "reference_thresholds", "intra_source", "intra_rank", "neighbor_index", "neighbor_index_params",
+    "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "attention", "temperature", "margin",
+    "triplet_weight", "hinge_weight", "kl_weight", "kl_temperature", "epochs", "batch_size", "lr",
+    "momentum", "weight_decay", "eval_every", "seed", "device", "precision", "normalize",
+    "normalize_params",
+})
+_RERANKER_DOC_KEYS = ("format_version", "package_version", "estimator", "config", "fitted")
+_FITTED_KEYS = ("n_images_in", "n_texts_in", "input", "history")
+
+
+def check_reranker_document(doc: Any, *, source: str):
+    """Validate every field of a PillarReranker ``config.json``; return its ``LeaPRRConfig``.
+
+    Fields: ``format_version`` (this format), ``package_version`` (a string), ``estimator``
+    ("PillarReranker"), ``config`` (every :class:`~pillar_rerank.config.LeaPRRConfig` field of
+    this format, each of the right type and range) and ``fitted`` (``n_images_in`` and
+    ``n_texts_in`` non-negative integers, ``input`` and ``history`` objects). Missing and unknown
+    fields are errors too. Raises :class:`~pillar_rerank.exceptions.CheckpointError` naming the
+    file and the field.
+    """
+    from pillar_rerank._validation import Interval, validate_params
+    from pillar_rerank.config import LeaPRRConfig
+
+    where = f"{source}: {CONFIG_FILE}"
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{where} must hold a JSON object; got a {type(doc).__name__}.")
+    missing = [k for k in _RERANKER_DOC_KEYS if k not in doc]
+    extra = sorted(set(doc) - set(_RERANKER_DOC_KEYS))
+    if missing or extra:
+        what = f"lacks the field {missing[0]!r}" if missing else f"has the unknown field {extra[0]!r}"
+        raise CheckpointError(f"{where} {what} (fields: {', '.join(_RERANKER_DOC_KEYS)}).")
+    version = doc["format_version"]
+    if not _is_count(version):
+        raise CheckpointError(f"{where}: format_version must be an integer; got {version!r}.")
+    if version != MODEL_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where}: format_version {version!r} is not supported (this pillar_rerank {__version__} "
+            f"reads version {MODEL_FORMAT_VERSION})."
+        )
+    if not isinstance(doc["package_version"], str):
+        raise CheckpointError(f"{where}: package_version must be a string; got {doc['package_version']!r}.")
+    if doc["estimator"] != "PillarReranker":
+        raise CheckpointError(f"{where}: estimator is {doc['estimator']!r}, not 'PillarReranker'.")
+    values = doc["config"]
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{where}: field 'config' must be an object; got a {type(values).__name__}.")
+    absent = sorted(_LEAPRR_CONFIG_KEYS_V1 - set(values))
+    if absent:
+        raise CheckpointError(f"{where}: config lacks the field {absent[0]!r} ({len(absent)} missing).")
+    try:
+        cfg = LeaPRRConfig.from_dict(values)
+    except (InvalidInputError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: 'config' is not a valid LeaPRR config ({exc})") from exc
+    fitted = doc["fitted"]
+    if not isinstance(fitted, dict):
+        raise CheckpointError(f"{where}: field 'fitted' must be an object; got a {type(fitted).__name__}.")
+    missing = [k for k in _FITTED_KEYS if k not in fitted]
+    extra = sorted(set(fitted) - set(_FITTED_KEYS))
+    if missing or extra:
+        what = f"lacks {missing[0]!r}" if missing else f"has the unknown field {extra[0]!r}"
+        raise CheckpointError(f"{where}: field 'fitted' {what} (fields: {', '.join(_FITTED_KEYS)}).")
+    try:
+        validate_params(
+            fitted,
+            {"n_images_in": Interval(int, 0), "n_texts_in": Interval(int, 0), "input": dict, "history": dict},
+            owner=f"{where} field 'fitted'",
+        )
+    except InvalidInputError as exc:
+        raise CheckpointError(str(exc)) from exc
+    return cfg
+
+
+def check_weights_match_config(cfg, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
+    """Refuse weights (name -> shape) that are not exactly those ``cfg``'s model has.
+
+    The expected shapes come from :func:`~pillar_rerank.model.network.state_shapes`, which
+    allocates nothing and first refuses a model too large for this machine, so this runs
+    before any model is built.
+    """
+    from pillar_rerank.model.network import state_shapes
+
+    try:
+        expected = state_shapes(cfg)
+    except InvalidInputError as exc:
+        raise CheckpointError(f"{source}: {exc}") from exc
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    bad = sorted(k for k in set(expected) & set(shapes) if tuple(expected[k]) != tuple(shapes[k]))
+    if missing or extra or bad:
+        first = (
+            f"missing {missing[0]!r}"
+            if missing
+            else f"unexpected {extra[0]!r}"
+            if extra
+            else f"{bad[0]!r} has shape {tuple(shapes[bad[0]])}, the config needs {tuple(expected[bad[0]])}"
+        )
+        raise CheckpointError(
+            f"{source}: the weights do not match the config (embed_dim={cfg.embed_dim}, "
+            f"depth={cfg.depth}, n_pillars={cfg.n_pillars}, anchor={cfg.anchor!r}): {len(missing)} missing, "
+            f"{len(extra)} unexpected, {len(bad)} mis-shaped tensors ({first})."
+        )
+
+
+def _check_reranker_dir(root: Path, doc: dict[str, Any]) -> None:
+    """config.json fully valid, and the weights' header shapes exactly those of its config."""
+    from pillar_rerank.model.network import check_model_size
+
+    source = f"model dir ({root})"
+    cfg = check_reranker_document(doc, source=source)
+    try:
+        check_model_size(cfg)
+    except InvalidInputError as exc:
+        raise CheckpointError(f"{source}: {CONFIG_FILE}: {exc}") from exc
+    shapes = read_tensor_shapes(root / WEIGHTS_FILE, source=f"{source}: {WEIGHTS_FILE}")
+    check_weights_match_config(cfg, shapes, source=source)
+
+
+#: estimator name (config.json) -> check of its model directory's content before loading
+_CONTENT_CHECKS = {"PillarReranker": _check_reranker_dir}
 
 
 class SimulatedCrash(RuntimeError):
@@ -402,7 +619,7 @@ class TrainingCheckpoint:
         name = f"tensors-{state.get('global_step', 0):09d}-{os.getpid()}.safetensors"
         tensor_path = self.directory / name
         with atomic_path(tensor_path) as tmp:
-            save_file(_contiguous(tensors), str(tmp))
+            _save_tensors(tensors, tmp)
         doc = {
             "format_version": MODEL_FORMAT_VERSION,
             "package_version": __version__,

@@ -59,6 +59,7 @@ class ModelConfig:
     mlp_ratio: float
     qkv_bias: bool
     attention: str
+    reference_fp16: bool
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,13 @@ class LeaPRRConfig:
     reference_thresholds : bool, default=False
         Parity switch: use the reference's fixed thresholds 0.8/32 (i2t) and 0.8/8 (t2i)
         whatever the list lengths are.
+    reference_fp16 : bool, default=False
+        Parity switch: round what the reference holds in float16 through float16, where it does:
+        the list features and adjacency fed to the network (its ``.half()`` inputs), and the score
+        matrices the re-ranked cosines are written into and averaged in (its float16 similarity
+        file, ``(S_i2t + S_t2i.T) / 2`` in float16). With it, an imported reference checkpoint
+        gives the reference's own score matrix (recalls then differ only where its unstable
+        argsort breaks float16 ties differently). Off by default: float32 is more precise.
     intra_source : {"auto", "embeddings", "given", "second_order"}, default="auto"
         Where image-image / text-text similarities come from. "auto" takes user-supplied
         matrices, else embeddings, else the second-order estimate from the cross-modal matrix.
@@ -171,6 +179,7 @@ class LeaPRRConfig:
     graph_neighbors: int = 10
     graph_coef: float = 0.8
     reference_thresholds: bool = False
+    reference_fp16: bool = False
     intra_source: str = "auto"
     intra_rank: int | None = 128
     neighbor_index: str = "flat"
@@ -205,7 +214,7 @@ class LeaPRRConfig:
         "list_len_t2i": Interval(int, 2, MAX_SIZE["list_len"]),
         "anchor": Options(frozenset({"both", "intra", "inter"})),
         "graph_neighbors": Interval(int, 1, MAX_SIZE["graph_neighbors"]), "graph_coef": Interval(float, 0.0),
-        "reference_thresholds": bool,
+        "reference_thresholds": bool, "reference_fp16": bool,
         "intra_source": Options(frozenset({"auto", "embeddings", "given", "second_order"})),
         "intra_rank": [None, Interval(int, 1, MAX_SIZE["intra_rank"])],
         "neighbor_index": Options(frozenset({"flat", "ivf", "hnsw"})), "neighbor_index_params": dict,

@@ -76,9 +76,10 @@ def base_matrices(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray | None]:
     return i2t, t2i
 
 
-def scores_with_updates(data: RetrievalSet, shards: list[ShardResult]) -> np.ndarray:
-    """``data``'s image x text matrix with the shards' re-scored entries (mean of both directions)."""
-    return apply_updates(*base_matrices(data), shards)
+def scores_with_updates(data: RetrievalSet, shards: list[ShardResult], *, fp16: bool = False) -> np.ndarray:
+    """``data``'s image x text matrix with the shards' re-scored entries (mean of both directions);
+    ``fp16`` reproduces the reference's float16 score matrices (``LeaPRRConfig.reference_fp16``)."""
+    return apply_updates(*base_matrices(data), shards, fp16=fp16)
 
 
 def base_scores(data: RetrievalSet) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -270,7 +271,8 @@ class PillarReranker(BaseReranker):
         :meth:`rerank_shard` and :meth:`merge`.
         """
         return scores_with_updates(*self._rerank_part(test, 0, 1, max_memory=max_memory,
-                                                      cache_dir=cache_dir))
+                                                      cache_dir=cache_dir),
+                                   fp16=self.config_.reference_fp16)
 
     def rerank_shard(self, test: RetrievalSet, index: int, count: int, *,
                      max_memory: str | int | None = None,
@@ -327,7 +329,8 @@ class PillarReranker(BaseReranker):
             model_digest=self.model_digest(),
             names=names,
         )
-        return scores_with_updates(self._normalized(test, self.config_), loaded)
+        return scores_with_updates(self._normalized(test, self.config_), loaded,
+                                   fp16=self.config_.reference_fp16)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: PathLikeStr, *, overwrite: bool = False, inputs=()) -> Path:
@@ -383,17 +386,26 @@ class PillarReranker(BaseReranker):
 
     @classmethod
     def from_reference_checkpoint(
-        cls, path: PathLikeStr, config: LeaPRRConfig | None = None
+        cls, path: PathLikeStr, config: LeaPRRConfig | None = None, **fields: Any
     ) -> PillarReranker:
         """Import a checkpoint of the original LeaPRR code (``checkpoint_best.pth``).
 
         The file is read with ``torch.load(weights_only=True)`` (never unpickling arbitrary
-        objects). Sizes are inferred from the tensor shapes; ``config`` supplies what shapes
-        cannot tell (``num_heads``, list lengths, graph settings; default: the paper's) and
-        must agree with what they do tell. ``reference_thresholds`` is set to True (the
-        reference's fixed 0.8/32 and 0.8/8 sparsity thresholds).
+        objects). The sizes the weights tell are inferred from the tensor shapes: ``n_pillars``,
+        ``embed_dim``, ``depth``, ``mlp_ratio``, ``qkv_bias``. What they cannot tell comes from
+        ``config`` (a whole config, whose sizes must agree with the weights) and/or ``fields``
+        (single :class:`~pillar_rerank.config.LeaPRRConfig` fields on top of it or of the paper's
+        defaults, e.g. ``list_len_i2t=32, reference_fp16=True``; a size among them must agree
+        too). ``num_heads`` never shows in the shapes: without it the paper's 24 is used when it
+        divides ``embed_dim``, else it must be given. ``reference_thresholds`` is set to True (the
+        reference's fixed 0.8/32 and 0.8/8 sparsity thresholds); ``reference_fp16=True``
+        reproduces its float16 inputs and score matrices (see ``LeaPRRConfig``).
+
+        Raises :class:`~pillar_rerank.exceptions.InputFileError` when the file is missing or
+        unreadable, :class:`~pillar_rerank.exceptions.CheckpointError` when its content is not a
+        LeaPRR state dict or disagrees with the given sizes.
         """
-        cfg, state = read_reference_checkpoint(path, config)
+        cfg, state = read_reference_checkpoint(path, config, **fields)
         self = cls(cfg)
         self.model_ = network_from_state(cfg, state, source=f"reference checkpoint ({path})")
         self.config_ = cfg

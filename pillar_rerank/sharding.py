@@ -111,6 +111,7 @@ def apply_updates(
     shards: list[ShardResult],
     *,
     budget_bytes: int = 256 * 2**20,
+    fp16: bool = False,
 ) -> np.ndarray:
     """``(S_i2t' + S_t2i') / 2`` from the base matrices and the shards' overwrites.
 
@@ -118,14 +119,25 @@ def apply_updates(
     Only one output matrix is allocated; the bases are read, never modified. Touched entries are
     computed as ``0.5 * (a + b)`` with ``a``/``b`` the new or base value of each direction, so
     the result does not depend on the order of the shards.
+
+    With ``fp16`` (``LeaPRRConfig.reference_fp16``) the reference's float16 arithmetic is
+    reproduced: the bases and the new values are rounded to float16 (its matrices are float16)
+    and the mean is taken in numpy float16, ``(a + b) / 2``; the result holds float16 values
+    (returned as float32).
     """
     n_img, n_txt = base_i2t.shape
     out = np.empty((n_img, n_txt), dtype=np.float32)
+
+    def mean(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        if fp16:
+            a16 = a.astype(np.float16)
+            return a16.astype(np.float32) if b is None else ((a16 + b.astype(np.float16)) / np.float16(2))
+        return a if b is None else 0.5 * (a + b)
+
     for rows in iter_blocks(n_img, block_rows(n_txt, budget_bytes=budget_bytes)):
         block = np.asarray(base_i2t[rows], dtype=np.float32)
-        if base_t2i is not None:
-            block = 0.5 * (block + np.asarray(base_t2i[rows], dtype=np.float32))
-        out[rows] = block
+        other = None if base_t2i is None else np.asarray(base_t2i[rows], dtype=np.float32)
+        out[rows] = mean(block, other)
     keys, values = {}, {}
     for d in ("i2t", "t2i"):
         r = np.concatenate([getattr(s, f"{d}_rows") for s in shards]).astype(np.int64)
@@ -140,7 +152,7 @@ def apply_updates(
     b = a.copy() if base_t2i is None else np.asarray(base_t2i[rows, cols], dtype=np.float32)
     a[np.searchsorted(touched, keys["i2t"])] = values["i2t"]
     b[np.searchsorted(touched, keys["t2i"])] = values["t2i"]
-    out[rows, cols] = 0.5 * (a + b)
+    out[rows, cols] = mean(a, b)
     return out
 
 
@@ -192,6 +204,7 @@ def merge_shards(
     *,
     base_t2i_scores: np.ndarray | None = None,
     model_digest: str | None = None,
+    fp16: bool = False,
 ) -> np.ndarray:
     """Join the shards of one re-ranking run into the final image x text matrix.
 
@@ -205,9 +218,12 @@ def merge_shards(
         Direction-specific t2i base, when the normaliser produced one.
     model_digest : str, optional
         When given, every shard must come from this model.
+    fp16 : bool, default=False
+        The model's ``reference_fp16``: float16 score matrices as in the reference
+        (:func:`apply_updates`).
     """
     names = [str(s) if not isinstance(s, ShardResult) else f"shard {s.index}" for s in shards]
     loaded = [s if isinstance(s, ShardResult) else ShardResult.load(s) for s in shards]
     n_img, n_txt = base_scores.shape
     loaded = check_shard_set(loaded, n_images=n_img, n_texts=n_txt, model_digest=model_digest, names=names)
-    return apply_updates(base_scores, base_t2i_scores, loaded)
+    return apply_updates(base_scores, base_t2i_scores, loaded, fp16=fp16)

@@ -116,3 +116,23 @@ def test_outputs_inside_a_model_dir_are_refused(tmp_path):
         with pytest.raises(InputFileError, match="inside the model directory"):
             check_output_outside_model_dir(out, tmp_path / "m")
     check_output_outside_model_dir(tmp_path / "out.npy", tmp_path / "m")
+
+
+def test_identical_saves_are_byte_identical(tmp_path):
+    """safetensors writes its metadata from a hash map (random key order): the header is
+    re-serialised sorted, so saving the same model twice gives the same bytes (issue 15, item 19)."""
+    from safetensors.torch import load_file, safe_open
+
+    state = {"b": torch.ones(3, dtype=torch.float16), "a": torch.arange(5.0)}
+    paths = [tmp_path / f"m{i}" for i in range(8)]  # 8 saves: 2**-7 odds that random order agrees
+    for p in paths:
+        save_model_dir(p, state_dict=state, config={"estimator": "x"}, extra={"bank": {"z": torch.zeros(2)}})
+    for name in ("weights.safetensors", "config.json", "manifest.json", "bank.safetensors"):
+        first = (paths[0] / name).read_bytes()
+        assert all((p / name).read_bytes() == first for p in paths[1:]), name
+    raw = (paths[0] / "weights.safetensors").read_bytes()
+    assert raw.index(b'"format_version"') < raw.index(b'"package_version"')
+    loaded = load_file(str(paths[0] / "weights.safetensors"))
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    with safe_open(str(paths[0] / "weights.safetensors"), "pt") as fh:
+        assert fh.metadata() == {"format_version": "1", "package_version": checkpoint.__version__}

@@ -1,3 +1,4 @@
+import copy
 import json
 import warnings
 
@@ -16,9 +17,11 @@ from pillar_rerank.exceptions import (
 )
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.metrics.recall import recall_metrics
-from pillar_rerank.model.network import MutualRerankNetwork
+from pillar_rerank.model.network import GraphRerankNetwork, MutualRerankNetwork
+from pillar_rerank.model.reference import to_reference_state_dict
+from pillar_rerank.model_state import network_from_state
 from pillar_rerank.reranker import PillarReranker
-from pillar_rerank.sharding import merge_shards
+from pillar_rerank.sharding import ShardResult, apply_updates, merge_shards
 
 
 def make_set(n_images, *, cpi=3, seed=0, noise=0.15, name="syn", embeddings=False):
@@ -210,8 +213,8 @@ def test_fit_improves_dev_rsum_over_the_untrained_network(data):
     train, dev = data
     cfg = CFG.replace(epochs=6, lr=0.1, batch_size=32, eval_every=1000)
     trained = PillarReranker(cfg).fit(train, dev, verbose=False)
-    untrained = PillarReranker(cfg)
-    untrained._install(
+    untrained = copy.deepcopy(trained)
+    untrained.model_ = network_from_state(
         cfg,
         MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(cfg.seed)).state_dict(),
         source="test",
@@ -221,28 +224,12 @@ def test_fit_improves_dev_rsum_over_the_untrained_network(data):
     assert after > before
 
 
-def _reference_layout(model: MutualRerankNetwork, L: int) -> dict:
-    """Our weights under the reference's key names (what checkpoint_best.pth holds)."""
-    inverse = {"embed.norm_first": "ln", "embed.norm_second": "ln1", "embed.proj": "topk_proj"}
-    out = {}
-    for key, value in model.state_dict().items():
-        direction, _, inner = key.partition(".")
-        head, _, leaf = inner.rpartition(".")
-        inner = f"{inverse[head]}.{leaf}" if head in inverse else inner
-        out[f"model_{direction}.{inner}"] = value.clone().half()
-    d = model.i2t.embed_dim
-    for direction in ("i2t", "t2i"):
-        out[f"model_{direction}.feature_align.layers.0.weight"] = torch.zeros(2 * L, d).half()
-        out[f"model_{direction}.feature_align.layers.0.bias"] = torch.zeros(2 * L).half()
-    return out
-
-
 def test_from_reference_checkpoint(data, tmp_path):
     cfg = CFG.replace(mlp_ratio=2.0)
     net = MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(7))
     path = tmp_path / "checkpoint_best.pth"
     torch.save(
-        {"epoch": 3, "state_dict": _reference_layout(net, cfg.n_pillars), "recall": {"rsum": 1.0}}, path
+        {"epoch": 3, "state_dict": to_reference_state_dict(net.state_dict()), "recall": {"rsum": 1.0}}, path
     )
     base = CFG.replace(mlp_ratio=2.0)  # what shapes cannot tell (heads, list lengths) comes from here
     imported = PillarReranker.from_reference_checkpoint(path, base)
@@ -355,3 +342,118 @@ def test_apply_with_another_intra_source_than_training_warns():
     with pytest.warns(UserWarning, match="trained with intra-modal similarities from embeddings, but test "
                                          "gives them from the second-order estimate"):
         model.rerank(scores_only)
+
+
+def test_two_identical_fits_save_byte_identical_model_dirs(data, tmp_path):
+    """Same data, config and seed: every file of the model directory is byte-identical (issue 15,
+    item 19). The second model is saved several times: the metadata order used to be random."""
+    train, dev = data
+    cfg = CFG.replace(epochs=1)
+    a = PillarReranker(cfg).fit(train, dev, verbose=False)
+    b = PillarReranker(cfg).fit(train, dev, verbose=False)
+    a.save(tmp_path / "a")
+    for i in range(6):
+        b.save(tmp_path / f"b{i}")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["config.json", "manifest.json", "weights.safetensors"]
+    for i in range(6):
+        assert sorted(p.name for p in (tmp_path / f"b{i}").iterdir()) == names
+        for name in names:
+            assert (tmp_path / f"b{i}" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
+
+
+def test_load_compares_weight_shapes_with_the_config_before_reading_weights(fitted, tmp_path, monkeypatch):
+    """A config edited to another size (checksums rewritten) is refused from the weights file's
+    header alone: no tensor is read and no model of the forged size is built (issue 15, item 14)."""
+    from pillar_rerank import checkpoint
+    from pillar_rerank.checkpoint import load_model_dir, save_model_dir
+
+    fitted.save(tmp_path / "m")
+    state, doc = load_model_dir(tmp_path / "m")
+    doc["config"]["embed_dim"] = 4096  # 0.9 G parameters if it were built
+    save_model_dir(tmp_path / "forged", state_dict=state, config=doc)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tensors read or model built before the shapes were compared")
+
+    monkeypatch.setattr(checkpoint, "load_file", refuse)
+    monkeypatch.setattr(MutualRerankNetwork, "from_config", refuse)
+    with pytest.raises(CheckpointError, match=r"do not match the config \(embed_dim=4096"):
+        PillarReranker.load(tmp_path / "forged")
+
+
+def _half(x):
+    return x.to(torch.float16).to(torch.float32) if isinstance(x, torch.Tensor) else x.astype(np.float16)
+
+
+def test_reference_fp16_rounds_the_network_inputs_only_when_on():
+    """Issue 15, item 6: the reference feeds ``.half()`` features and adjacency to its model."""
+    net = GraphRerankNetwork(4, embed_dim=16, depth=1, num_heads=2)
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(0)) * 0.3 + 0.1
+    a = torch.softmax(torch.randn(3, 5, 5, generator=torch.Generator().manual_seed(1)), -1)
+    default = net(x, a)
+    assert torch.equal(default, net.node_embeddings(x, a)[:, :1].mul(net.node_embeddings(x, a)).sum(-1))
+    net.reference_fp16 = True
+    rounded = net(x, a)
+    net.reference_fp16 = False
+    assert torch.equal(rounded, net(_half(x), _half(a)))
+    assert not torch.equal(rounded, default)  # the switch really changes the inputs
+    assert torch.equal(net(x, a), default)  # and off, nothing is rounded
+
+
+def test_reference_fp16_score_matrices_are_the_reference_float16_arithmetic():
+    """apply_updates(fp16=True) equals the reference's evaluate: float16 copies of the base matrix,
+    new cosines written into them, ``(S_i2t + S_t2i.T) / 2`` in numpy float16."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(-0.2, 0.9, size=(6, 10)).astype(np.float32)
+    i2t = {"i2t_rows": np.repeat(np.arange(6), 3), "i2t_cols": np.tile([1, 4, 7], 6),
+           "i2t_values": rng.uniform(-1, 1, 18).astype(np.float32)}
+    t2i = {"t2i_rows": np.tile([0, 2], 10), "t2i_cols": np.repeat(np.arange(10), 2),
+           "t2i_values": rng.uniform(-1, 1, 20).astype(np.float32)}
+    shard = ShardResult(0, 1, 6, 10, "", **i2t, **t2i)
+    s1, s2 = base.astype(np.float16), base.T.astype(np.float16).copy()  # the reference's copies
+    s1[i2t["i2t_rows"], i2t["i2t_cols"]] = i2t["i2t_values"]
+    s2[t2i["t2i_cols"], t2i["t2i_rows"]] = t2i["t2i_values"]
+    expected = ((s1 + s2.T) / 2).astype(np.float32)
+    assert np.array_equal(apply_updates(base, None, [shard], fp16=True), expected)
+    default = apply_updates(base, None, [shard])
+    assert not np.array_equal(default, expected)
+    a, b = base.copy(), base.copy()
+    a[i2t["i2t_rows"], i2t["i2t_cols"]] = i2t["i2t_values"]
+    b[t2i["t2i_rows"], t2i["t2i_cols"]] = t2i["t2i_values"]
+    assert np.array_equal(default, 0.5 * (a + b))  # default: float32, unchanged
+
+
+def test_imported_reference_with_fp16_parity_gives_float16_scores(data, tmp_path):
+    net = MutualRerankNetwork.from_config(CFG, generator=torch.Generator().manual_seed(5))
+    torch.save({"state_dict": to_reference_state_dict(net.state_dict())}, tmp_path / "ref.pth")
+    fields = {"num_heads": CFG.num_heads, "list_len_i2t": CFG.list_len_i2t, "list_len_t2i": CFG.list_len_t2i,
+              "graph_neighbors": CFG.graph_neighbors, "intra_source": "given"}
+    plain = PillarReranker.from_reference_checkpoint(tmp_path / "ref.pth", **fields)
+    parity = PillarReranker.from_reference_checkpoint(tmp_path / "ref.pth", reference_fp16=True, **fields)
+    assert parity.config_.reference_fp16 and not plain.config_.reference_fp16
+    assert parity.model_.i2t.reference_fp16 and not plain.model_.i2t.reference_fp16
+    s16, s32 = parity.rerank(data[1]), plain.rerank(data[1])
+    assert np.array_equal(s16, s16.astype(np.float16).astype(np.float32))  # float16 values only
+    assert not np.array_equal(s32, s32.astype(np.float16).astype(np.float32))
+    assert np.abs(s16 - s32).max() < 5e-3
+    parity.save(tmp_path / "m")
+    assert PillarReranker.load(tmp_path / "m").config_.reference_fp16
+    with pytest.raises(CheckpointError, match="weights imply"):
+        PillarReranker.from_reference_checkpoint(tmp_path / "ref.pth", n_pillars=16, **fields)
+
+
+def test_model_dir_written_before_a_config_field_existed_still_loads(fitted, tmp_path):
+    """Fields added to LeaPRRConfig after format version 1 (reference_fp16) take their defaults when
+    an older model directory lacks them; a format-1 field missing is an error naming it."""
+    from pillar_rerank.checkpoint import load_model_dir, save_model_dir
+
+    fitted.save(tmp_path / "m")
+    state, doc = load_model_dir(tmp_path / "m")
+    del doc["config"]["reference_fp16"]
+    save_model_dir(tmp_path / "old", state_dict=state, config=doc)
+    assert PillarReranker.load(tmp_path / "old").config_.reference_fp16 is False
+    del doc["config"]["graph_coef"]
+    save_model_dir(tmp_path / "broken", state_dict=state, config=doc)
+    with pytest.raises(CheckpointError, match="config.json: config lacks the field 'graph_coef'"):
+        PillarReranker.load(tmp_path / "broken")

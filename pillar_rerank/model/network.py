@@ -7,9 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.lists.contract import QueryLists
 from pillar_rerank.model.block import GraphTransformerBlock
 from pillar_rerank.model.pillar_embedding import PillarEmbedding
+from pillar_rerank.utils.memory import physical_memory_bytes
+
+#: float32 copies of the weights training keeps: weights, gradients, SGD momentum, best weights.
+TRAINING_COPIES = 4
 
 
 class GraphRerankNetwork(nn.Module):
@@ -36,6 +41,10 @@ class GraphRerankNetwork(nn.Module):
     qkv_bias : bool, default=True
     anchor : {"both", "intra", "inter"}, default="both"
     attention : {"dense", "sparse"}, default="dense"
+    reference_fp16 : bool, default=False
+        Round the features and the adjacency through float16 on the way in, as the reference
+        does (``.half()`` on its inputs; ``LeaPRRConfig.reference_fp16``). Not a parameter: the
+        state dict is the same either way.
 
     Shapes
     ------
@@ -55,6 +64,7 @@ class GraphRerankNetwork(nn.Module):
         qkv_bias: bool = True,
         anchor: str = "both",
         attention: str = "dense",
+        reference_fp16: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -62,6 +72,7 @@ class GraphRerankNetwork(nn.Module):
         self.n_pillars = int(n_pillars)
         self.embed_dim, self.depth, self.num_heads = int(embed_dim), int(depth), int(num_heads)
         self.attention = attention
+        self.reference_fp16 = bool(reference_fp16)
         self.embed = PillarEmbedding(n_pillars, embed_dim, anchor=anchor)
         self.blocks = nn.ModuleList(
             GraphTransformerBlock(
@@ -84,6 +95,9 @@ class GraphRerankNetwork(nn.Module):
         return F.normalize(x, dim=-1)
 
     def forward(self, features: Tensor, adjacency: Tensor) -> Tensor:
+        if self.reference_fp16:
+            features = features.to(torch.float16).to(features.dtype)
+            adjacency = adjacency.to(torch.float16).to(adjacency.dtype)
         z = self.node_embeddings(features, adjacency)
         return (z[:, :1, :] * z).sum(dim=-1)
 
@@ -95,6 +109,7 @@ class GraphRerankNetwork(nn.Module):
         return (
             f"n_pillars={self.n_pillars}, embed_dim={self.embed_dim}, depth={self.depth}, "
             f"num_heads={self.num_heads}, attention={self.attention!r}"
+            + (", reference_fp16=True" if self.reference_fp16 else "")
         )
 
 
@@ -114,7 +129,16 @@ class MutualRerankNetwork(nn.Module):
     def from_config(
         cls, config: LeaPRRConfig, *, generator: torch.Generator | None = None
     ) -> MutualRerankNetwork:
-        """Build the pair from a config; with ``generator`` the initialisation is seeded."""
+        """Build the pair from a config; with ``generator`` the initialisation is seeded.
+
+        A config whose weights cannot fit in this machine's memory is refused before anything is
+        allocated (:func:`check_model_size`).
+        """
+        check_model_size(config)
+        return cls._build(config, generator=generator)
+
+    @classmethod
+    def _build(cls, config: LeaPRRConfig, *, generator: torch.Generator | None = None) -> MutualRerankNetwork:
         net = cls(
             config.n_pillars,
             embed_dim=config.embed_dim,
@@ -124,6 +148,7 @@ class MutualRerankNetwork(nn.Module):
             qkv_bias=config.qkv_bias,
             anchor=config.anchor,
             attention=config.attention,
+            reference_fp16=config.reference_fp16,
         )
         if generator is not None:
             net.reset_parameters(generator)
@@ -132,3 +157,56 @@ class MutualRerankNetwork(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         self.i2t.reset_parameters(generator)
         self.t2i.reset_parameters(generator)
+
+
+def parameter_count(config: LeaPRRConfig) -> int:
+    """Number of parameters of ``MutualRerankNetwork.from_config(config)``, from the sizes alone.
+
+    Computed without building anything, so that an absurd size (``embed_dim=10**9``) can be
+    refused before it is allocated. Per direction: the pillar embedding (one LayerNorm per used
+    half, Linear(used columns -> D)) and ``depth`` blocks (two LayerNorms, qkv Linear(D, 3D),
+    output Linear(D, D), MLP D -> H -> D with ``H = int(D * mlp_ratio)``).
+    """
+    n_pillars, d, depth = int(config.n_pillars), int(config.embed_dim), int(config.depth)
+    hidden = int(d * config.mlp_ratio)
+    halves = 2 if config.anchor == "both" else 1
+    embed = halves * 2 * n_pillars + halves * n_pillars * d + d
+    attention = d * 3 * d + (3 * d if config.qkv_bias else 0) + d * d + d
+    block = 2 * d + attention + 2 * d + d * hidden + hidden + hidden * d + d
+    return 2 * (embed + depth * block)
+
+
+def check_model_size(config: LeaPRRConfig, *, memory_bytes: int | None = None) -> int:
+    """Refuse a model whose float32 weights exceed this machine's memory; return their bytes.
+
+    ``memory_bytes`` defaults to the total physical memory (no check where the OS does not say).
+    The message names what the weights need, and what training needs on top
+    (:data:`TRAINING_COPIES` copies: weights, gradients, momentum, best weights).
+    """
+    needed = 4 * parameter_count(config)
+    limit = physical_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    if limit is not None and needed > limit:
+        raise InvalidParameterError(
+            f"LeaPRRConfig(embed_dim={config.embed_dim}, depth={config.depth}, n_pillars={config.n_pillars}, "
+            f"mlp_ratio={config.mlp_ratio}): the model has {parameter_count(config):.3g} parameters, "
+            f"{_gib(needed)} of float32 weights ({_gib(TRAINING_COPIES * needed)} to train), more than "
+            f"this machine's {_gib(limit)} of memory. Lower --embed-dim / --depth / --n-pillars "
+            "(the paper's model: 768 / 2 / 64, 28.6 M parameters, 0.11 GiB)."
+        )
+    return needed
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def state_shapes(config: LeaPRRConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of ``from_config(config)``'s state dict, allocating nothing.
+
+    Built on PyTorch's ``meta`` device after :func:`check_model_size`, so that weights read from
+    a file can be compared with a config before a real model is built.
+    """
+    check_model_size(config)
+    with torch.device("meta"):
+        net = MutualRerankNetwork._build(config)
+    return {name: tuple(t.shape) for name, t in net.state_dict().items()}

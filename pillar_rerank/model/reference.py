@@ -100,3 +100,26 @@ def convert_reference_state_dict(
         "anchor": "both",
     }
     return converted, inferred
+
+
+def to_reference_state_dict(
+    state: dict[str, torch.Tensor], *, dtype: torch.dtype = torch.float16
+) -> dict[str, torch.Tensor]:
+    """A :class:`~pillar_rerank.model.MutualRerankNetwork` state dict under the reference's key
+    names, with the unused ``feature_align`` head (zeros), as ``checkpoint_best.pth`` holds it.
+
+    The inverse of :func:`convert_reference_state_dict` (values cast to ``dtype``, the
+    reference's training precision): what the reference code loads with ``load_state_dict``.
+    """
+    inverse = {v: k for k, v in _INNER.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        direction, _, inner = key.partition(".")
+        head, _, leaf = inner.rpartition(".")
+        inner = f"{inverse[head]}.{leaf}" if head in inverse else inner
+        out[f"model_{direction}.{inner}"] = value.detach().clone().to(dtype)
+    for direction in ("i2t", "t2i"):
+        embed_dim, in_dim = state[f"{direction}.embed.proj.weight"].shape
+        out[f"model_{direction}.feature_align.layers.0.weight"] = torch.zeros(in_dim, embed_dim, dtype=dtype)
+        out[f"model_{direction}.feature_align.layers.0.bias"] = torch.zeros(in_dim, dtype=dtype)
+    return out

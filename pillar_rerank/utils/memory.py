@@ -30,6 +30,17 @@ def _fmt(n: float) -> str:
     return f"{int(n)} B"
 
 
+def physical_memory_bytes() -> int | None:
+    """Total physical memory of this machine in bytes (None where the OS does not say)."""
+    import os
+
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return int(pages) * int(page_size) if pages > 0 and page_size > 0 else None
+
+
 def list_query_bytes(n_nodes: int, n_pillars: int) -> int:
     """Bytes of one stored query list (features, adjacency, targets, candidate and query ids)."""
     return n_nodes * 2 * n_pillars * 4 + n_nodes * n_nodes * 4 + n_nodes + (n_nodes - 1) * 8 + 8

@@ -154,8 +154,60 @@ def _tamper(model: Path, kind: str, other: Path) -> None:
     elif kind == "config is a list (+manifest)":
         config.write_text("[]")
         _rewrite_manifest(model)
+    elif kind in FIELD_TAMPERING:
+        target = manifest if kind.startswith("manifest") else config
+        doc = json.loads(target.read_text())
+        FIELD_TAMPERING[kind][0](doc)
+        target.write_text(json.dumps(doc))
+        if target == config:
+            _rewrite_manifest(model)
     else:  # pragma: no cover
         raise AssertionError(kind)
+
+
+def _set(*path_and_value):
+    *path, value = path_and_value
+
+    def edit(doc):
+        for key in path[:-1]:
+            doc = doc[key]
+        doc[path[-1]] = value
+
+    return edit
+
+
+def _drop(*path):
+    def edit(doc):
+        for key in path[:-1]:
+            doc = doc[key]
+        del doc[path[-1]]
+
+    return edit
+
+
+# issue 15, item 13: one field of manifest.json or config.json malformed (config.json with its
+# checksum rewritten); each gives exit 2 and a message naming the file and the field.
+FIELD_TAMPERING = {
+    "config without fitted (+manifest)": (_drop("fitted"), "config.json lacks the field 'fitted'"),
+    "config fitted is a list (+manifest)": (_set("fitted", []), "'fitted' must be an object"),
+    "config count not a number (+manifest)": (_set("fitted", "n_images_in", "abc"), "'n_images_in'"),
+    "config count a float (+manifest)": (_set("fitted", "n_texts_in", 1.5), "'n_texts_in'"),
+    "config count negative (+manifest)": (_set("fitted", "n_images_in", -3), "'n_images_in'"),
+    "config fitted lacks a count (+manifest)": (_drop("fitted", "n_texts_in"), "lacks 'n_texts_in'"),
+    "config history not an object (+manifest)": (_set("fitted", "history", [1]), "'history'"),
+    "config lacks a config field (+manifest)": (_drop("config", "depth"), "config lacks the field 'depth'"),
+    "config extra top-level field (+manifest)": (_set("surprise", 1), "unknown field 'surprise'"),
+    "config format_version a string (+manifest)": (_set("format_version", "1"), "format_version"),
+    "config embed_dim 1e9 (+manifest)": (_set("config", "embed_dim", 10**9), "GiB"),
+    "manifest entry not an object": (_set("files", "config.json", "x"), "files['config.json']"),
+    "manifest entry with an extra key": (_set("files", "config.json", "x", 1), "files['config.json']"),
+    "manifest bytes not a number": (_set("files", "config.json", "bytes", "12"), "['config.json'].bytes"),
+    "manifest sha256 not a digest": (_set("files", "config.json", "sha256", 5), ".sha256"),
+    "manifest names a file outside": (_set("files", "../sims.npy", {"sha256": "0" * 64, "bytes": 1}),
+                                      "'../sims.npy'"),
+    "manifest extra field": (_set("extra", 1), "unknown field 'extra'"),
+    "manifest format_version true": (_set("format_version", True), "format_version"),
+}
 
 
 MODEL_TAMPERING = [
@@ -168,6 +220,7 @@ MODEL_TAMPERING = [
     "weights with wrong shapes (+manifest)", "weights missing a tensor (+manifest)",
     "config not JSON (+manifest)", "config unknown key (+manifest)", "config wrong type (+manifest)",
     "config of another estimator (+manifest)", "config is a list (+manifest)",
+    *FIELD_TAMPERING,
 ]
 
 
@@ -190,6 +243,10 @@ def test_apply_refuses_a_tampered_model_dir(kind, work, other_model):
     assert_clean_error(res)
     assert "model" in res.output
     assert not (work / "out.npy").exists()
+    if kind in FIELD_TAMPERING:
+        assert res.exit_code == 2
+        assert FIELD_TAMPERING[kind][1] in res.output.replace("\n", " "), res.output
+        assert ("manifest.json" if kind.startswith("manifest") else "config.json") in res.output
 
 
 def test_apply_output_of_an_untampered_model_is_finite(work):
@@ -249,3 +306,16 @@ def test_resume_refuses_a_tampered_checkpoint(kind, work):
     assert_clean_error(res)
     assert "checkpoint" in res.output
     assert not (work / "resumed").exists()
+
+
+def test_fit_refuses_an_absurd_model_size(trained, tmp_path):
+    """`--embed-dim 1000000000` used to try to allocate the model (RuntimeError, exit 1): it is
+    refused with the memory it needs (issue 15, item 14)."""
+    args = list(TINY)
+    args[args.index("--embed-dim") + 1] = 10**9
+    args[args.index("--num-heads") + 1] = 1
+    res = invoke("fit", "--sims", trained / "sims.npy", "--captions-per-image", 2, "-o", tmp_path / "m",
+                 *args)
+    assert_clean_error(res, codes=(2,))
+    assert "GiB of float32 weights" in res.output and "--embed-dim" in res.output
+    assert not (tmp_path / "m").exists()
