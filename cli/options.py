@@ -8,8 +8,10 @@ import click
 
 from pillar_rerank.inputs import RetrievalSet, load_retrieval_set
 
-# Existence is checked by the loaders so a missing file exits with the I/O code (3).
-EXISTING_FILE = click.Path(dir_okay=False)
+# The loaders check inputs (pillar_rerank.io.check_input_file), so a missing, unreadable or
+# non-regular file (directory, FIFO, device) is an I/O failure (exit 3) named the same way
+# everywhere; click's own checks would exit 2 for some of them.
+EXISTING_FILE = click.Path(readable=False)
 
 
 def data_options(prefix: str = "", *, help_side: str = "") -> Callable:

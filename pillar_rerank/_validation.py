@@ -55,6 +55,11 @@ def check_float_matrix(
             f"{where}: expected a float16/float32/float64 array; got dtype {arr.dtype!s} "
             "(cast integer or boolean scores to float explicitly)."
         )
+    if arr.dtype.kind == "f" and not arr.dtype.isnative and arr.dtype.newbyteorder("=") in FLOAT_DTYPES:
+        raise InvalidInputError(
+            f"{where}: expected the native byte order; got dtype {arr.dtype.str} (big-endian). Convert "
+            "it with a.astype(a.dtype.newbyteorder('=')); files are converted on load."
+        )
     if arr.dtype not in FLOAT_DTYPES:
         raise InvalidInputError(f"{where}: expected float16, float32 or float64; got dtype {arr.dtype!s}.")
     if arr.ndim != 2:

@@ -92,3 +92,21 @@ def test_validate_params_table():
         validate_params({"t": 0.0}, constraints, owner="M")
     with pytest.raises(InvalidParameterError, match="'t'"):
         validate_params({"t": float("nan")}, constraints, owner="M")
+
+
+def test_big_endian_matrix_from_a_file_passes_the_same_checks_as_a_map(tmp_path):
+    """Issue 15 item 18: a big-endian map was accepted while a big-endian float matrix was not."""
+    from pillar_rerank.inputs import load_retrieval_set
+
+    np.save(tmp_path / "s.npy", np.eye(3, 6).astype(">f4"))
+    np.save(tmp_path / "m.npy", np.repeat(np.arange(3), 2).astype(">i8"))
+    data = load_retrieval_set(sims=tmp_path / "s.npy", txt_to_img=tmp_path / "m.npy")
+    assert data.scores.dtype == np.float32 and np.array_equal(data.scores, np.eye(3, 6))
+    assert np.array_equal(data.txt_to_img, np.repeat(np.arange(3), 2))
+
+
+def test_in_memory_non_native_floats_get_a_message_naming_the_fix():
+    from pillar_rerank._validation import check_float_matrix
+
+    with pytest.raises(InvalidInputError, match="byte order.*astype"):
+        check_float_matrix(np.eye(3).astype(">f4"), name="sims")

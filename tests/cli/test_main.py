@@ -45,3 +45,15 @@ def test_bugs_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(cli_main.RerankGroup, "_load", staticmethod(lambda name: bug))
     res = CliRunner().invoke(cli_main.cli, ["bug"])
     assert res.exit_code == 1 and isinstance(res.exception, KeyError)
+
+
+def test_ctrl_c_exits_130(monkeypatch):
+    """Issue 15 item 18: Ctrl-C exited 1 ("Aborted!"); the shell convention is 128 + SIGINT = 130."""
+    @click.command("slow")
+    def slow():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.RerankGroup, "_load", staticmethod(lambda name: slow))
+    res = CliRunner().invoke(cli_main.cli, ["slow"])
+    assert res.exit_code == 130, (res.exit_code, res.output)
+    assert "Aborted" in res.output and "Traceback" not in res.output

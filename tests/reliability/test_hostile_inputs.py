@@ -671,8 +671,8 @@ def test_eval_cli_usage_and_io_errors(tmp_path, case):
     args, code, needle = {
         "missing sims": ([tmp_path / "none.npy", "--txt2img", m], 3, "none.npy"),
         "missing map": ([s, "--txt2img", tmp_path / "nomap.npy"], 3, "nomap.npy"),
-        # click's Path(dir_okay=False) rejects a directory as bad usage (2) before any loader runs
-        "sims is a directory": ([tmp_path, "--captions-per-image", 2], 2, "is a directory"),
+        # not a file: an I/O failure (3) like a missing file, named by the loader
+        "sims is a directory": ([tmp_path, "--captions-per-image", 2], 3, "got a directory"),
         "json over input": ([s, "--txt2img", m, "--json", m, "--overwrite"], 3, "input file"),
         "json exists": ([s, "--txt2img", m, "--json", m], 3, "m.npy"),
         "json folder missing": ([s, "--txt2img", m, "--json", tmp_path / "no" / "o.json"], 3,
@@ -825,3 +825,82 @@ def test_coco_proxy_loaders_on_damaged_files(tmp_path, defect):
     outcomes = {k: outcome_of(fn)[0] for k, fn in loaders.items()}  # a raw exception fails here
     assert "error" in outcomes.values(), outcomes
     tally(f"COCO proxy loaders ({defect})", "error")
+
+
+# ---------------------------------------------------------------------------------- file types
+@pytest.mark.parametrize("command", ["eval", "fit", "baseline", "tune", "report"])
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_cli_refuses_non_regular_input_files_with_exit_3(tmp_path, command, kind):
+    """Issue 15 item 10: a FIFO input blocked forever; a directory exited 2 where a missing file exits 3.
+
+    Every input that is not a regular file is an I/O failure (exit 3), named, before it is opened.
+    A blocked open() is ended by the 60 s guard (``_no_hang``) as a TimeoutError.
+    """
+    sims = tmp_path / "sims.npy"
+    if kind == "fifo":
+        os.mkfifo(sims)
+    elif kind == "device":
+        sims.symlink_to("/dev/zero")
+    else:
+        sims.mkdir()
+    out = tmp_path / "out"
+    args = {
+        "eval": ["eval", sims, "--captions-per-image", 2],
+        "fit": ["fit", "--sims", sims, "--captions-per-image", 2, "-o", out, "--epochs", 1],
+        "baseline": ["baseline", "dsl", "--sims", sims, "--captions-per-image", 2, "-o", f"{out}.npz"],
+        "tune": ["tune", "dsl", "--dev-sims", sims, "--dev-captions-per-image", 2],
+        "report": ["report", "--sims", sims, "--captions-per-image", 2, "-o", f"{out}.html"],
+    }[command]
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    assert_clean_failure(res, codes=(3,))
+    assert "sims.npy" in res.output
+    assert ("not a regular file" if kind != "directory" else "got a directory") in res.output, res.output
+    tally(f"rerank {command} non-regular input ({kind})", "exit 3")
+
+
+@pytest.mark.parametrize("command", ["eval", "baseline"])
+def test_cli_unreadable_input_exits_3(tmp_path, monkeypatch, command):
+    """Issue 15 item 18: an unreadable input exited 2 (click's readability check); I/O failures exit 3.
+
+    Tests run as root here, where chmod cannot make a file unreadable: the denial is simulated at
+    both places a read permission is looked at (``os.access`` and opening the file).
+    """
+    import builtins
+    import io
+
+    sims = tmp_path / "sims.npy"
+    np.save(sims, np.eye(3, 6, dtype=np.float32))
+    real_open, real_access = io.open, os.access
+
+    def no_read(file, *args, **kwargs):
+        if str(file) == str(sims):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(sims)
+                        else real_access(p, mode, *a, **k))
+    monkeypatch.setattr(io, "open", no_read)
+    monkeypatch.setattr(builtins, "open", no_read)
+    args = {"eval": ["eval", sims, "--captions-per-image", 2],
+            "baseline": ["baseline", "dsl", "--sims", sims, "--captions-per-image", 2,
+                         "-o", tmp_path / "o.npz"]}[command]
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    assert_clean_failure(res, codes=(3,))
+    assert "sims.npy" in res.output and "Permission denied" in res.output, res.output
+
+
+@pytest.mark.parametrize("map_dtype, sims_dtype", [(">i8", "<f4"), ("<i8", ">f4"), (">i4", ">f8")])
+def test_cli_big_endian_maps_and_matrices_are_both_accepted(tmp_path, map_dtype, sims_dtype):
+    """Issue 15 item 18: both byte orders work, for maps and for float matrices, with equal results."""
+    rng = np.random.default_rng(0)
+    sims = rng.standard_normal((12, 24)).astype(np.float32)
+    np.save(tmp_path / "native.npy", sims)
+    np.save(tmp_path / "sims.npy", sims.astype(sims_dtype))
+    np.save(tmp_path / "map.npy", np.repeat(np.arange(12), 2).astype(map_dtype))
+    outs = []
+    for name in ("native", "sims"):
+        res = run_eval(tmp_path / f"{name}.npy", "--txt2img", tmp_path / "map.npy", "--json",
+                       tmp_path / f"{name}.json")
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads((tmp_path / f"{name}.json").read_text())["metrics"])
+    assert outs[0] == outs[1]
