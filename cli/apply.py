@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import click
-from pillar_rerank.cli.options import data_options, input_building_options, load_side, overwrite_option
+
+from .options import data_options, input_building_options, load_side, overwrite_option, prepare_cache_dir
 
 
 def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
@@ -59,6 +60,7 @@ def apply(
     inputs = [*(v for v in kwargs.values() if isinstance(v, str)), *model_dir_files(model_dir)]
     check_output_outside_model_dir(output, model_dir)
     check_output_path(output, inputs=inputs, overwrite=overwrite)
+    cache_dir = prepare_cache_dir(cache_dir)
     test = load_side(kwargs, name="test")
     model = PillarReranker.load(model_dir, device=device)
     start = time.perf_counter()

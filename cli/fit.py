@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 import click
-from pillar_rerank.cli.options import data_options, input_building_options, load_side, overwrite_option
 
 from pillar_rerank import distributed
 from pillar_rerank.checkpoint import check_model_dir_target
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import InvalidParameterError
-from pillar_rerank.io import load_json
+from pillar_rerank.io import check_writable_folder, load_json
+
+from .options import data_options, input_building_options, load_side, overwrite_option, prepare_cache_dir
 
 # CLI flag -> LeaPRRConfig field
 OVERRIDES = {
@@ -172,6 +173,10 @@ def fit(
         raise InvalidParameterError(
             f"--checkpoint-dir ({ckpt}): must not be inside the model dir {out}; choose another folder."
         )
+    # every output location, before hours of training
+    check_writable_folder(out, name="model dir (-o)")
+    check_writable_folder(ckpt, name="--checkpoint-dir")
+    cache_dir = prepare_cache_dir(cache_dir)
     params = parse_params(normalize_param, option="--normalize-param")
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in OVERRIDES}
     config = build_config(config_file, overrides, params, parse_params(index_param, option="--index-param"))

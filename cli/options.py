@@ -72,12 +72,32 @@ def _check_memory(ctx: click.Context, param: click.Parameter, value: str | None)
     return value
 
 
+def prepare_cache_dir(cache_dir: str | None) -> str | None:
+    """``--cache DIR``: created (with its parents) when missing, and checked to be writable."""
+    from pathlib import Path
+
+    from pillar_rerank.exceptions import InputFileError
+    from pillar_rerank.io import check_writable_folder
+
+    if cache_dir is None:
+        return None
+    folder = Path(cache_dir)
+    check_writable_folder(folder, name="--cache")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file of that name
+        raise InputFileError(
+            f"--cache ({folder}): cannot create the folder ({exc.strerror or exc})."
+        ) from exc
+    return cache_dir
+
+
 def input_building_options(func: Callable) -> Callable:
     """--max-memory and --cache: how LeaPRR's inputs (neighbours, lists) are built and kept."""
     func = click.option(
         "--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
-        help="Existing folder where the built lists are cached (one versioned sub-folder per side, "
-        "named by a hash of the inputs and settings) and reused by later fit/apply runs.",
+        help="Folder (created if missing) where the built lists are cached (one versioned sub-folder per "
+        "side, named by a hash of the inputs and settings) and reused by later fit/apply runs.",
     )(func)
     return click.option(
         "--max-memory", callback=_check_memory, default=None,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from pillar_rerank.cli.options import EXISTING_FILE, overwrite_option
 
 from pillar_rerank.inputs import load_retrieval_set
-from pillar_rerank.io import load_array
+from pillar_rerank.io import check_output_path, load_array
 from pillar_rerank.report import report_from_results, report_from_scores
+
+from .options import EXISTING_FILE, overwrite_option
 
 
 @click.command("report")
@@ -60,13 +61,14 @@ def report(sources, sims, labels, txt2img, captions_per_image, base, hub_k, titl
         raise click.UsageError("give one results folder.")
     if not folders and not files:
         raise click.UsageError("give a results folder or at least one score matrix (--sims).")
+    inputs = [*files, *([txt2img] if txt2img else [])]
+    check_output_path(output, inputs=inputs, overwrite=overwrite, name="report")  # before the work
     if folders:
         if labels or txt2img or captions_per_image or base:
             raise click.UsageError(
                 "--label/--txt2img/--captions-per-image/--base only apply to score matrices."
             )
         page = report_from_results(folders[0], exclude_dirs=("tmp",), **({"title": title} if title else {}))
-        inputs: list[str] = []
     else:
         if labels and len(labels) != len(files):
             raise click.UsageError(f"got {len(labels)} --label for {len(files)} score matrices.")
@@ -85,6 +87,5 @@ def report(sources, sims, labels, txt2img, captions_per_image, base, hub_k, titl
             dataset=f"{first.n_images} x {first.n_texts}",
             **({"title": title} if title else {}),
         )
-        inputs = [*files, *([txt2img] if txt2img else [])]
     out = page.write(output, overwrite=overwrite, inputs=inputs)
     click.echo(f"wrote {out} ({page.n_figures} figures)")

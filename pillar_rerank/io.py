@@ -240,7 +240,33 @@ def check_output_path(path: PathLikeStr, *, inputs: Iterable[PathLikeStr] = (), 
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.exists():
         raise InputFileError(f"{name} ({out}): folder {parent} does not exist.")
+    check_writable_folder(parent, name=name, target=out)
     return out
+
+
+def check_writable_folder(folder: PathLikeStr, *, name: str, target: PathLikeStr | None = None) -> Path:
+    """Create and remove a probe file in ``folder`` so an unwritable location fails before any work.
+
+    A permission bit says little (root passes ``os.access`` on a read-only file system or in
+    ``/proc``); creating a file is the test that counts. ``folder`` that does not exist yet is
+    probed at its nearest existing ancestor (where it will be created). Raises InputFileError (3).
+    """
+    where = Path(folder)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    label = f"{name} ({target if target is not None else folder})"
+    if not where.is_dir():
+        raise InputFileError(f"{label}: {where} is not a folder; choose a writable location.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=where)
+    except OSError as exc:
+        raise InputFileError(
+            f"{label}: cannot write in folder {where} ({exc.strerror or exc}); choose a writable location."
+        ) from exc
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return where
 
 
 @contextlib.contextmanager

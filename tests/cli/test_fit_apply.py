@@ -332,6 +332,19 @@ def test_cache_command_errors(workspace, tmp_path):
     assert r.exit_code == 2 and "NaN" in r.output
     r = run("cache", tmp_path / "no_model", *test, "--cache", cache)
     assert r.exit_code == 3
-    r = run("cache", root / "model", *test, "--cache", tmp_path / "absent")
-    assert r.exit_code == 3 and "not an existing folder" in r.output
     assert list(cache.iterdir()) == []
+    (tmp_path / "a_file").write_text("x")
+    r = run("cache", root / "model", *test, "--cache", tmp_path / "a_file")
+    assert r.exit_code == 2 and "a_file" in r.output and "is a file" in r.output  # click's Path type
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_cache_folder_is_created_when_missing(workspace, tmp_path):
+    """Issue 15 item 28: `--cache DIR` had to exist already; it is created (with parents)."""
+    root, _, _, test = workspace
+    r = run("cache", root / "model", *test, "--cache", tmp_path / "new" / "cache")
+    assert r.exit_code == 0, r.output
+    assert any((tmp_path / "new" / "cache").iterdir())
+    r = run("apply", root / "model", *test, "--cache", tmp_path / "other", "-o", tmp_path / "o.npy")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "other").is_dir()
