@@ -67,8 +67,10 @@ def _check_memory(ctx: click.Context, param: click.Parameter, value: str | None)
     try:
         if parse_bytes(value) <= 0:
             raise ValueError
-    except (ValueError, TypeError) as exc:
-        raise click.BadParameter(f"expected a size such as 4GB or 512MiB; got {value!r}.") from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise click.BadParameter(
+            f"expected a finite size such as 4GB or 512MiB (at most 1 EiB); got {value!r}."
+        ) from exc
     return value
 
 

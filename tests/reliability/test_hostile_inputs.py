@@ -904,3 +904,25 @@ def test_cli_big_endian_maps_and_matrices_are_both_accepted(tmp_path, map_dtype,
         assert res.exit_code == 0, res.output
         outs.append(json.loads((tmp_path / f"{name}.json").read_text())["metrics"])
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400GB", "-inf", "nan", "NaNGB", "1e30TB", "0", "-1GB", "4XB"])
+@pytest.mark.parametrize("command", ["fit", "apply", "cache"])
+def test_cli_max_memory_overflow_and_nonsense_exit_2(tmp_path, command, value):
+    """Issue 15 item 12: `--max-memory inf` / `1e400GB` overflowed with a traceback (exit 1)."""
+    args = {"fit": ["fit", "--sims", tmp_path / "s.npy", "--captions-per-image", 2, "-o", tmp_path / "m"],
+            "apply": ["apply", tmp_path / "model", "--sims", tmp_path / "s.npy", "--captions-per-image", 2,
+                      "-o", tmp_path / "o.npy"],
+            "cache": ["cache", tmp_path / "model", "--sims", tmp_path / "s.npy", "--captions-per-image", 2,
+                      "--cache", tmp_path / "c"]}[command]
+    res = CliRunner().invoke(cli, [*map(str, args), "--max-memory", value])
+    assert_clean_failure(res, codes=(2,))
+    assert "--max-memory" in res.output and value in res.output, res.output
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400GB", "nan", "1e30TB"])
+def test_parse_bytes_refuses_non_finite_and_absurd_sizes(value):
+    from pillar_rerank.utils.blocks import parse_bytes
+
+    with pytest.raises(InvalidInputError, match="memory size"):
+        parse_bytes(value)
