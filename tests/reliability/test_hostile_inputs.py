@@ -926,3 +926,85 @@ def test_parse_bytes_refuses_non_finite_and_absurd_sizes(value):
 
     with pytest.raises(InvalidInputError, match="memory size"):
         parse_bytes(value)
+
+
+# ---------------------------------------------------------------------------------- shards (merge)
+def _valid_shards(n_images=6, n_texts=12, count=2, k=3, seed=0):
+    """Shards as `rerank apply --shard i/n` writes them: each share's queries x k candidates."""
+    from pillar_rerank.sharding import ShardResult, shard_range
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for index in range(count):
+        imgs = np.arange(n_images)[shard_range(n_images, index, count)]
+        txts = np.arange(n_texts)[shard_range(n_texts, index, count)]
+        i2t_cols = np.stack([rng.choice(n_texts, k, replace=False) for _ in imgs]).reshape(-1)
+        t2i_rows = np.stack([rng.choice(n_images, k, replace=False) for _ in txts]).reshape(-1)
+        out.append(ShardResult(index, count, n_images, n_texts, "digest",
+                               i2t_rows=np.repeat(imgs, k), i2t_cols=i2t_cols,
+                               i2t_values=rng.standard_normal(imgs.size * k).astype(np.float32),
+                               t2i_rows=t2i_rows, t2i_cols=np.repeat(txts, k),
+                               t2i_values=rng.standard_normal(txts.size * k).astype(np.float32)))
+    return out
+
+
+def _forge(path: Path, **changes) -> None:
+    with np.load(path, allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    fields.update(changes)
+    with open(path, "wb") as fh:
+        np.savez(fh, **fields)
+
+
+SHARD_FORGERIES = {
+    "negative row": (lambda f: {"i2t_rows": np.where(np.arange(f["i2t_rows"].size) == 0, -1, f["i2t_rows"])},
+                     "i2t_rows"),
+    "row past n_images": (lambda f: {"t2i_rows": f["t2i_rows"] + 6}, "t2i_rows"),
+    "col past n_texts": (lambda f: {"i2t_cols": f["i2t_cols"] + 12}, "i2t_cols"),
+    "query outside its share": (lambda f: {"i2t_rows": (f["i2t_rows"] + 3) % 6}, "share"),
+    "nan value": (lambda f: {"t2i_values": np.full_like(f["t2i_values"], np.nan)}, "finite"),
+    "inf value": (lambda f: {"i2t_values": np.full_like(f["i2t_values"], np.inf)}, "finite"),
+    "forged count": (lambda f: {"count": np.int64(10**9)}, "count"),
+    "negative count": (lambda f: {"count": np.int64(-2)}, "count"),
+    "index past count": (lambda f: {"index": np.int64(7)}, "index"),
+    "float rows": (lambda f: {"i2t_rows": f["i2t_rows"].astype(np.float64)}, "integer"),
+    "int values": (lambda f: {"i2t_values": f["i2t_values"].astype(np.int64)}, "float"),
+    "2-D rows": (lambda f: {"i2t_rows": f["i2t_rows"].reshape(1, -1)}, "i2t rows"),
+    "string count": (lambda f: {"count": np.str_("2")}, "count"),
+    "array count": (lambda f: {"count": np.array([2, 2])}, "count"),
+    "duplicate entry": (lambda f: {"i2t_cols": np.where(np.arange(f["i2t_cols"].size) == 1, f["i2t_cols"][0],
+                                                        f["i2t_cols"])}, "twice"),
+    "huge n_images": (lambda f: {"n_images": np.int64(10**12)}, "n_images"),
+}
+
+
+@pytest.mark.parametrize("forgery", list(SHARD_FORGERIES))
+def test_merge_refuses_forged_shards(tmp_path, forgery):
+    """Issue 15 item 15: negative ids wrapped, NaN was merged, a forged count exhausted memory."""
+    from pillar_rerank.sharding import merge_shards
+
+    shards = _valid_shards()
+    paths = [s.save(tmp_path / f"s{i}.npz") for i, s in enumerate(shards)]
+    base = np.random.default_rng(1).standard_normal((6, 12)).astype(np.float32)
+    good = merge_shards(base, paths)
+    assert np.isfinite(good).all()
+    change, needle = SHARD_FORGERIES[forgery]
+    with np.load(paths[1], allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    _forge(paths[1], **change(fields))
+    status, err = outcome_of(lambda: merge_shards(base, paths))
+    assert status == "error", f"{forgery}: merged a forged shard"
+    assert isinstance(err, InvalidInputError) and "s1.npz" in str(err), repr(err)
+    assert needle in str(err), str(err)
+    tally(f"merge forged shard ({forgery})", "error")
+
+
+def test_merge_refuses_forged_in_memory_shards():
+    from dataclasses import replace
+
+    from pillar_rerank.sharding import merge_shards
+
+    shards = _valid_shards()
+    bad = replace(shards[0], i2t_rows=shards[0].i2t_rows - 10)
+    with pytest.raises(InvalidInputError, match="i2t_rows"):
+        merge_shards(np.zeros((6, 12), np.float32), [bad, shards[1]])
