@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import click
 
+from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import RetrievalSet, load_retrieval_set
 
 # The loaders check inputs (pillar_rerank.io.check_input_file), so a missing, unreadable or
@@ -15,8 +16,9 @@ EXISTING_FILE = click.Path(readable=False)
 
 
 def data_options(prefix: str = "", *, help_side: str = "") -> Callable:
-    """Add --{prefix}sims / --{prefix}image-emb / --{prefix}text-emb / --{prefix}txt2img /
-    --{prefix}captions-per-image options; the command receives them as keyword arguments."""
+    """Add --{prefix}sims / --{prefix}image-emb / --{prefix}text-emb / --{prefix}image-sims /
+    --{prefix}text-sims / --{prefix}txt2img / --{prefix}captions-per-image options; the command
+    receives them as keyword arguments (read back with :func:`load_side`)."""
     p = f"{prefix}-" if prefix else ""
     side = f" ({help_side})" if help_side else ""
 
@@ -28,6 +30,13 @@ def data_options(prefix: str = "", *, help_side: str = "") -> Callable:
                          help=f"Image embeddings .npy, shape (n_images, d){side}."),
             click.option(f"--{p}text-emb", type=EXISTING_FILE, default=None,
                          help=f"Text embeddings .npy, shape (n_texts, d){side}."),
+            click.option(f"--{p}image-sims", type=EXISTING_FILE, default=None,
+                         help=f"Image x image similarity matrix .npy, shape (n_images, n_images){side}; "
+                         "with --{p}text-sims, the intra-modal neighbours of --intra-source given "
+                         "(auto uses them when both are given).".replace("{p}", p)),
+            click.option(f"--{p}text-sims", type=EXISTING_FILE, default=None,
+                         help=f"Text x text similarity matrix .npy, shape (n_texts, n_texts){side}; "
+                         f"see --{p}image-sims."),
             click.option(f"--{p}txt2img", type=EXISTING_FILE, default=None,
                          help=f"Caption -> image int map .npy, shape (n_texts,){side}."),
             click.option(f"--{p}captions-per-image", type=click.IntRange(min=1), default=None,
@@ -47,11 +56,20 @@ def load_side(kwargs: dict, prefix: str = "", *, name: str = "data", required: b
     sims = kwargs.pop(f"{p}sims", None)
     img = kwargs.pop(f"{p}image_emb", None)
     txt = kwargs.pop(f"{p}text_emb", None)
+    ii = kwargs.pop(f"{p}image_sims", None)
+    tt = kwargs.pop(f"{p}text_sims", None)
     t2i = kwargs.pop(f"{p}txt2img", None)
     cpi = kwargs.pop(f"{p}captions_per_image", None)
     if not required and sims is None and img is None and txt is None:
+        if ii is not None or tt is not None:
+            flag = f"--{prefix}-" if prefix else "--"
+            raise InvalidInputError(
+                f"{flag}image-sims/{flag}text-sims: give them with the {name} side's cross-modal input "
+                f"({flag}sims or {flag}image-emb and {flag}text-emb)."
+            )
         return None
     return load_retrieval_set(sims=sims, image_embeddings=img, text_embeddings=txt,
+                              image_image=ii, text_text=tt,
                               txt_to_img=t2i, captions_per_image=cpi, name=name)
 
 

@@ -348,3 +348,50 @@ def test_cache_folder_is_created_when_missing(workspace, tmp_path):
     r = run("apply", root / "model", *test, "--cache", tmp_path / "other", "-o", tmp_path / "o.npy")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "other").is_dir()
+
+
+def _intra_files(folder, prefix):
+    """Image-image and text-text matrices of a side (cosines of its score rows / columns)."""
+    s = np.load(folder / f"{prefix}_sims.npy").astype(np.float64)
+    rows = s / np.linalg.norm(s, axis=1, keepdims=True)
+    cols = s.T / np.linalg.norm(s.T, axis=1, keepdims=True)
+    np.save(folder / f"{prefix}_ii.npy", (rows @ rows.T).astype(np.float32))
+    np.save(folder / f"{prefix}_tt.npy", (cols @ cols.T).astype(np.float32))
+    flag = "--" if prefix in ("train", "test") else f"--{prefix}-"
+    return [f"{flag}image-sims", folder / f"{prefix}_ii.npy", f"{flag}text-sims", folder / f"{prefix}_tt.npy"]
+
+
+def test_given_intra_modal_matrices_from_the_cli(workspace, tmp_path):
+    """Issue 15 item 7: --image-sims/--text-sims (intra_source "given") in fit, apply, cache, merge."""
+    from pillar_rerank.inputs import load_retrieval_set
+    from pillar_rerank.reranker import PillarReranker
+
+    root, train, dev, test = workspace
+    intra = {p: _intra_files(root, p) for p in ("train", "dev", "test")}
+    r = run("fit", *train, *intra["train"], *dev, *intra["dev"], "--config", root / "cfg.json",
+            "--intra-source", "given", "-q", "-o", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["config"]["intra_source"] == "given"
+    r = run("apply", tmp_path / "m", *test, *intra["test"], "-o", tmp_path / "out.npy")
+    assert r.exit_code == 0, r.output
+    data = load_retrieval_set(sims=root / "test_sims.npy", txt_to_img=root / "test_t2i.npy",
+                              image_image=root / "test_ii.npy", text_text=root / "test_tt.npy")
+    api = PillarReranker.load(tmp_path / "m").rerank(data)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), api, rtol=1e-5, atol=1e-6)
+    r = run("cache", tmp_path / "m", *test, *intra["test"], "--cache", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    for i in range(2):
+        r = run("apply", tmp_path / "m", *test, *intra["test"], "--cache", tmp_path / "c", "--shard",
+                f"{i}/2", "-o", tmp_path / f"s{i}.npz")
+        assert r.exit_code == 0, r.output
+    r = run("merge", tmp_path / "m", tmp_path / "s0.npz", tmp_path / "s1.npz", *test, *intra["test"],
+            "-o", tmp_path / "merged.npy")
+    assert r.exit_code == 0, r.output
+    np.testing.assert_allclose(np.load(tmp_path / "merged.npy"), np.load(tmp_path / "out.npy"), atol=1e-6)
+    # without the matrices, a "given" model cannot build its lists: a usage error naming them
+    r = run("apply", tmp_path / "m", *test, "-o", tmp_path / "missing.npy")
+    assert r.exit_code == 2 and "given" in r.output, r.output
+    # a wrong-shaped matrix is bad input
+    r = run("apply", tmp_path / "m", *test, "--image-sims", root / "train_ii.npy", "--text-sims",
+            root / "test_tt.npy", "-o", tmp_path / "bad.npy")
+    assert r.exit_code == 2 and "image-image" in r.output, r.output

@@ -38,8 +38,8 @@ def test_tests_without_an_install_stop_with_the_fix():
 
 
 def _make_install_line(tmp_path, index: str) -> str:
-    res = subprocess.run(["make", "-n", "-B", "install-dev", f"TORCH_CPU_INDEX={index}", f"VENV={tmp_path}/v"],
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(["make", "-n", "-B", "install-dev", f"TORCH_CPU_INDEX={index}",
+                          f"VENV={tmp_path}/v"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     return next(line for line in res.stdout.splitlines() if "pip install" in line and "-e" in line)
 
