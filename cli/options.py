@@ -73,6 +73,28 @@ def load_side(kwargs: dict, prefix: str = "", *, name: str = "data", required: b
                               txt_to_img=t2i, captions_per_image=cpi, name=name)
 
 
+def load_scores_file(sims: str, *, txt2img: str | None, captions_per_image: int | None, name: str
+                     ) -> RetrievalSet:
+    """A score file with its ground truth: an image x text ``.npy``, or the ``.npz`` of
+    ``rerank baseline`` (``i2t`` and ``t2i``, both image x text: per-direction scores)."""
+    from pathlib import Path
+
+    from pillar_rerank._validation import check_float_matrix
+    from pillar_rerank.inputs import Relevance
+    from pillar_rerank.io import load_array, load_direction_pair
+
+    if Path(sims).suffix != ".npz":
+        return load_retrieval_set(sims=sims, txt_to_img=txt2img, captions_per_image=captions_per_image,
+                                  name=name)
+    i2t, t2i = load_direction_pair(sims, name=name)
+    check_float_matrix(i2t, name=f"{name}[i2t]", source=str(sims))
+    relevance = Relevance.from_arguments(
+        n_images=i2t.shape[0], n_texts=i2t.shape[1], captions_per_image=captions_per_image,
+        txt_to_img=None if txt2img is None else load_array(txt2img, name="--txt2img"),
+        source=None if txt2img is None else str(txt2img))
+    return RetrievalSet(relevance=relevance, scores=i2t, t2i_scores=t2i, name=name)
+
+
 def overwrite_option(func: Callable) -> Callable:
     return click.option("--overwrite", is_flag=True, help="Replace an existing output file.")(func)
 
