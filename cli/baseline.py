@@ -19,33 +19,7 @@ from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.io import atomic_path, check_output_path, load_array, save_array
 
-from .options import EXISTING_FILE, data_options, load_side, overwrite_option
-
-
-def parse_value(text: str):
-    """``--param`` value: int, float, true/false, none, or the string itself."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_params(ctx, param, values) -> dict:
-    """Click callback: ``k=v`` pairs into a dict (malformed pairs are a usage error)."""
-    out = {}
-    for item in values or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected NAME=VALUE; got {item!r}.", ctx=ctx, param=param)
-        out[key.strip()] = parse_value(value)
-    return out
+from .options import EXISTING_FILE, data_options, key_values, load_side, overwrite_option
 
 
 def bank_options(func):
@@ -116,9 +90,9 @@ def print_listing() -> None:
               help="List the methods: needs a bank? intra-modal scores? transductive?")
 @data_options(help_side="test set")
 @bank_options
-@click.option("--param", "params", multiple=True, callback=parse_params, metavar="NAME=VALUE",
+@click.option("--param", "params", multiple=True, callback=key_values, metavar="NAME=VALUE",
               help="Method parameter, repeatable (checked against the method's parameter table).")
-@click.option("--t2i-param", "t2i_params", multiple=True, callback=parse_params, metavar="NAME=VALUE",
+@click.option("--t2i-param", "t2i_params", multiple=True, callback=key_values, metavar="NAME=VALUE",
               help="Override a parameter for text -> image only (per-direction tuning), repeatable.")
 @click.option("--direction", type=click.Choice(["both", "i2t", "t2i"]), default="both", show_default=True,
               help="both: .npz with i2t and t2i arrays; i2t / t2i: one image x text .npy.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,7 +13,14 @@ from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.io import check_writable_folder, load_json
 
-from .options import data_options, input_building_options, load_side, overwrite_option, prepare_cache_dir
+from .options import (
+    data_options,
+    input_building_options,
+    load_side,
+    overwrite_option,
+    parse_params,
+    prepare_cache_dir,
+)
 
 # CLI flag -> LeaPRRConfig field
 OVERRIDES = {
@@ -36,20 +42,6 @@ OVERRIDES = {
     "index": "neighbor_index",
     "precision": "precision",
 }
-
-
-def parse_params(pairs: tuple[str, ...], *, option: str) -> dict:
-    """``k=v`` pairs into a dict; values are parsed as JSON when possible (ints, floats, bools)."""
-    out = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE; got {pair!r}.", param_hint=option)
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
 
 
 def build_config(config_file: str | None, overrides: dict, normalize_params: dict,

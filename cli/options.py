@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -47,6 +49,40 @@ def data_options(prefix: str = "", *, help_side: str = "") -> Callable:
         return func
 
     return decorator
+
+
+def parse_value(text: str) -> Any:
+    """One ``KEY=VALUE`` value: JSON when it parses (``3``, ``0.5``, ``1e-3``, ``true``, ``null``,
+    ``[1, 2]``, ``{"i2t": 5}``), else ``true``/``false``/``none``/``null`` in any case, else the
+    string itself. The one parser of every ``--*-param``, ``--param`` and ``--grid`` value."""
+    raw = text.strip()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pass
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    return raw
+
+
+def parse_params(pairs: tuple[str, ...] | None, *, option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs into a dict (values by :func:`parse_value`); a malformed pair is a usage
+    error naming ``option``."""
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE; got {pair!r}.", param_hint=option)
+        out[key.strip()] = parse_value(raw)
+    return out
+
+
+def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+    """Click callback of a repeatable ``KEY=VALUE`` option (see :func:`parse_params`)."""
+    return parse_params(values, option=param.get_error_hint(ctx))
 
 
 def load_side(kwargs: dict, prefix: str = "", *, name: str = "data", required: bool = True

@@ -10,8 +10,8 @@ from pillar_rerank.baselines import BASELINES
 from pillar_rerank.baselines.tuning import tune as tune_method
 from pillar_rerank.io import check_output_path, save_json
 
-from .baseline import bank_options, load_bank, parse_params, parse_value
-from .options import data_options, load_side, overwrite_option
+from .baseline import bank_options, load_bank
+from .options import data_options, key_values, load_side, overwrite_option, parse_value
 
 
 def parse_grid(ctx, param, values) -> dict | None:
@@ -33,7 +33,7 @@ def parse_grid(ctx, param, values) -> dict | None:
 @bank_options
 @click.option("--grid", multiple=True, callback=parse_grid, metavar="NAME=V1,V2,...",
               help="Values to sweep (default: the method's main hyper-parameter grid).")
-@click.option("--param", "params", multiple=True, callback=parse_params, metavar="NAME=VALUE",
+@click.option("--param", "params", multiple=True, callback=key_values, metavar="NAME=VALUE",
               help="Fixed method parameter, repeatable.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the dev split (used when no bank is given).")

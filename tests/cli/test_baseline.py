@@ -81,7 +81,7 @@ def test_transductive_note(files, tmp_path):
 
 @pytest.mark.parametrize("args, code, message", [
     (["nope"], 2, "Invalid value for"),
-    (["nnn", "--param", "k"], 2, "expected NAME=VALUE"),
+    (["nnn", "--param", "k"], 2, "expected KEY=VALUE"),
     (["nnn", "--param", "k=0"], 2, "'k' parameter of NNN"),
     (["nnn", "--param", "zeta=1"], 2, "has no parameter 'zeta'"),
 ])
