@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from pillar_rerank.baselines import BASELINES, Bank, apply_both, describe, get_baseline
-from pillar_rerank.baselines.bank import bank_from_embedding_arrays
+from pillar_rerank.baselines.bank import assemble_bank
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.io import atomic_path, check_output_path, load_array, save_array
@@ -45,33 +45,20 @@ def bank_options(func):
     return func
 
 
+# bank option (keyword) -> assemble_bank argument
+BANK_OPTIONS = {"bank_image_emb": "image_embeddings", "bank_text_emb": "text_embeddings",
+                "bank_sims_i2t": "i2t", "bank_sims_t2i": "t2i", "bank_dual_sims": "dual",
+                "bank_intra_i2t": "i2t_intra", "bank_intra_t2i": "t2i_intra"}
+
+
 def load_bank(kwargs: dict, target: RetrievalSet) -> tuple[Bank | None, list]:
-    """Pop the bank options, build the :class:`Bank` and check it against ``target``."""
-    img, txt = kwargs.pop("bank_image_emb"), kwargs.pop("bank_text_emb")
-    files = {k: kwargs.pop(k) for k in ("bank_sims_i2t", "bank_sims_t2i", "bank_dual_sims",
-                                         "bank_intra_i2t", "bank_intra_t2i")}
-    used = [p for p in [img, txt, *files.values()] if p is not None]
-    if img is not None or txt is not None:
-        if img is None or txt is None:
-            raise InvalidInputError("bank: give both --bank-image-emb and --bank-text-emb.")
-        if any(files.values()):
-            raise InvalidInputError("bank: give bank embeddings or bank score files, not both.")
-        if not target.has_embeddings:
-            raise InvalidInputError("bank: --bank-image-emb/--bank-text-emb need the test set's "
-                                    "--image-emb/--text-emb too.")
-        bank = bank_from_embedding_arrays(load_array(img, name="bank image embeddings", mmap=True),
-                                          load_array(txt, name="bank text embeddings", mmap=True),
-                                          target.image_embeddings, target.text_embeddings)
-        return bank.check_against(target), used
-    if not used:
-        return None, used
-    arrays = {k: (load_array(p, name=k.replace("_", "-"), mmap=True) if p else None)
-              for k, p in files.items()}
-    dual = arrays["bank_dual_sims"]
-    bank = Bank(i2t=arrays["bank_sims_i2t"], t2i=arrays["bank_sims_t2i"],
-                i2t_dual=dual, t2i_dual=None if dual is None else dual.T,
-                i2t_intra=arrays["bank_intra_i2t"], t2i_intra=arrays["bank_intra_t2i"])
-    return bank.check_against(target), used
+    """Pop the bank options, load their files (memory-mapped) and assemble the bank for ``target``."""
+    files = {arg: kwargs.pop(opt) for opt, arg in BANK_OPTIONS.items()}
+    flags = {arg: "--" + opt.replace("_", "-") for opt, arg in BANK_OPTIONS.items()}
+    arrays = {arg: None if path is None else load_array(path, name=flags[arg], mmap=True)
+              for arg, path in files.items()}
+    bank = assemble_bank(target, **arrays, flags=flags)
+    return bank, [p for p in files.values() if p is not None]
 
 
 def print_listing() -> None:
@@ -123,6 +110,12 @@ def baseline(name, list_methods, params, t2i_params, direction, output, overwrit
     check_output_path(output, inputs=inputs, overwrite=overwrite)
     data = load_side(kwargs, name="test")
     bank, bank_files = load_bank(kwargs, data)
+    if bank is None and describe(name)["needs_bank"]:
+        raise InvalidInputError(
+            f"rerank baseline {name}: needs a bank (other queries scored against the test gallery): give "
+            "--bank-sims-i2t and --bank-sims-t2i, or --bank-image-emb and --bank-text-emb together with "
+            "the test set's --image-emb and --text-emb (see `rerank baseline --list`)."
+        )
     result = apply_both(method, data, bank, t2i_method=t2i_method)
     if direction == "both":
         out = check_output_path(output, inputs=inputs + bank_files, overwrite=overwrite)
