@@ -15,6 +15,7 @@ import numpy as np
 
 from pillar_rerank.baselines import BASELINES, Bank, apply_both, describe, get_baseline
 from pillar_rerank.baselines.bank import assemble_bank
+from pillar_rerank.baselines.tuning import choice_params, load_choice
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.io import atomic_path, check_output_path, load_array, save_array
@@ -81,12 +82,19 @@ def print_listing() -> None:
               help="Method parameter, repeatable (checked against the method's parameter table).")
 @click.option("--t2i-param", "t2i_params", multiple=True, callback=key_values, metavar="NAME=VALUE",
               help="Override a parameter for text -> image only (per-direction tuning), repeatable.")
+@click.option("--params-from", type=EXISTING_FILE, default=None, metavar="CHOICE.json",
+              help="Parameters chosen by `rerank tune NAME -o CHOICE.json` (its best_params); "
+              "--param / --t2i-param still override them.")
+@click.option("--per-direction", is_flag=True,
+              help="With --params-from: image -> text takes best_params_i2t and text -> image "
+              "best_params_t2i (each direction's own best) instead of the joint best_params.")
 @click.option("--direction", type=click.Choice(["both", "i2t", "t2i"]), default="both", show_default=True,
               help="both: .npz with i2t and t2i arrays; i2t / t2i: one image x text .npy.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file (.npz for --direction both, else .npy).")
 @overwrite_option
-def baseline(name, list_methods, params, t2i_params, direction, output, overwrite, **kwargs):
+def baseline(name, list_methods, params, t2i_params, params_from, per_direction, direction, output, overwrite,
+             **kwargs):
     """Run training-free method NAME (see --list) and write the re-ranked scores.
 
     Transductive methods (dsl, mtfn_rr, k_reciprocal) use all test queries at once; report
@@ -104,9 +112,18 @@ def baseline(name, list_methods, params, t2i_params, direction, output, overwrit
     if not output.endswith(want):
         raise click.BadParameter(f"--direction {direction} writes {want}; got {output!r}.",
                                  param_hint="-o/--output")
+    if per_direction and params_from is None:
+        raise click.UsageError("--per-direction needs --params-from CHOICE.json.")
+    if params_from is not None:
+        chosen = choice_params(load_choice(params_from, name=name), per_direction=per_direction)
+        i2t_chosen, t2i_chosen = (chosen["i2t"], chosen["t2i"]) if per_direction else (chosen, chosen)
+        t2i_params = {**t2i_chosen, **params, **t2i_params}
+        params = {**i2t_chosen, **params}
+        if t2i_params == params:
+            t2i_params = {}
     method = get_baseline(name, **params)
     t2i_method = get_baseline(name, **{**params, **t2i_params}) if t2i_params else None
-    inputs = [v for k, v in kwargs.items() if isinstance(v, str)]
+    inputs = [v for k, v in kwargs.items() if isinstance(v, str)] + ([params_from] if params_from else [])
     check_output_path(output, inputs=inputs, overwrite=overwrite)
     data = load_side(kwargs, name="test")
     bank, bank_files = load_bank(kwargs, data)

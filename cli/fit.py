@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pillar_rerank import distributed
+from pillar_rerank.baselines.tuning import choice_params, load_choice
 from pillar_rerank.checkpoint import check_model_dir_target
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import InvalidParameterError
@@ -107,6 +108,16 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
 @click.option("--normalize", type=str, default=None, help="Training-free normaliser applied before LeaPRR.")
 @click.option("--normalize-param", "normalize_param", multiple=True, help="Normaliser parameter KEY=VALUE.")
 @click.option(
+    "--normalize-params-from", type=click.Path(readable=False), default=None, metavar="CHOICE.json",
+    help="Normaliser and parameters chosen by `rerank tune NAME -o CHOICE.json` (sets --normalize NAME; "
+    "--normalize-param overrides single values).",
+)
+@click.option(
+    "--per-direction", is_flag=True,
+    help="With --normalize-params-from: each direction takes its own best (best_params_i2t / "
+    "best_params_t2i, saved as normalize_params {\"i2t\": {...}, \"t2i\": {...}}).",
+)
+@click.option(
     "--index",
     type=click.Choice(["flat", "ivf", "hnsw"]),
     default=None,
@@ -144,6 +155,8 @@ def fit(
     model_dir: str,
     config_file: str | None,
     normalize_param: tuple[str, ...],
+    normalize_params_from: str | None,
+    per_direction: bool,
     index_param: tuple[str, ...],
     max_memory: str | None,
     cache_dir: str | None,
@@ -158,7 +171,7 @@ def fit(
     from pillar_rerank.reranker import PillarReranker
 
     out = Path(model_dir)
-    inputs = [v for v in (config_file, *kwargs.values()) if isinstance(v, str)]
+    inputs = [v for v in (config_file, normalize_params_from, *kwargs.values()) if isinstance(v, str)]
     check_model_dir_target(out, overwrite=overwrite, inputs=inputs)  # before hours of training
     ckpt = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".ckpt")
     if ckpt.resolve() == out.resolve() or out.resolve() in ckpt.resolve().parents:
@@ -170,6 +183,14 @@ def fit(
     check_writable_folder(ckpt, name="--checkpoint-dir")
     cache_dir = prepare_cache_dir(cache_dir)
     params = parse_params(normalize_param, option="--normalize-param")
+    if per_direction and normalize_params_from is None:
+        raise click.UsageError("--per-direction needs --normalize-params-from CHOICE.json.")
+    if normalize_params_from is not None:
+        choice = load_choice(normalize_params_from, name=kwargs.get("normalize"))
+        kwargs["normalize"] = choice["name"]
+        chosen = choice_params(choice, per_direction=per_direction)
+        params = ({d: {**chosen[d], **params} for d in ("i2t", "t2i")} if per_direction
+                  else {**chosen, **params})
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in OVERRIDES}
     config = build_config(config_file, overrides, params, parse_params(index_param, option="--index-param"))
     train = load_side(kwargs, name="train")

@@ -395,3 +395,21 @@ def test_given_intra_modal_matrices_from_the_cli(workspace, tmp_path):
     r = run("apply", tmp_path / "m", *test, "--image-sims", root / "train_ii.npy", "--text-sims",
             root / "test_tt.npy", "-o", tmp_path / "bad.npy")
     assert r.exit_code == 2 and "image-image" in r.output, r.output
+
+
+@pytest.mark.parametrize("per_direction", [False, True])
+def test_fit_normalize_params_from_a_tuning_choice(workspace, tmp_path, per_direction):
+    """Issue 15 item 23: `tune -o choice.json` feeds `fit --normalize-params-from` (was copied by hand)."""
+    root, train, dev, _ = workspace
+    res = run("tune", "dsl", *dev, "-q", "-o", tmp_path / "c.json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "c.json").read_text())
+    flag = ["--per-direction"] if per_direction else []
+    r = run("fit", *train, "--config", root / "cfg.json", "-q", "-o", tmp_path / "m",
+            "--normalize-params-from", tmp_path / "c.json", *flag)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())["config"]
+    assert cfg["normalize"] == "dsl"
+    want = ({"i2t": doc["best_params_i2t"], "t2i": doc["best_params_t2i"]} if per_direction
+            else doc["best_params"])
+    assert cfg["normalize_params"] == want
