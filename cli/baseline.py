@@ -92,9 +92,10 @@ def print_listing() -> None:
               help="both: .npz with i2t and t2i arrays; i2t / t2i: one image x text .npy.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file (.npz for --direction both, else .npy).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @overwrite_option
-def baseline(name, list_methods, params, t2i_params, params_from, per_direction, direction, output, overwrite,
-             **kwargs):
+def baseline(name, list_methods, params, t2i_params, params_from, per_direction, direction, output, quiet,
+             overwrite, **kwargs):
     """Run training-free method NAME (see --list) and write the re-ranked scores.
 
     Transductive methods (dsl, mtfn_rr, k_reciprocal) use all test queries at once; report
@@ -133,7 +134,7 @@ def baseline(name, list_methods, params, t2i_params, params_from, per_direction,
             "--bank-sims-i2t and --bank-sims-t2i, or --bank-image-emb and --bank-text-emb together with "
             "the test set's --image-emb and --text-emb (see `rerank baseline --list`)."
         )
-    result = apply_both(method, data, bank, t2i_method=t2i_method)
+    result = apply_both(method, data, bank, t2i_method=t2i_method, show_progress=not quiet)
     if direction == "both":
         out = check_output_path(output, inputs=inputs + bank_files, overwrite=overwrite)
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:

@@ -11,6 +11,7 @@ from pillar_rerank.baselines._common import TrainingFreeReranker
 from pillar_rerank.baselines._stream import EmbeddingScores, check_scores_like
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import RetrievalSet
+from pillar_rerank.utils.progress import progress
 
 _DIRECTIONS = ("i2t", "t2i")
 
@@ -188,11 +189,12 @@ def _intra_inputs(method: TrainingFreeReranker, data: RetrievalSet, direction: s
 
 
 def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | None = None, *,
-               t2i_method: TrainingFreeReranker | None = None) -> RetrievalSet:
+               t2i_method: TrainingFreeReranker | None = None, show_progress: bool = False) -> RetrievalSet:
     """Run ``method`` image -> text and text -> image, each from a fresh clone.
 
     ``t2i_method`` (same class, other parameters) replaces ``method`` for text -> image, for
     hyper-parameters chosen per direction (:func:`~pillar_rerank.baselines.tuning.tune`).
+    ``show_progress`` shows a bar over the two directions on stderr (only on a terminal).
 
     i2t fits on ``bank.i2t`` (and the other i2t fields the method takes) and re-ranks
     ``data.similarity()``; t2i fits on ``bank.t2i`` and re-ranks its transpose. The test queries
@@ -213,7 +215,9 @@ def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | No
     scores = data.similarity()
     methods = {"i2t": method, "t2i": t2i_method or method}
     results = {}
-    for direction, matrix in (("i2t", scores), ("t2i", scores.T)):
+    steps = (("i2t", scores), ("t2i", scores.T))
+    for direction, matrix in progress(steps, desc=type(method).__name__, disable=not show_progress,
+                                      unit="direction"):
         intra = _intra_inputs(methods[direction], data, direction)
         kwargs = {**bank.fit_kwargs(methods[direction], direction), **intra}
         fitted = methods[direction].clone().fit(**kwargs)

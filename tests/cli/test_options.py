@@ -34,3 +34,17 @@ def test_malformed_pairs_are_usage_errors_naming_the_option(pair, tmp_path):
     res = CliRunner().invoke(cli, ["baseline", "dsl", "--param", pair, "--sims", "x.npy",
                                    "--captions-per-image", "1", "-o", str(tmp_path / "o.npz")])
     assert res.exit_code == 2 and "--param" in res.output, res.output
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys, tty):
+    """Issue 15 item 27: a bar on stderr when it is a terminal; silent in pipes and logs."""
+    import sys
+
+    from pillar_rerank.utils.progress import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    assert list(progress(range(3), desc="work")) == [0, 1, 2]
+    assert list(progress(range(3), desc="quiet", disable=True)) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert ("work" in err) == tty and "quiet" not in err
