@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from pillar_rerank._validation import reset_spellings, use_spellings
 from pillar_rerank._version import __version__
 from pillar_rerank.exceptions import EXIT_INTERRUPTED, PillarRerankError
 
@@ -27,6 +28,20 @@ COMMANDS: dict[str, str] = {
     "tune": "tune:tune",
     "train-backbone": "train_backbone:train_backbone",
     "report": "report:report",
+}
+
+
+# Python spelling -> command-line flag, so library messages name the option the user typed.
+CLI_SPELLINGS = {
+    "overwrite=True": "--overwrite",
+    "txt_to_img": "--txt2img",
+    "n_pillars": "--n-pillars",
+    "list_len_i2t": "--list-len-i2t",
+    "list_len_t2i": "--list-len-t2i",
+    "embed_dim": "--embed-dim",
+    "num_heads": "--num-heads",
+    "batch_size": "--batch-size",
+    "captions_per_image": "--captions-per-image",
 }
 
 
@@ -62,6 +77,7 @@ class RerankGroup(click.Group):
         return getattr(module, attr)
 
     def invoke(self, ctx: click.Context):
+        token = use_spellings(CLI_SPELLINGS)
         try:
             return super().invoke(ctx)
         except PillarRerankError as exc:
@@ -70,6 +86,8 @@ class RerankGroup(click.Group):
             # click's own handling prints "Aborted!" and exits 1; the shell convention is 128 + SIGINT
             click.echo("\nAborted!", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        finally:
+            reset_spellings(token)
 
 
 @click.group(cls=RerankGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pillar_rerank._validation import spelled
 from pillar_rerank.exceptions import InputFileError, InvalidInputError
 from pillar_rerank.typing import PathLikeStr
 
@@ -234,7 +235,7 @@ def check_output_path(path: PathLikeStr, *, inputs: Iterable[PathLikeStr] = (), 
         if _same_file(out, ip) or out.resolve() == ip.resolve():
             raise InputFileError(f"{name} ({out}): refusing to write over the input file {ip}.")
     if out.exists() and not overwrite:
-        raise InputFileError(f"{name} ({out}): file exists; pass --overwrite (overwrite=True) to replace it.")
+        raise InputFileError(f"{name} ({out}): file exists; pass {spelled('overwrite=True')} to replace it.")
     if out.exists() and out.is_dir() and out.suffix:
         raise InputFileError(f"{name} ({out}): is a directory.")
     parent = out.parent if str(out.parent) else Path(".")

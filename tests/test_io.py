@@ -47,7 +47,7 @@ def test_save_refuses_inputs_and_existing_files(tmp_path):
     with pytest.raises(InputFileError, match="refusing to write over the input file"):
         save_array(inp, np.ones(2), inputs=[inp], overwrite=True)
     out = save_array(tmp_path / "out.npy", np.ones(2))
-    with pytest.raises(InputFileError, match="file exists; pass --overwrite"):
+    with pytest.raises(InputFileError, match="file exists; pass overwrite=True to replace it"):
         save_array(out, np.zeros(2))
     save_array(out, np.zeros(2), overwrite=True)
     assert np.load(out).tolist() == [0.0, 0.0]

@@ -110,3 +110,21 @@ def test_in_memory_non_native_floats_get_a_message_naming_the_fix():
 
     with pytest.raises(InvalidInputError, match="byte order.*astype"):
         check_float_matrix(np.eye(3).astype(">f4"), name="sims")
+
+
+def test_messages_use_the_callers_spelling_and_name_the_fix():
+    """Issue 15 item 28: "n_pillars ... got 64" without "lower --n-pillars"; "txt_to_img" for --txt2img."""
+    from pillar_rerank._validation import reset_spellings, use_spellings
+
+    with pytest.raises(InvalidParameterError, match=r"'n_pillars'.*got 64; lower n_pillars to at most 54\."):
+        check_k(64, n_gallery=54, name="n_pillars", owner="PillarReranker")
+    token = use_spellings({"n_pillars": "--n-pillars", "txt_to_img": "--txt2img"})
+    try:
+        with pytest.raises(InvalidParameterError, match=r"'--n-pillars'.*lower --n-pillars to at most 54"):
+            check_k(64, n_gallery=54, name="n_pillars", owner="PillarReranker")
+        with pytest.raises(InvalidInputError, match=r"^--txt2img \(m.npy\): 1 captions have a negative"):
+            check_item_map(np.array([0, -1]), source="m.npy")
+    finally:
+        reset_spellings(token)
+    with pytest.raises(InvalidInputError, match=r"^txt_to_img:"):
+        check_item_map(np.array([0, -1]))
