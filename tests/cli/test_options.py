@@ -48,3 +48,14 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys, tty):
     assert list(progress(range(3), desc="quiet", disable=True)) == [0, 1, 2]
     err = capsys.readouterr().err
     assert ("work" in err) == tty and "quiet" not in err
+
+
+def test_cli_modules_import_siblings_relatively():
+    """Issue 18 part 4: one import style in cli/ (siblings relative, the library absolute)."""
+    import re
+    from pathlib import Path
+
+    folder = Path(options.__file__).parent
+    mixed = {p.name for p in folder.glob("*.py")
+             if re.search(r"^\s*from pillar_rerank\.cli(\.| import)", p.read_text(), flags=re.M)}
+    assert not mixed, f"cli modules importing pillar_rerank.cli.* absolutely: {sorted(mixed)}"
