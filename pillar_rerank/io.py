@@ -77,8 +77,10 @@ def _native_byte_order(arr: np.ndarray, *, name: str, p: Path, mmap: bool) -> np
 def load_array(path: PathLikeStr, *, name: str = "array", mmap: bool = False) -> np.ndarray:
     """Load a ``.npy`` file without unpickling, optionally memory-mapped (read-only).
 
-    A big-endian file is converted to the native byte order (in memory).
+    A big-endian file is converted to the native byte order (in memory). ``name`` appears in
+    messages as the caller spells it (``txt_to_img`` is ``--txt2img`` under ``rerank``).
     """
+    name = spelled(name)
     p = check_input_file(path, name=name, what="a .npy file")
     try:
         with open(p, "rb") as fh:

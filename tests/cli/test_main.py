@@ -73,3 +73,6 @@ def test_messages_name_cli_flags_not_python_arguments(tmp_path):
     res = CliRunner().invoke(cli_main.cli, ["eval", str(tmp_path / "s.npy"), "--txt2img",
                                             str(tmp_path / "m.npy")])
     assert res.exit_code == 2 and "--txt2img (" in res.output, res.output
+    res = CliRunner().invoke(cli_main.cli, ["eval", str(tmp_path / "s.npy"), "--txt2img",
+                                            str(tmp_path / "missing.npy")])
+    assert res.exit_code == 3 and "--txt2img (" in res.output and "txt_to_img" not in res.output, res.output
