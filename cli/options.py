@@ -34,8 +34,8 @@ def data_options(prefix: str = "", *, help_side: str = "") -> Callable:
                          help=f"Text embeddings .npy, shape (n_texts, d){side}."),
             click.option(f"--{p}image-sims", type=EXISTING_FILE, default=None,
                          help=f"Image x image similarity matrix .npy, shape (n_images, n_images){side}; "
-                         "with --{p}text-sims, the intra-modal neighbours of --intra-source given "
-                         "(auto uses them when both are given).".replace("{p}", p)),
+                         f"with --{p}text-sims, the given intra-modal similarities (intra_source "
+                         "'given'; 'auto' uses them when both are given)."),
             click.option(f"--{p}text-sims", type=EXISTING_FILE, default=None,
                          help=f"Text x text similarity matrix .npy, shape (n_texts, n_texts){side}; "
                          f"see --{p}image-sims."),
