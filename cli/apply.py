@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 
 import click
-from pillar_rerank.cli.options import (
+
+from .options import (
     data_options,
     echo_warnings,
     input_building_options,
     load_side,
     overwrite_option,
+    prepare_cache_dir,
 )
 
 
@@ -65,6 +67,7 @@ def apply(
     inputs = [*(v for v in kwargs.values() if isinstance(v, str)), *model_dir_files(model_dir)]
     check_output_outside_model_dir(output, model_dir)
     check_output_path(output, inputs=inputs, overwrite=overwrite)
+    cache_dir = prepare_cache_dir(cache_dir)
     test = load_side(kwargs, name="test")
     model = PillarReranker.load(model_dir, device=device)
     start = time.perf_counter()

@@ -14,38 +14,13 @@ import click
 import numpy as np
 
 from pillar_rerank.baselines import BASELINES, Bank, apply_both, describe, get_baseline
-from pillar_rerank.baselines.bank import bank_from_embedding_arrays
+from pillar_rerank.baselines.bank import assemble_bank
+from pillar_rerank.baselines.tuning import choice_params, load_choice
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.io import atomic_path, check_output_path, load_array, save_array
 
-from .options import EXISTING_FILE, data_options, load_side, overwrite_option
-
-
-def parse_value(text: str):
-    """``--param`` value: int, float, true/false, none, or the string itself."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_params(ctx, param, values) -> dict:
-    """Click callback: ``k=v`` pairs into a dict (malformed pairs are a usage error)."""
-    out = {}
-    for item in values or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected NAME=VALUE; got {item!r}.", ctx=ctx, param=param)
-        out[key.strip()] = parse_value(value)
-    return out
+from .options import EXISTING_FILE, data_options, key_values, load_side, overwrite_option
 
 
 def bank_options(func):
@@ -71,33 +46,20 @@ def bank_options(func):
     return func
 
 
+# bank option (keyword) -> assemble_bank argument
+BANK_OPTIONS = {"bank_image_emb": "image_embeddings", "bank_text_emb": "text_embeddings",
+                "bank_sims_i2t": "i2t", "bank_sims_t2i": "t2i", "bank_dual_sims": "dual",
+                "bank_intra_i2t": "i2t_intra", "bank_intra_t2i": "t2i_intra"}
+
+
 def load_bank(kwargs: dict, target: RetrievalSet) -> tuple[Bank | None, list]:
-    """Pop the bank options, build the :class:`Bank` and check it against ``target``."""
-    img, txt = kwargs.pop("bank_image_emb"), kwargs.pop("bank_text_emb")
-    files = {k: kwargs.pop(k) for k in ("bank_sims_i2t", "bank_sims_t2i", "bank_dual_sims",
-                                         "bank_intra_i2t", "bank_intra_t2i")}
-    used = [p for p in [img, txt, *files.values()] if p is not None]
-    if img is not None or txt is not None:
-        if img is None or txt is None:
-            raise InvalidInputError("bank: give both --bank-image-emb and --bank-text-emb.")
-        if any(files.values()):
-            raise InvalidInputError("bank: give bank embeddings or bank score files, not both.")
-        if not target.has_embeddings:
-            raise InvalidInputError("bank: --bank-image-emb/--bank-text-emb need the test set's "
-                                    "--image-emb/--text-emb too.")
-        bank = bank_from_embedding_arrays(load_array(img, name="bank image embeddings", mmap=True),
-                                          load_array(txt, name="bank text embeddings", mmap=True),
-                                          target.image_embeddings, target.text_embeddings)
-        return bank.check_against(target), used
-    if not used:
-        return None, used
-    arrays = {k: (load_array(p, name=k.replace("_", "-"), mmap=True) if p else None)
-              for k, p in files.items()}
-    dual = arrays["bank_dual_sims"]
-    bank = Bank(i2t=arrays["bank_sims_i2t"], t2i=arrays["bank_sims_t2i"],
-                i2t_dual=dual, t2i_dual=None if dual is None else dual.T,
-                i2t_intra=arrays["bank_intra_i2t"], t2i_intra=arrays["bank_intra_t2i"])
-    return bank.check_against(target), used
+    """Pop the bank options, load their files (memory-mapped) and assemble the bank for ``target``."""
+    files = {arg: kwargs.pop(opt) for opt, arg in BANK_OPTIONS.items()}
+    flags = {arg: "--" + opt.replace("_", "-") for opt, arg in BANK_OPTIONS.items()}
+    arrays = {arg: None if path is None else load_array(path, name=flags[arg], mmap=True)
+              for arg, path in files.items()}
+    bank = assemble_bank(target, **arrays, flags=flags)
+    return bank, [p for p in files.values() if p is not None]
 
 
 def print_listing() -> None:
@@ -116,16 +78,24 @@ def print_listing() -> None:
               help="List the methods: needs a bank? intra-modal scores? transductive?")
 @data_options(help_side="test set")
 @bank_options
-@click.option("--param", "params", multiple=True, callback=parse_params, metavar="NAME=VALUE",
+@click.option("--param", "params", multiple=True, callback=key_values, metavar="NAME=VALUE",
               help="Method parameter, repeatable (checked against the method's parameter table).")
-@click.option("--t2i-param", "t2i_params", multiple=True, callback=parse_params, metavar="NAME=VALUE",
+@click.option("--t2i-param", "t2i_params", multiple=True, callback=key_values, metavar="NAME=VALUE",
               help="Override a parameter for text -> image only (per-direction tuning), repeatable.")
+@click.option("--params-from", type=EXISTING_FILE, default=None, metavar="CHOICE.json",
+              help="Parameters chosen by `rerank tune NAME -o CHOICE.json` (its best_params); "
+              "--param / --t2i-param still override them.")
+@click.option("--per-direction", is_flag=True,
+              help="With --params-from: image -> text takes best_params_i2t and text -> image "
+              "best_params_t2i (each direction's own best) instead of the joint best_params.")
 @click.option("--direction", type=click.Choice(["both", "i2t", "t2i"]), default="both", show_default=True,
               help="both: .npz with i2t and t2i arrays; i2t / t2i: one image x text .npy.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file (.npz for --direction both, else .npy).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @overwrite_option
-def baseline(name, list_methods, params, t2i_params, direction, output, overwrite, **kwargs):
+def baseline(name, list_methods, params, t2i_params, params_from, per_direction, direction, output, quiet,
+             overwrite, **kwargs):
     """Run training-free method NAME (see --list) and write the re-ranked scores.
 
     Transductive methods (dsl, mtfn_rr, k_reciprocal) use all test queries at once; report
@@ -143,13 +113,28 @@ def baseline(name, list_methods, params, t2i_params, direction, output, overwrit
     if not output.endswith(want):
         raise click.BadParameter(f"--direction {direction} writes {want}; got {output!r}.",
                                  param_hint="-o/--output")
+    if per_direction and params_from is None:
+        raise click.UsageError("--per-direction needs --params-from CHOICE.json.")
+    if params_from is not None:
+        chosen = choice_params(load_choice(params_from, name=name), per_direction=per_direction)
+        i2t_chosen, t2i_chosen = (chosen["i2t"], chosen["t2i"]) if per_direction else (chosen, chosen)
+        t2i_params = {**t2i_chosen, **params, **t2i_params}
+        params = {**i2t_chosen, **params}
+        if t2i_params == params:
+            t2i_params = {}
     method = get_baseline(name, **params)
     t2i_method = get_baseline(name, **{**params, **t2i_params}) if t2i_params else None
-    inputs = [v for k, v in kwargs.items() if isinstance(v, str)]
+    inputs = [v for k, v in kwargs.items() if isinstance(v, str)] + ([params_from] if params_from else [])
     check_output_path(output, inputs=inputs, overwrite=overwrite)
     data = load_side(kwargs, name="test")
     bank, bank_files = load_bank(kwargs, data)
-    result = apply_both(method, data, bank, t2i_method=t2i_method)
+    if bank is None and describe(name)["needs_bank"]:
+        raise InvalidInputError(
+            f"rerank baseline {name}: needs a bank (other queries scored against the test gallery): give "
+            "--bank-sims-i2t and --bank-sims-t2i, or --bank-image-emb and --bank-text-emb together with "
+            "the test set's --image-emb and --text-emb (see `rerank baseline --list`)."
+        )
+    result = apply_both(method, data, bank, t2i_method=t2i_method, show_progress=not quiet)
     if direction == "both":
         out = check_output_path(output, inputs=inputs + bank_files, overwrite=overwrite)
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import click
-from pillar_rerank.cli.options import data_options, input_building_options, load_side
+
+from .options import data_options, input_building_options, load_side, prepare_cache_dir
 
 
 @click.command("cache")
@@ -25,7 +26,8 @@ def cache(
     from pillar_rerank.reranker import PillarReranker
 
     if cache_dir is None:
-        raise InvalidParameterError("rerank cache: --cache DIR is required (an existing folder).")
+        raise InvalidParameterError("rerank cache: --cache DIR is required (created if missing).")
+    cache_dir = prepare_cache_dir(cache_dir)
     test = load_side(kwargs, name="test")
     model = PillarReranker.load(model_dir, device=device)
     start = time.perf_counter()

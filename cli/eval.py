@@ -8,14 +8,13 @@ from pathlib import Path
 
 import click
 
-from pillar_rerank._validation import check_float_matrix
 from pillar_rerank.exceptions import InvalidInputError
-from pillar_rerank.inputs import Relevance, RetrievalSet, load_retrieval_set
-from pillar_rerank.io import check_output_path, load_array, load_direction_pair, save_json
+from pillar_rerank.inputs import RetrievalSet, load_retrieval_set
+from pillar_rerank.io import check_output_path, load_array, save_json
 from pillar_rerank.metrics.evaluate import DIRECTIONS, evaluate, parse_metric
 from pillar_rerank.metrics.qrels import Qrels, load_graded_pairs
 
-from .options import EXISTING_FILE, overwrite_option
+from .options import EXISTING_FILE, load_scores_file, overwrite_option
 
 TIE_RULE = "stable: among equal scores the lower gallery index ranks first"
 
@@ -148,13 +147,7 @@ def _load(sims, image_emb, text_emb, txt2img, captions_per_image, t2i_sims, demo
     if sims is not None and Path(sims).suffix == ".npz":
         if t2i_sims is not None:
             raise click.UsageError("an .npz SIMS already holds both directions; drop --t2i-sims.")
-        i2t, t2i = load_direction_pair(sims, name="SIMS")
-        check_float_matrix(i2t, name="SIMS[i2t]", source=str(sims))
-        relevance = Relevance.from_arguments(
-            n_images=i2t.shape[0], n_texts=i2t.shape[1], captions_per_image=captions_per_image,
-            txt_to_img=None if txt2img is None else load_array(txt2img, name="txt_to_img"),
-            source=None if txt2img is None else str(txt2img))
-        return RetrievalSet(relevance=relevance, scores=i2t, t2i_scores=t2i, name=name)
+        return load_scores_file(sims, txt2img=txt2img, captions_per_image=captions_per_image, name=name)
     data = load_retrieval_set(sims=sims, image_embeddings=image_emb, text_embeddings=text_emb,
                               txt_to_img=txt2img, captions_per_image=captions_per_image, name=name)
     if t2i_sims is not None:

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from pillar_rerank.cli.options import (
+
+from pillar_rerank import distributed
+from pillar_rerank._validation import Interval, Options
+from pillar_rerank.baselines.tuning import choice_params, load_choice
+from pillar_rerank.checkpoint import check_model_dir_target
+from pillar_rerank.config import PRESETS, LeaPRRConfig, preset
+from pillar_rerank.exceptions import InvalidParameterError
+from pillar_rerank.io import check_writable_folder, load_json
+
+from .options import (
     data_options,
     echo_warnings,
     input_building_options,
     load_side,
     overwrite_option,
+    parse_params,
+    prepare_cache_dir,
 )
-
-from pillar_rerank import distributed
-from pillar_rerank._validation import Interval, Options
-from pillar_rerank.checkpoint import check_model_dir_target
-from pillar_rerank.config import PRESETS, LeaPRRConfig, preset
-from pillar_rerank.exceptions import InvalidParameterError
-from pillar_rerank.io import load_json
 
 #: LeaPRRConfig fields exposed as options, with their help. Type, range, choices and default come
 #: from LeaPRRConfig itself (:func:`config_option`); the flag is the field name with dashes,
@@ -82,20 +85,6 @@ def config_options(func: Callable) -> Callable:
                             default=None, show_default=False,
                             help=f"{CONFIG_HELP[field]}  [default: {_default_text(field)}]")(func)
     return func
-
-
-def parse_params(pairs: tuple[str, ...], *, option: str) -> dict:
-    """``k=v`` pairs into a dict; values are parsed as JSON when possible (ints, floats, bools)."""
-    out = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE; got {pair!r}.", param_hint=option)
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
 
 
 def build_config(config_file: str | None, preset_name: str | None, overrides: dict, normalize_params: dict,
@@ -161,6 +150,16 @@ def describe_start(config: LeaPRRConfig, preset_name: str | None, sized: bool) -
 @click.option("--normalize-param", "normalize_param", multiple=True,
               help="Normaliser parameter KEY=VALUE (repeatable).  [default: the normaliser's own]")
 @click.option(
+    "--normalize-params-from", type=click.Path(readable=False), default=None, metavar="CHOICE.json",
+    help="Normaliser and parameters chosen by `rerank tune NAME -o CHOICE.json` (sets --normalize NAME; "
+    "--normalize-param overrides single values).",
+)
+@click.option(
+    "--per-direction", is_flag=True,
+    help="With --normalize-params-from: each direction takes its own best (best_params_i2t / "
+    "best_params_t2i, saved as normalize_params {\"i2t\": {...}, \"t2i\": {...}}).",
+)
+@click.option(
     "--index-param", "index_param", multiple=True,
     help="Approximate index parameter KEY=VALUE (ivf: nlist, nprobe, train_size, seed; hnsw: M, "
     "ef_construction, ef_search).  [default: the index's own]",
@@ -192,6 +191,8 @@ def fit(
     config_file: str | None,
     preset_name: str | None,
     normalize_param: tuple[str, ...],
+    normalize_params_from: str | None,
+    per_direction: bool,
     index_param: tuple[str, ...],
     max_memory: str | None,
     cache_dir: str | None,
@@ -206,14 +207,26 @@ def fit(
     from pillar_rerank.reranker import PillarReranker
 
     out = Path(model_dir)
-    inputs = [v for v in (config_file, *kwargs.values()) if isinstance(v, str)]
+    inputs = [v for v in (config_file, normalize_params_from, *kwargs.values()) if isinstance(v, str)]
     check_model_dir_target(out, overwrite=overwrite, inputs=inputs)  # before hours of training
     ckpt = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".ckpt")
     if ckpt.resolve() == out.resolve() or out.resolve() in ckpt.resolve().parents:
         raise InvalidParameterError(
             f"--checkpoint-dir ({ckpt}): must not be inside the model dir {out}; choose another folder."
         )
+    # every output location, before hours of training
+    check_writable_folder(out, name="model dir (-o)")
+    check_writable_folder(ckpt, name="--checkpoint-dir")
+    cache_dir = prepare_cache_dir(cache_dir)
     params = parse_params(normalize_param, option="--normalize-param")
+    if per_direction and normalize_params_from is None:
+        raise click.UsageError("--per-direction needs --normalize-params-from CHOICE.json.")
+    if normalize_params_from is not None:
+        choice = load_choice(normalize_params_from, name=kwargs.get("normalize"))
+        kwargs["normalize"] = choice["name"]
+        chosen = choice_params(choice, per_direction=per_direction)
+        params = ({d: {**chosen[d], **params} for d in ("i2t", "t2i")} if per_direction
+                  else {**chosen, **params})
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_HELP}
     config = build_config(config_file, preset_name, overrides, params,
                           parse_params(index_param, option="--index-param"))

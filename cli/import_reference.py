@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import click
-from pillar_rerank.cli.options import overwrite_option
+
+from .options import overwrite_option
 
 
 @click.command("import-reference")

@@ -1,7 +1,7 @@
 """``rerank``: the command group and the single place library errors become exit codes.
 
 Exit codes (every subcommand): 0 ok, 1 internal error (bug; traceback kept), 2 bad usage or bad
-input, 3 I/O failure. See :mod:`pillar_rerank.exceptions`.
+input, 3 I/O failure, 130 interrupted (Ctrl-C). See :mod:`pillar_rerank.exceptions`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import sys
 
 import click
 
+from pillar_rerank._validation import reset_spellings, use_spellings
 from pillar_rerank._version import __version__
-from pillar_rerank.exceptions import PillarRerankError
+from pillar_rerank.exceptions import EXIT_INTERRUPTED, PillarRerankError
 
 # command name -> "module:attribute" inside pillar_rerank.cli; imported only when used.
 COMMANDS: dict[str, str] = {
@@ -28,6 +29,20 @@ COMMANDS: dict[str, str] = {
     "train-backbone": "train_backbone:train_backbone",
     "report": "report:report",
     "import-reference": "import_reference:import_reference",
+}
+
+
+# Python spelling -> command-line flag, so library messages name the option the user typed.
+CLI_SPELLINGS = {
+    "overwrite=True": "--overwrite",
+    "txt_to_img": "--txt2img",
+    "n_pillars": "--n-pillars",
+    "list_len_i2t": "--list-len-i2t",
+    "list_len_t2i": "--list-len-t2i",
+    "embed_dim": "--embed-dim",
+    "num_heads": "--num-heads",
+    "batch_size": "--batch-size",
+    "captions_per_image": "--captions-per-image",
 }
 
 
@@ -63,10 +78,17 @@ class RerankGroup(click.Group):
         return getattr(module, attr)
 
     def invoke(self, ctx: click.Context):
+        token = use_spellings(CLI_SPELLINGS)
         try:
             return super().invoke(ctx)
         except PillarRerankError as exc:
             raise CommandError(str(exc), exc.exit_code) from exc
+        except KeyboardInterrupt:
+            # click's own handling prints "Aborted!" and exits 1; the shell convention is 128 + SIGINT
+            click.echo("\nAborted!", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        finally:
+            reset_spellings(token)
 
 
 @click.group(cls=RerankGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,7 +100,7 @@ def cli(verbose: int) -> None:
     Inputs are .npy files: an image x text similarity matrix (or the two embedding matrices)
     and the caption -> image map (--txt2img MAP.npy or --captions-per-image N).
 
-    Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 I/O failure.
+    Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 I/O failure, 130 Ctrl-C.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import click
-from pillar_rerank.cli.options import data_options, load_side, overwrite_option
+
+from .options import data_options, load_side, overwrite_option
 
 
 @click.command("merge")

@@ -5,6 +5,7 @@ Messages follow one shape: where the problem is, what was expected, what arrived
 
 from __future__ import annotations
 
+import contextvars
 import numbers
 import weakref
 from collections.abc import Mapping
@@ -16,6 +17,26 @@ import numpy as np
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+
+# How the user spells a parameter: the Python name by default; the ``rerank`` command sets its
+# flags (``cli/main.py``, CLI_SPELLINGS) so library messages name the option the user typed.
+_SPELLINGS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("spellings",
+                                                                                     default=None)
+
+
+def spelled(name: str) -> str:
+    """``name`` as the caller spells it: its command-line flag under ``rerank``, else itself."""
+    return (_SPELLINGS.get() or {}).get(name, name)
+
+
+def use_spellings(spellings: Mapping[str, str]) -> contextvars.Token:
+    """Name parameters by these spellings in messages (the CLI calls it once per command)."""
+    return _SPELLINGS.set(dict(spellings))
+
+
+def reset_spellings(token: contextvars.Token) -> None:
+    """Undo :func:`use_spellings`."""
+    _SPELLINGS.reset(token)
 _FINITE_CHECK_ROWS = 1024
 
 
@@ -54,6 +75,11 @@ def check_float_matrix(
         raise InvalidInputError(
             f"{where}: expected a float16/float32/float64 array; got dtype {arr.dtype!s} "
             "(cast integer or boolean scores to float explicitly)."
+        )
+    if arr.dtype.kind == "f" and not arr.dtype.isnative and arr.dtype.newbyteorder("=") in FLOAT_DTYPES:
+        raise InvalidInputError(
+            f"{where}: expected the native byte order; got dtype {arr.dtype.str} (big-endian). Convert "
+            "it with a.astype(a.dtype.newbyteorder('=')); files are converted on load."
         )
     if arr.dtype not in FLOAT_DTYPES:
         raise InvalidInputError(f"{where}: expected float16, float32 or float64; got dtype {arr.dtype!s}.")
@@ -133,7 +159,7 @@ def check_item_map(
 
     Returns an ``int64`` copy.
     """
-    where = _where(name, source)
+    where = _where(spelled(name), source)
     try:
         arr = np.asarray(txt_to_img)
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like
@@ -188,13 +214,16 @@ def check_item_map(
 def check_int(value: Any, *, name: str, owner: str | None = None, low: int = 1,
               high: int | None = None, high_name: str | None = None) -> int:
     """Validate an integer parameter in ``[low, high]``."""
-    who = f"The {name!r} parameter of {owner}" if owner else f"The {name!r} parameter"
+    flag = spelled(name)
+    who = f"The {flag!r} parameter of {owner}" if owner else f"The {flag!r} parameter"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidParameterError(f"{who} must be an int; got {value!r}.")
     value = int(value)
     hi = "inf" if high is None else (f"{high_name}={high}" if high_name else str(high))
     if value < low or (high is not None and value > high):
-        raise InvalidParameterError(f"{who} must be an int in [{low}, {hi}]; got {value!r}.")
+        fix = f"; lower {flag} to at most {high}" if high is not None and value > high else \
+            f"; raise {flag} to at least {low}"
+        raise InvalidParameterError(f"{who} must be an int in [{low}, {hi}]; got {value!r}{fix}.")
     return value
 
 

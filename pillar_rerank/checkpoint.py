@@ -41,6 +41,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save, save_file
 
+from pillar_rerank._validation import spelled
 from pillar_rerank._version import __version__
 from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError
 from pillar_rerank.io import atomic_path, sha256_file
@@ -118,7 +119,7 @@ def check_model_dir_target(
             raise InputFileError(f"{label}: folder {parent} does not exist.")
         return target
     if not overwrite:
-        raise InputFileError(f"{label}: already exists; pass --overwrite (overwrite=True).")
+        raise InputFileError(f"{label}: already exists; pass {spelled('overwrite=True')} to replace it.")
     if target.is_symlink() or not target.is_dir():
         kind = "a symbolic link" if target.is_symlink() else "not a directory"
         raise InputFileError(f"{label}: exists and is {kind}; refusing to replace it.")

@@ -10,7 +10,8 @@ Exit codes, the same for every ``rerank`` subcommand:
 0     success
 1     internal error (a bug: the traceback is kept)
 2     bad usage or bad input (shape, dtype, NaN, inconsistent map, ...)
-3     I/O failure (missing or unreadable file, refusing to overwrite)
+3     I/O failure (missing, unreadable or non-regular file, unwritable output, refusing to overwrite)
+130   interrupted (Ctrl-C; 128 + SIGINT, the shell convention)
 ====  ==============================================================
 """
 
@@ -20,6 +21,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_IO = 3
+EXIT_INTERRUPTED = 130
 
 
 class PillarRerankError(Exception):

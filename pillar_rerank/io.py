@@ -5,6 +5,13 @@
 * Every file the toolkit writes goes to a temporary file in the same folder and is renamed into
   place (``os.replace``), so a crash never leaves a half-written output.
 * Outputs never overwrite an input, and overwrite an existing file only when asked.
+* An input must be a regular file: a FIFO, socket or device is refused before it is opened
+  (opening a FIFO blocks until a writer appears; a device may never end). Missing, non-regular
+  and unreadable inputs are I/O failures (:class:`~pillar_rerank.exceptions.InputFileError`,
+  exit 3); bad content is bad input (exit 2).
+* Arrays stored in the non-native byte order (big-endian ``.npy`` files) are converted on load,
+  integer maps and float matrices alike; such a file is read into memory even when a memory map
+  was asked for (the rest of the toolkit, torch included, needs native byte order).
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
+import stat
 import tempfile
 import tokenize
 import zipfile
@@ -23,17 +32,56 @@ from typing import Any
 
 import numpy as np
 
+from pillar_rerank._validation import spelled
 from pillar_rerank.exceptions import InputFileError, InvalidInputError
 from pillar_rerank.typing import PathLikeStr
 
+logger = logging.getLogger(__name__)
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_input_file(path: PathLikeStr, *, name: str, what: str = "file") -> Path:
+    """``path`` names an existing regular file, checked without opening it (exit 3 otherwise).
+
+    ``what`` names the expected content in the directory message (e.g. "a .npy file").
+    """
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode  # follows symlinks: a link to /dev/zero is a device
+    except FileNotFoundError as exc:
+        raise InputFileError(f"{name} ({p}): file not found.") from exc
+    except OSError as exc:
+        raise InputFileError(f"{name} ({p}): cannot access the file ({exc.strerror or exc}).") from exc
+    if stat.S_ISDIR(mode):
+        raise InputFileError(f"{name} ({p}): expected {what}; got a directory.")
+    if not stat.S_ISREG(mode):
+        kind = next((label for test, label in _FILE_KINDS if test(mode)), "a special file")
+        raise InputFileError(
+            f"{name} ({p}): not a regular file ({kind}); save the data to a file and pass that file."
+        )
+    return p
+
+
+def _native_byte_order(arr: np.ndarray, *, name: str, p: Path, mmap: bool) -> np.ndarray:
+    """``arr`` in native byte order (big-endian files are converted, read into memory)."""
+    if arr.dtype.isnative or arr.dtype.byteorder == "|":
+        return arr
+    if mmap:
+        logger.warning("%s (%s): stored big-endian; read into memory and converted to the native byte "
+                       "order (save it little-endian to memory-map it).", name, p)
+    return arr.astype(arr.dtype.newbyteorder("="))
+
 
 def load_array(path: PathLikeStr, *, name: str = "array", mmap: bool = False) -> np.ndarray:
-    """Load a ``.npy`` file without unpickling, optionally memory-mapped (read-only)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{name} ({p}): file not found.")
-    if p.is_dir():
-        raise InputFileError(f"{name} ({p}): expected a .npy file; got a directory.")
+    """Load a ``.npy`` file without unpickling, optionally memory-mapped (read-only).
+
+    A big-endian file is converted to the native byte order (in memory). ``name`` appears in
+    messages as the caller spells it (``txt_to_img`` is ``--txt2img`` under ``rerank``).
+    """
+    name = spelled(name)
+    p = check_input_file(path, name=name, what="a .npy file")
     try:
         with open(p, "rb") as fh:
             magic = fh.read(6)
@@ -66,7 +114,7 @@ def load_array(path: PathLikeStr, *, name: str = "array", mmap: bool = False) ->
     if isinstance(arr, np.lib.npyio.NpzFile):  # pragma: no cover - .npz given as .npy
         arr.close()
         raise InvalidInputError(f"{name} ({p}): expected a single .npy array; got an .npz archive.")
-    return arr
+    return _native_byte_order(arr, name=name, p=p, mmap=mmap)
 
 
 def _check_npy_header(p: Path, *, name: str) -> None:
@@ -126,14 +174,12 @@ def load_npz(path: PathLikeStr, *, name: str, required: set[str], allowed: set[s
 
     Missing, truncated, non-zip, single-``.npy`` and object-array files give a clear error.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(f"{name} ({p}): file not found.")
+    p = check_input_file(path, name=name, what="an .npz file")
     try:
         with open(p, "rb") as fh:
             magic = fh.read(6)
     except OSError as exc:
-        raise InputFileError(f"{name} ({p}): cannot read the file ({exc}).") from exc
+        raise InputFileError(f"{name} ({p}): cannot read the file ({exc.strerror or exc}).") from exc
     if magic == b"\x93NUMPY":
         raise InvalidInputError(
             f"{name} ({p}): expected an .npz archive with arrays {sorted(required)}; got a single .npy array."
@@ -164,7 +210,7 @@ def load_npz(path: PathLikeStr, *, name: str, required: set[str], allowed: set[s
         if extra:
             raise InvalidInputError(f"{name} ({p}): unexpected array(s) {sorted(extra)}.")
         try:
-            return {k: npz[k] for k in npz.files}
+            return {k: _native_byte_order(npz[k], name=name, p=p, mmap=False) for k in npz.files}
         except ValueError as exc:
             if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
                 raise InvalidInputError(_pickled(name, p)) from exc
@@ -191,13 +237,39 @@ def check_output_path(path: PathLikeStr, *, inputs: Iterable[PathLikeStr] = (), 
         if _same_file(out, ip) or out.resolve() == ip.resolve():
             raise InputFileError(f"{name} ({out}): refusing to write over the input file {ip}.")
     if out.exists() and not overwrite:
-        raise InputFileError(f"{name} ({out}): file exists; pass --overwrite (overwrite=True) to replace it.")
+        raise InputFileError(f"{name} ({out}): file exists; pass {spelled('overwrite=True')} to replace it.")
     if out.exists() and out.is_dir() and out.suffix:
         raise InputFileError(f"{name} ({out}): is a directory.")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.exists():
         raise InputFileError(f"{name} ({out}): folder {parent} does not exist.")
+    check_writable_folder(parent, name=name, target=out)
     return out
+
+
+def check_writable_folder(folder: PathLikeStr, *, name: str, target: PathLikeStr | None = None) -> Path:
+    """Create and remove a probe file in ``folder`` so an unwritable location fails before any work.
+
+    A permission bit says little (root passes ``os.access`` on a read-only file system or in
+    ``/proc``); creating a file is the test that counts. ``folder`` that does not exist yet is
+    probed at its nearest existing ancestor (where it will be created). Raises InputFileError (3).
+    """
+    where = Path(folder)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    label = f"{name} ({target if target is not None else folder})"
+    if not where.is_dir():
+        raise InputFileError(f"{label}: {where} is not a folder; choose a writable location.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=where)
+    except OSError as exc:
+        raise InputFileError(
+            f"{label}: cannot write in folder {where} ({exc.strerror or exc}); choose a writable location."
+        ) from exc
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return where
 
 
 @contextlib.contextmanager
@@ -246,11 +318,11 @@ def save_json(path: PathLikeStr, obj: Any, *, inputs: Iterable[PathLikeStr] = ()
 
 def load_json(path: PathLikeStr, *, name: str = "json") -> Any:
     """Read a JSON file with clear errors for missing or malformed files."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(f"{name} ({p}): file not found.")
+    p = check_input_file(path, name=name, what="a JSON file")
     try:
         return json.loads(p.read_text())
+    except OSError as exc:
+        raise InputFileError(f"{name} ({p}): cannot read the file ({exc.strerror or exc}).") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInputError(f"{name} ({p}): not valid JSON ({exc}).") from exc
 

@@ -70,39 +70,102 @@ class ShardResult:
 
     @classmethod
     def load(cls, path: PathLikeStr) -> ShardResult:
-        """Read a shard file, never unpickling; a damaged file raises CheckpointError."""
-        p = Path(path)
-        if not p.is_file():
-            from pillar_rerank.exceptions import InputFileError
+        """Read a shard file, never unpickling; every field's type and shape is checked.
 
-            raise InputFileError(f"shard ({p}): file not found.")
+        A damaged file raises CheckpointError; the values against the problem size are checked by
+        :func:`check_shard_set` (called by every merge).
+        """
+        from pillar_rerank.io import load_npz
+
+        p = Path(path)
         try:
-            with np.load(p, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except Exception as exc:  # noqa: BLE001 - any unreadable archive
-            raise CheckpointError(f"shard ({p}): not a readable shard file ({exc}).") from exc
-        needed = {"format_version", "index", "count", "n_images", "n_texts", "model_digest"} | {
-            f"{d}_{f}" for d in ("i2t", "t2i") for f in ("rows", "cols", "values")
-        }
-        missing = sorted(needed - set(data))
-        if missing:
-            raise CheckpointError(f"shard ({p}): missing field(s) {', '.join(missing)}.")
-        if int(data["format_version"]) != SHARD_FORMAT_VERSION:
-            raise CheckpointError(
-                f"shard ({p}): format version {int(data['format_version'])} is not supported."
-            )
+            data = load_npz(p, name="shard", required=set(_FIELDS), allowed=set(_FIELDS))
+        except InvalidInputError as exc:
+            raise CheckpointError(str(exc)) from exc
+        where = f"shard ({p})"
+        scalars = {}
+        for key in ("format_version", "index", "count", "n_images", "n_texts"):
+            value = data[key]
+            if value.ndim != 0 or value.dtype.kind not in "iu":
+                raise CheckpointError(
+                    f"{where}: {key} must be one integer; got dtype {value.dtype}, shape {value.shape}."
+                )
+            scalars[key] = int(value)
+        if scalars["format_version"] != SHARD_FORMAT_VERSION:
+            raise CheckpointError(f"{where}: format version {scalars['format_version']} is not supported.")
+        digest = data["model_digest"]
+        if digest.ndim != 0 or digest.dtype.kind != "U":
+            raise CheckpointError(f"{where}: model_digest must be one string; got dtype {digest.dtype}.")
         for d in ("i2t", "t2i"):
             n = data[f"{d}_rows"].shape
             if data[f"{d}_cols"].shape != n or data[f"{d}_values"].shape != n:
-                raise CheckpointError(f"shard ({p}): {d} rows/cols/values have different lengths.")
-        return cls(
-            index=int(data["index"]),
-            count=int(data["count"]),
-            n_images=int(data["n_images"]),
-            n_texts=int(data["n_texts"]),
-            model_digest=str(data["model_digest"]),
-            **{f"{d}_{f}": data[f"{d}_{f}"] for d in ("i2t", "t2i") for f in ("rows", "cols", "values")},
+                raise CheckpointError(f"{where}: {d} rows/cols/values have different lengths.")
+        del scalars["format_version"]
+        arrays = {f"{d}_{f}": data[f"{d}_{f}"] for d in ("i2t", "t2i") for f in ("rows", "cols", "values")}
+        return cls(model_digest=str(digest), **scalars, **arrays)
+
+
+_FIELDS = ("format_version", "index", "count", "n_images", "n_texts", "model_digest",
+           *(f"{d}_{f}" for d in ("i2t", "t2i") for f in ("rows", "cols", "values")))
+
+
+def check_shard(shard: ShardResult, *, n_images: int, n_texts: int, name: str) -> None:
+    """One shard's header and entries against the problem size (CheckpointError, exit 2).
+
+    ``count`` is at most ``max(n_images, n_texts)`` (a larger split has shards without queries, and
+    a forged count must not size any allocation); ``index`` lies in ``[0, count)``; every entry
+    lies in the matrix, belongs to one of the shard's own queries (i2t rows / t2i columns in its
+    share), appears once, and has a finite value.
+    """
+    if (shard.n_images, shard.n_texts) != (n_images, n_texts):
+        raise InvalidInputError(
+            f"merge: {name} is for a {shard.n_images} x {shard.n_texts} set (n_images x n_texts); the "
+            f"base scores are {n_images} x {n_texts}."
         )
+    limit = max(n_images, n_texts)
+    if not 1 <= shard.count <= limit:
+        raise CheckpointError(
+            f"merge: {name}: count {shard.count} is not a split of this set (expected 1 to {limit})."
+        )
+    if not 0 <= shard.index < shard.count:
+        raise CheckpointError(f"merge: {name}: index {shard.index} is not in [0, count={shard.count}).")
+    size = {"rows": n_images, "cols": n_texts}
+    share = {"i2t": ("rows", shard_range(n_images, shard.index, shard.count)),
+             "t2i": ("cols", shard_range(n_texts, shard.index, shard.count))}
+    for d in ("i2t", "t2i"):
+        for f in ("rows", "cols", "values"):
+            arr = np.asarray(getattr(shard, f"{d}_{f}"))
+            want = "float" if f == "values" else "integer"
+            if arr.ndim != 1:
+                raise CheckpointError(f"merge: {name}: {d}_{f} must be 1-D; got shape {arr.shape}.")
+            if arr.dtype.kind not in ("f" if f == "values" else "iu"):
+                raise CheckpointError(f"merge: {name}: {d}_{f} must be {want}; got dtype {arr.dtype}.")
+            if f == "values":
+                bad = np.flatnonzero(~np.isfinite(arr))
+                if bad.size:
+                    raise CheckpointError(
+                        f"merge: {name}: {d}_values must be finite; {bad.size} are NaN/inf "
+                        f"(first at {bad[0]})."
+                    )
+                continue
+            out = np.flatnonzero((arr < 0) | (arr >= size[f]))
+            if out.size:
+                raise CheckpointError(
+                    f"merge: {name}: {d}_{f} must lie in [0, {size[f]}); {out.size} do not "
+                    f"(first: {int(arr[out[0]])})."
+                )
+        field, span = share[d]
+        queries = np.asarray(getattr(shard, f"{d}_{field}"))
+        outside = np.flatnonzero((queries < span.start) | (queries >= span.stop))
+        if outside.size:
+            raise CheckpointError(
+                f"merge: {name}: {d}_{field} {int(queries[outside[0]])} is not a query of share "
+                f"{shard.index}/{shard.count} ([{span.start}, {span.stop})); the shard is damaged or forged."
+            )
+        keys = np.asarray(getattr(shard, f"{d}_rows"), np.int64) * n_texts + np.asarray(
+            getattr(shard, f"{d}_cols"), np.int64)
+        if np.unique(keys).size != keys.size:
+            raise CheckpointError(f"merge: {name}: {d} holds the same (row, col) entry twice.")
 
 
 def apply_updates(
@@ -172,6 +235,7 @@ def check_shard_set(
     digest = model_digest or shards[0].model_digest
     seen: dict[int, str] = {}
     for shard, name in zip(shards, names):
+        check_shard(shard, n_images=n_images, n_texts=n_texts, name=name)
         if shard.count != count:
             raise InvalidInputError(
                 f"merge: {name} is from a split into {shard.count} shards; others into {count}."
@@ -179,11 +243,6 @@ def check_shard_set(
         if shard.model_digest != digest:
             raise CheckpointError(
                 f"merge: {name} was produced by a different model (weights digest differs)."
-            )
-        if (shard.n_images, shard.n_texts) != (n_images, n_texts):
-            raise InvalidInputError(
-                f"merge: {name} is for a {shard.n_images} x {shard.n_texts} set; the base scores are "
-                f"{n_images} x {n_texts}."
             )
         if shard.index in seen:
             raise InvalidInputError(

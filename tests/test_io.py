@@ -47,7 +47,7 @@ def test_save_refuses_inputs_and_existing_files(tmp_path):
     with pytest.raises(InputFileError, match="refusing to write over the input file"):
         save_array(inp, np.ones(2), inputs=[inp], overwrite=True)
     out = save_array(tmp_path / "out.npy", np.ones(2))
-    with pytest.raises(InputFileError, match="file exists; pass --overwrite"):
+    with pytest.raises(InputFileError, match="file exists; pass overwrite=True to replace it"):
         save_array(out, np.zeros(2))
     save_array(out, np.zeros(2), overwrite=True)
     assert np.load(out).tolist() == [0.0, 0.0]
@@ -83,3 +83,61 @@ def test_json_round_trip_with_numpy_values(tmp_path):
     assert not (tmp_path / "x.json").exists()
     assert sha256_file(out) == __import__("hashlib").sha256(out.read_bytes()).hexdigest()
     assert json.loads(out.read_text())["x"] == 1.5
+
+
+@pytest.mark.parametrize("loader", ["array", "npz", "json"])
+def test_a_fifo_is_refused_before_opening_it(tmp_path, loader):
+    """Opening a FIFO blocks until a writer appears: the file type is checked first (exit 3)."""
+    import signal
+
+    from pillar_rerank.io import load_npz
+
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+
+    def hang(signum, frame):
+        raise TimeoutError("opened the FIFO: blocked waiting for a writer")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(5)
+    load = {"array": lambda: load_array(fifo, name="sims"),
+            "npz": lambda: load_npz(fifo, name="shard", required={"a"}, allowed={"a"}),
+            "json": lambda: load_json(fifo, name="config")}[loader]
+    try:
+        with pytest.raises(InputFileError, match=r"pipe.npy\): not a regular file \(a FIFO"):
+            load()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_device_is_refused(tmp_path):
+    link = tmp_path / "zero.npy"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(InputFileError, match="not a regular file \\(a character device"):
+        load_array(link, name="sims")
+
+
+def test_unreadable_json_is_an_io_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = tmp_path / "c.json"
+    path.write_text("{}")
+
+    def denied(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(InputFileError, match="c.json\\): cannot read the file \\(Permission denied\\)"):
+        load_json(path, name="config")
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2", ">i8", ">i4", ">u2"])
+def test_big_endian_files_are_accepted_and_converted(tmp_path, dtype, mmap):
+    """Integer maps and float matrices alike: a non-native byte order is converted on load."""
+    values = np.arange(12).reshape(3, 4).astype(dtype)
+    np.save(tmp_path / "be.npy", values)
+    arr = load_array(tmp_path / "be.npy", mmap=mmap)
+    assert arr.dtype == np.dtype(dtype).newbyteorder("=") and arr.dtype.isnative
+    assert np.array_equal(arr, values)

@@ -92,3 +92,39 @@ def test_validate_params_table():
         validate_params({"t": 0.0}, constraints, owner="M")
     with pytest.raises(InvalidParameterError, match="'t'"):
         validate_params({"t": float("nan")}, constraints, owner="M")
+
+
+def test_big_endian_matrix_from_a_file_passes_the_same_checks_as_a_map(tmp_path):
+    """Issue 15 item 18: a big-endian map was accepted while a big-endian float matrix was not."""
+    from pillar_rerank.inputs import load_retrieval_set
+
+    np.save(tmp_path / "s.npy", np.eye(3, 6).astype(">f4"))
+    np.save(tmp_path / "m.npy", np.repeat(np.arange(3), 2).astype(">i8"))
+    data = load_retrieval_set(sims=tmp_path / "s.npy", txt_to_img=tmp_path / "m.npy")
+    assert data.scores.dtype == np.float32 and np.array_equal(data.scores, np.eye(3, 6))
+    assert np.array_equal(data.txt_to_img, np.repeat(np.arange(3), 2))
+
+
+def test_in_memory_non_native_floats_get_a_message_naming_the_fix():
+    from pillar_rerank._validation import check_float_matrix
+
+    with pytest.raises(InvalidInputError, match="byte order.*astype"):
+        check_float_matrix(np.eye(3).astype(">f4"), name="sims")
+
+
+def test_messages_use_the_callers_spelling_and_name_the_fix():
+    """Issue 15 item 28: "n_pillars ... got 64" without "lower --n-pillars"; "txt_to_img" for --txt2img."""
+    from pillar_rerank._validation import reset_spellings, use_spellings
+
+    with pytest.raises(InvalidParameterError, match=r"'n_pillars'.*got 64; lower n_pillars to at most 54\."):
+        check_k(64, n_gallery=54, name="n_pillars", owner="PillarReranker")
+    token = use_spellings({"n_pillars": "--n-pillars", "txt_to_img": "--txt2img"})
+    try:
+        with pytest.raises(InvalidParameterError, match=r"'--n-pillars'.*lower --n-pillars to at most 54"):
+            check_k(64, n_gallery=54, name="n_pillars", owner="PillarReranker")
+        with pytest.raises(InvalidInputError, match=r"^--txt2img \(m.npy\): 1 captions have a negative"):
+            check_item_map(np.array([0, -1]), source="m.npy")
+    finally:
+        reset_spellings(token)
+    with pytest.raises(InvalidInputError, match=r"^txt_to_img:"):
+        check_item_map(np.array([0, -1]))

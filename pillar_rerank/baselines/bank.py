@@ -11,6 +11,7 @@ from pillar_rerank.baselines._common import TrainingFreeReranker
 from pillar_rerank.baselines._stream import EmbeddingScores, check_scores_like
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import RetrievalSet
+from pillar_rerank.utils.progress import progress
 
 _DIRECTIONS = ("i2t", "t2i")
 
@@ -122,6 +123,51 @@ def bank_from_embedding_arrays(bank_images: Any, bank_texts: Any, target_images:
     return Bank(**lazy)
 
 
+def assemble_bank(target: RetrievalSet, *, image_embeddings: Any = None, text_embeddings: Any = None,
+                  i2t: Any = None, t2i: Any = None, dual: Any = None, i2t_intra: Any = None,
+                  t2i_intra: Any = None, flags: dict[str, str] | None = None) -> Bank | None:
+    """The bank for ``target`` from what a user supplied: bank-side embeddings, or score matrices.
+
+    Parameters
+    ----------
+    target : RetrievalSet
+        The set to re-rank; with bank embeddings it needs its own embeddings too.
+    image_embeddings, text_embeddings : array, optional
+        Bank-side embeddings (both or neither); every field is computed from them
+        (:func:`bank_from_embedding_arrays`).
+    i2t, t2i, dual, i2t_intra, t2i_intra : array, optional
+        Bank score matrices (see :class:`Bank`); ``dual`` is bank images x bank texts and fills
+        both dual fields (its transpose for t2i).
+    flags : dict, optional
+        How each argument is spelled for the user (e.g. ``{"image_embeddings": "--bank-image-emb"}``),
+        used in messages; defaults to the argument names.
+
+    Returns
+    -------
+    Bank or None
+        ``None`` when nothing was supplied; else a bank checked against ``target``.
+    """
+    names = {k: k for k in ("image_embeddings", "text_embeddings", "i2t", "t2i", "dual", "i2t_intra",
+                            "t2i_intra")} | dict(flags or {})
+    scores = {"i2t": i2t, "t2i": t2i, "dual": dual, "i2t_intra": i2t_intra, "t2i_intra": t2i_intra}
+    if image_embeddings is not None or text_embeddings is not None:
+        emb = f"{names['image_embeddings']} and {names['text_embeddings']}"
+        if image_embeddings is None or text_embeddings is None:
+            raise InvalidInputError(f"bank: give both {emb}.")
+        if any(v is not None for v in scores.values()):
+            raise InvalidInputError(f"bank: give bank embeddings ({emb}) or bank score matrices, not both.")
+        if not target.has_embeddings:
+            raise InvalidInputError(f"bank: {emb} need the embeddings of {target.name} too (its image and "
+                                    "text embeddings), to score the bank against its gallery.")
+        bank = bank_from_embedding_arrays(image_embeddings, text_embeddings,
+                                          target.image_embeddings, target.text_embeddings)
+        return bank.check_against(target)
+    if all(v is None for v in scores.values()):
+        return None
+    return Bank(i2t=i2t, t2i=t2i, i2t_dual=dual, t2i_dual=None if dual is None else dual.T,
+                i2t_intra=i2t_intra, t2i_intra=t2i_intra).check_against(target)
+
+
 def bank_from_scores(bank: RetrievalSet) -> Bank:
     """The dual-bank fields from a training-side score matrix alone (for dual-bank Sinkhorn)."""
     s = bank.similarity()
@@ -143,11 +189,12 @@ def _intra_inputs(method: TrainingFreeReranker, data: RetrievalSet, direction: s
 
 
 def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | None = None, *,
-               t2i_method: TrainingFreeReranker | None = None) -> RetrievalSet:
+               t2i_method: TrainingFreeReranker | None = None, show_progress: bool = False) -> RetrievalSet:
     """Run ``method`` image -> text and text -> image, each from a fresh clone.
 
     ``t2i_method`` (same class, other parameters) replaces ``method`` for text -> image, for
     hyper-parameters chosen per direction (:func:`~pillar_rerank.baselines.tuning.tune`).
+    ``show_progress`` shows a bar over the two directions on stderr (only on a terminal).
 
     i2t fits on ``bank.i2t`` (and the other i2t fields the method takes) and re-ranks
     ``data.similarity()``; t2i fits on ``bank.t2i`` and re-ranks its transpose. The test queries
@@ -168,7 +215,9 @@ def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | No
     scores = data.similarity()
     methods = {"i2t": method, "t2i": t2i_method or method}
     results = {}
-    for direction, matrix in (("i2t", scores), ("t2i", scores.T)):
+    steps = (("i2t", scores), ("t2i", scores.T))
+    for direction, matrix in progress(steps, desc=type(method).__name__, disable=not show_progress,
+                                      unit="direction"):
         intra = _intra_inputs(methods[direction], data, direction)
         kwargs = {**bank.fit_kwargs(methods[direction], direction), **intra}
         fitted = methods[direction].clone().fit(**kwargs)

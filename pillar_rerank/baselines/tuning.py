@@ -14,6 +14,7 @@ from pillar_rerank.baselines.registry import _lookup, get_baseline
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.metrics import recall_metrics
+from pillar_rerank.utils.progress import progress
 from pillar_rerank.utils.seed import check_random_state
 
 logger = logging.getLogger(__name__)
@@ -30,11 +31,42 @@ class TuneResult:
     protocol: str = ""
     best_params_i2t: dict[str, Any] = field(default_factory=dict)
     best_params_t2i: dict[str, Any] = field(default_factory=dict)
+    base_rsum: float | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The choice file of ``rerank tune -o``; ``rerank baseline --params-from`` and ``rerank fit
+        --normalize-params-from`` read it back (:func:`load_choice`)."""
         return {"name": self.name, "best_params": self.best_params, "best_rsum": self.best_rsum,
                 "best_params_i2t": self.best_params_i2t, "best_params_t2i": self.best_params_t2i,
-                "protocol": self.protocol, "trials": self.trials}
+                "base_rsum": self.base_rsum, "protocol": self.protocol, "trials": self.trials,
+                "skipped": self.skipped}
+
+
+def load_choice(path: Any, *, name: str | None = None) -> dict[str, Any]:
+    """Read a ``rerank tune -o`` choice file: ``{"name", "best_params", "best_params_i2t",
+    "best_params_t2i", ...}``, checked; ``name`` (when given) must be the tuned method."""
+    from pillar_rerank.io import load_json
+
+    doc = load_json(path, name="tuning choice")
+    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or not all(
+            isinstance(doc.get(k), dict) for k in ("best_params", "best_params_i2t", "best_params_t2i")):
+        raise InvalidInputError(
+            f"tuning choice ({path}): expected the JSON written by `rerank tune -o` (name, best_params, "
+            "best_params_i2t, best_params_t2i)."
+        )
+    if name is not None and doc["name"] != name:
+        raise InvalidInputError(f"tuning choice ({path}): tunes {doc['name']!r}, not {name!r}.")
+    return doc
+
+
+def choice_params(choice: dict[str, Any], *, per_direction: bool) -> dict[str, Any]:
+    """Parameters of a tuning choice: the joint best (best RSUM), or with ``per_direction`` the
+    form ``{"i2t": best_params_i2t, "t2i": best_params_t2i}`` that ``LeaPRRConfig.normalize_params``
+    and ``apply_both(..., t2i_method=...)`` take."""
+    if per_direction:
+        return {"i2t": dict(choice["best_params_i2t"]), "t2i": dict(choice["best_params_t2i"])}
+    return dict(choice["best_params"])
 
 
 def split_dev(dev: RetrievalSet, *, seed: int = 0) -> tuple[RetrievalSet, Bank]:
@@ -82,7 +114,7 @@ def parameter_grid(name: str, grid: dict[str, list[Any]] | None = None) -> list[
 
 
 def tune(name: str, dev: RetrievalSet, *, bank: Bank | None = None, grid: dict[str, list[Any]] | None = None,
-         fixed: dict[str, Any] | None = None, seed: int = 0) -> TuneResult:
+         fixed: dict[str, Any] | None = None, seed: int = 0, show_progress: bool = False) -> TuneResult:
     """Sweep ``name``'s main hyper-parameter(s) on the development side; pick the best RSUM.
 
     Parameters
@@ -100,13 +132,18 @@ def tune(name: str, dev: RetrievalSet, *, bank: Bank | None = None, grid: dict[s
         Other parameters, held constant.
     seed : int, default=0
         Seed of the dev split.
+    show_progress : bool, default=False
+        A progress bar over the grid points (stderr).
 
     Returns
     -------
     TuneResult
         ``best_params``: the first grid point with the highest RSUM (grid order breaks ties);
         ``best_params_i2t`` / ``best_params_t2i``: the best point for each direction's own
-        R@1 + R@5 + R@10 (use with ``apply_both(..., t2i_method=...)``), from the same trials.
+        R@1 + R@5 + R@10 (use with ``apply_both(..., t2i_method=...)``), from the same trials;
+        ``base_rsum``: the evaluated part without re-ranking; ``skipped``: grid points invalid for
+        this dev set or bank (e.g. ``k`` above the number of bank queries), each with the reason;
+        the sweep goes on without them (an error only when every point is invalid).
     """
     fixed = dict(fixed or {})
     points = parameter_grid(name, grid)
@@ -116,15 +153,26 @@ def tune(name: str, dev: RetrievalSet, *, bank: Bank | None = None, grid: dict[s
     else:
         evaluation = dev
         protocol = f"dev set ({dev.n_images} images) with the given bank"
-    trials = []
-    for point in points:
-        method = get_baseline(name, **{**fixed, **point})
-        out = apply_both(method, evaluation, bank)
+    base_rsum = float(recall_metrics(evaluation.similarity(), evaluation.relevance)["RSUM"])
+    trials, skipped = [], []
+    for point in progress(points, desc=f"tune {name}", disable=not show_progress):
+        try:
+            method = get_baseline(name, **{**fixed, **point})
+            out = apply_both(method, evaluation, bank)
+        except InvalidParameterError as exc:  # e.g. k larger than this bank: skip, keep the sweep
+            skipped.append({"params": point, "reason": str(exc)})
+            logger.warning("tune %s: skipped %s (%s)", name, point, exc)
+            continue
         metrics = recall_metrics(out.scores, out.relevance, t2i_scores=out.t2i_scores)
         sums = {d: sum(metrics[f"{d}_R@{k}"] for k in (1, 5, 10)) for d in ("i2t", "t2i")}
         trials.append({"params": point, "RSUM": metrics["RSUM"], "i2t_sum": sums["i2t"],
                        "t2i_sum": sums["t2i"]})
         logger.info("tune %s %s: RSUM %.2f", name, point, metrics["RSUM"])
+    if not trials:
+        raise InvalidParameterError(
+            f"tune {name}: every grid point is invalid for this dev set / bank (first: "
+            f"{skipped[0]['params']}: {skipped[0]['reason']}); give a --grid that fits it."
+        )
 
     def best(key: str) -> dict[str, Any]:
         i = max(range(len(trials)), key=lambda j: (trials[j][key], -j))
@@ -133,4 +181,5 @@ def tune(name: str, dev: RetrievalSet, *, bank: Bank | None = None, grid: dict[s
     return TuneResult(name=name, best_params={**fixed, **best("RSUM")["params"]},
                       best_rsum=best("RSUM")["RSUM"], trials=trials, protocol=protocol,
                       best_params_i2t={**fixed, **best("i2t_sum")["params"]},
-                      best_params_t2i={**fixed, **best("t2i_sum")["params"]})
+                      best_params_t2i={**fixed, **best("t2i_sum")["params"]},
+                      base_rsum=base_rsum, skipped=skipped)

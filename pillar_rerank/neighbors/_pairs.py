@@ -14,6 +14,16 @@ from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
 _GATHER_BYTES = 32 * 2**20
 
 
+def _writable_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A tensor of ``arr``; read-only arrays (memory maps opened "r") are copied first.
+
+    torch cannot mark a tensor read-only: sharing a read-only buffer warns ("array is not
+    writable") and any in-place op would write into the user's file mapping. Embeddings are
+    ``n x d``, small beside the ``n x n`` score matrices that stay memory-mapped.
+    """
+    return torch.from_numpy(np.require(arr, requirements=["W"]))
+
+
 class PairScores:
     """Random access to a similarity between two item sets, from a matrix or two embedding tables.
 
@@ -32,8 +42,8 @@ class PairScores:
         if (matrix is None) == (left is None or right is None):
             raise InvalidParameterError("PairScores: give either a matrix or both left and right embeddings.")
         self.matrix = matrix
-        self.left = None if left is None else torch.as_tensor(_as_float32(left, name="left embeddings"))
-        self.right = None if right is None else torch.as_tensor(_as_float32(right, name="right embeddings"))
+        self.left = None if left is None else _writable_tensor(_as_float32(left, name="left embeddings"))
+        self.right = None if right is None else _writable_tensor(_as_float32(right, name="right embeddings"))
         self.transposed = transposed
 
     @property

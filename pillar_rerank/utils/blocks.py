@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from pillar_rerank.exceptions import InvalidParameterError
 
 DEFAULT_BLOCK_BYTES = 256 * 2**20
+MAX_MEMORY_BYTES = 2**60  # 1 EiB: anything larger is a typo (and overflows int64 sizes downstream)
 
 
 def block_rows(n_cols: int, *, bytes_per_item: int = 4, budget_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -37,6 +39,13 @@ def parse_bytes(text: str | int) -> int:
         value = float(num)
     except ValueError as exc:
         raise InvalidParameterError(f"memory size: expected e.g. '4GB' or '512MB'; got {text!r}.") from exc
-    if unit not in units or value <= 0:
-        raise InvalidParameterError(f"memory size: expected e.g. '4GB' or '512MB'; got {text!r}.")
-    return int(value * units[unit])
+    if unit not in units or not math.isfinite(value) or value <= 0:
+        raise InvalidParameterError(
+            f"memory size: expected a finite positive size such as '4GB' or '512MB'; got {text!r}."
+        )
+    size = value * units[unit]
+    if size > MAX_MEMORY_BYTES:
+        raise InvalidParameterError(
+            f"memory size: {text!r} is more than 1 EiB ({MAX_MEMORY_BYTES} bytes); give e.g. '4GB'."
+        )
+    return int(size)

@@ -81,7 +81,7 @@ def test_transductive_note(files, tmp_path):
 
 @pytest.mark.parametrize("args, code, message", [
     (["nope"], 2, "Invalid value for"),
-    (["nnn", "--param", "k"], 2, "expected NAME=VALUE"),
+    (["nnn", "--param", "k"], 2, "expected KEY=VALUE"),
     (["nnn", "--param", "k=0"], 2, "'k' parameter of NNN"),
     (["nnn", "--param", "zeta=1"], 2, "has no parameter 'zeta'"),
 ])
@@ -103,7 +103,7 @@ def test_wrong_bank_gallery_and_missing_bank(files, tmp_path):
     assert res.exit_code == 2 and "gallery columns" in res.output
     res = run("baseline", "nnn", "--sims", paths["sims"], "--txt2img", paths["map"],
               "-o", str(tmp_path / "o.npz"))
-    assert res.exit_code == 2 and "needs bank scores" in res.output
+    assert res.exit_code == 2 and "needs a bank" in res.output and "--bank-sims-i2t" in res.output
 
 
 def test_output_safety(files, tmp_path):
@@ -147,3 +147,13 @@ def test_t2i_param_override(files, tmp_path):
     expected = NNN(k=5).fit(np.load(paths["b_t2i"])).rerank(test.scores.T).T
     np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
     assert json.loads(res.output.strip().splitlines()[-1])["t2i_params"]["k"] == 5
+
+
+def test_bank_method_without_a_bank_names_the_options(tmp_path):
+    """Issue 15 item 28: `NNN.fit: needs bank scores ... got None` named no option."""
+    np.save(tmp_path / "s.npy", np.eye(4, 8, dtype=np.float32))
+    res = CliRunner().invoke(cli, ["baseline", "nnn", "--sims", str(tmp_path / "s.npy"),
+                                   "--captions-per-image", "2", "-o", str(tmp_path / "o.npz")])
+    assert res.exit_code == 2, res.output
+    assert "--bank-sims-i2t" in res.output and "--bank-image-emb" in res.output
+    assert "got None" not in res.output

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -131,3 +132,27 @@ def test_bad_inputs(score_files, tmp_path):
         json.dumps({"schema": "pillar-rerank/benchmark-result/1", "suite": "x"})
     )
     assert invoke(bad, "-o", tmp_path / "r.html").exit_code == 2
+
+
+@pytest.mark.parametrize("first", ["npy", "npz"])
+def test_baseline_npz_is_reported_per_direction(score_files, tmp_path, first):
+    """Issue 15 item 24: the per-direction .npz of `rerank baseline` was refused."""
+    base = score_files["base"]
+    res = CliRunner().invoke(cli, ["baseline", "dsl", "--sims", str(base), "--txt2img",
+                                   str(score_files["map"]),
+                                   "-o", str(tmp_path / "dsl.npz")])
+    assert res.exit_code == 0, res.output
+    files = [base, tmp_path / "dsl.npz"] if first == "npy" else [tmp_path / "dsl.npz", base]
+    out = tmp_path / "r.html"
+    res = invoke(*files, "--txt2img", score_files["map"], "-o", out)
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    from pillar_rerank.inputs import Relevance
+    from pillar_rerank.metrics import recall_metrics
+
+    with np.load(tmp_path / "dsl.npz") as z:
+        m = recall_metrics(z["i2t"], Relevance(np.load(score_files["map"]), 20), t2i_scores=z["t2i"])
+    row = " ".join(f"{m[k]:.1f}" for k in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5",
+                                           "t2i_R@10", "RSUM"))
+    cells = " ".join(re.findall(r"<td[^>]*>([^<]*)</td>", html))
+    assert row in cells, (row, cells[:400])  # the t2i half comes from the t2i array, not from i2t

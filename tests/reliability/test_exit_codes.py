@@ -323,3 +323,39 @@ def test_demo_refuses_a_non_empty_output_folder_before_training(tmp_path):
     assert_fails_cleanly(res, 3)
     assert "demo_out" in res.output and "overwrite" in res.output
     assert snapshot(tmp_path) == before
+
+
+_OUTPUT_PROBE_PENDING = {
+    "train-backbone": "cli/train_backbone.py (adapters) does not probe its run folder yet: it should call "
+                      "pillar_rerank.io.check_writable_folder(out, name=...) before training",
+}
+
+
+@pytest.mark.parametrize("location", ["/proc", "/sys"])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=_OUTPUT_PROBE_PENDING[n]))
+                                  if n in _OUTPUT_PROBE_PENDING else n for n in NAMES])
+def test_unwritable_output_location_exits_3_before_any_work(name, location, inputs, monkeypatch):
+    """Issue 15 item 11: an unwritable output folder gave a traceback and exit 1, after the work.
+
+    Every output location is probed (a temporary file created and removed) before inputs are
+    read or anything is trained; the failure is an I/O error (3) naming the folder.
+    """
+    spec = _spec_or_skip(name)
+    if not Path(location).is_dir():
+        pytest.skip(f"{location} does not exist on this system")
+    from pillar_rerank.cli import baseline as baseline_command
+
+    import pillar_rerank.reranker as reranker_module
+    from pillar_rerank.baselines import tuning as tuning_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started work before checking that its output can be written")
+
+    monkeypatch.setattr(reranker_module.PillarReranker, "fit", no_work)
+    monkeypatch.setattr(reranker_module.PillarReranker, "rerank", no_work)
+    monkeypatch.setattr(baseline_command, "apply_both", no_work)
+    monkeypatch.setattr(tuning_module, "apply_both", no_work)
+    out = Path(location) / f"pillar_rerank_{spec.output}"
+    res = invoke(name, *spec.args(inputs, out))
+    assert_fails_cleanly(res, 3)
+    assert location in res.output and "cannot write" in res.output, res.output

@@ -367,7 +367,8 @@ def test_load_array_round_trip_and_truncation(arr, mmap, data, tmp_path_factory)
     path = folder / "a.npy"
     np.save(path, arr)
     got = load_array(path, mmap=mmap)
-    assert got.shape == arr.shape and got.dtype == arr.dtype
+    # same values; a non-native byte order comes back converted to the native one (issue 15 item 18)
+    assert got.shape == arr.shape and got.dtype == arr.dtype.newbyteorder("=") and got.dtype.isnative
     assert np.array_equal(np.asarray(got), arr, equal_nan=arr.dtype.kind in "fc")
     tally("load_array round trip (dtypes, 0-3-D, empty, Fortran, mmap)", "ok")
     raw = path.read_bytes()
@@ -671,8 +672,8 @@ def test_eval_cli_usage_and_io_errors(tmp_path, case):
     args, code, needle = {
         "missing sims": ([tmp_path / "none.npy", "--txt2img", m], 3, "none.npy"),
         "missing map": ([s, "--txt2img", tmp_path / "nomap.npy"], 3, "nomap.npy"),
-        # click's Path(dir_okay=False) rejects a directory as bad usage (2) before any loader runs
-        "sims is a directory": ([tmp_path, "--captions-per-image", 2], 2, "is a directory"),
+        # not a file: an I/O failure (3) like a missing file, named by the loader
+        "sims is a directory": ([tmp_path, "--captions-per-image", 2], 3, "got a directory"),
         "json over input": ([s, "--txt2img", m, "--json", m, "--overwrite"], 3, "input file"),
         "json exists": ([s, "--txt2img", m, "--json", m], 3, "m.npy"),
         "json folder missing": ([s, "--txt2img", m, "--json", tmp_path / "no" / "o.json"], 3,
@@ -825,3 +826,186 @@ def test_coco_proxy_loaders_on_damaged_files(tmp_path, defect):
     outcomes = {k: outcome_of(fn)[0] for k, fn in loaders.items()}  # a raw exception fails here
     assert "error" in outcomes.values(), outcomes
     tally(f"COCO proxy loaders ({defect})", "error")
+
+
+# ---------------------------------------------------------------------------------- file types
+@pytest.mark.parametrize("command", ["eval", "fit", "baseline", "tune", "report"])
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_cli_refuses_non_regular_input_files_with_exit_3(tmp_path, command, kind):
+    """Issue 15 item 10: a FIFO input blocked forever; a directory exited 2 where a missing file exits 3.
+
+    Every input that is not a regular file is an I/O failure (exit 3), named, before it is opened.
+    A blocked open() is ended by the 60 s guard (``_no_hang``) as a TimeoutError.
+    """
+    sims = tmp_path / "sims.npy"
+    if kind == "fifo":
+        os.mkfifo(sims)
+    elif kind == "device":
+        sims.symlink_to("/dev/zero")
+    else:
+        sims.mkdir()
+    out = tmp_path / "out"
+    args = {
+        "eval": ["eval", sims, "--captions-per-image", 2],
+        "fit": ["fit", "--sims", sims, "--captions-per-image", 2, "-o", out, "--epochs", 1],
+        "baseline": ["baseline", "dsl", "--sims", sims, "--captions-per-image", 2, "-o", f"{out}.npz"],
+        "tune": ["tune", "dsl", "--dev-sims", sims, "--dev-captions-per-image", 2],
+        "report": ["report", "--sims", sims, "--captions-per-image", 2, "-o", f"{out}.html"],
+    }[command]
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    assert_clean_failure(res, codes=(3,))
+    assert "sims.npy" in res.output
+    assert ("not a regular file" if kind != "directory" else "got a directory") in res.output, res.output
+    tally(f"rerank {command} non-regular input ({kind})", "exit 3")
+
+
+@pytest.mark.parametrize("command", ["eval", "baseline"])
+def test_cli_unreadable_input_exits_3(tmp_path, monkeypatch, command):
+    """Issue 15 item 18: an unreadable input exited 2 (click's readability check); I/O failures exit 3.
+
+    Tests run as root here, where chmod cannot make a file unreadable: the denial is simulated at
+    both places a read permission is looked at (``os.access`` and opening the file).
+    """
+    import builtins
+    import io
+
+    sims = tmp_path / "sims.npy"
+    np.save(sims, np.eye(3, 6, dtype=np.float32))
+    real_open, real_access = io.open, os.access
+
+    def no_read(file, *args, **kwargs):
+        if str(file) == str(sims):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(sims)
+                        else real_access(p, mode, *a, **k))
+    monkeypatch.setattr(io, "open", no_read)
+    monkeypatch.setattr(builtins, "open", no_read)
+    args = {"eval": ["eval", sims, "--captions-per-image", 2],
+            "baseline": ["baseline", "dsl", "--sims", sims, "--captions-per-image", 2,
+                         "-o", tmp_path / "o.npz"]}[command]
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    assert_clean_failure(res, codes=(3,))
+    assert "sims.npy" in res.output and "Permission denied" in res.output, res.output
+
+
+@pytest.mark.parametrize("map_dtype, sims_dtype", [(">i8", "<f4"), ("<i8", ">f4"), (">i4", ">f8")])
+def test_cli_big_endian_maps_and_matrices_are_both_accepted(tmp_path, map_dtype, sims_dtype):
+    """Issue 15 item 18: both byte orders work, for maps and for float matrices, with equal results."""
+    rng = np.random.default_rng(0)
+    sims = rng.standard_normal((12, 24)).astype(np.float32)
+    np.save(tmp_path / "native.npy", sims)
+    np.save(tmp_path / "sims.npy", sims.astype(sims_dtype))
+    np.save(tmp_path / "map.npy", np.repeat(np.arange(12), 2).astype(map_dtype))
+    outs = []
+    for name in ("native", "sims"):
+        res = run_eval(tmp_path / f"{name}.npy", "--txt2img", tmp_path / "map.npy", "--json",
+                       tmp_path / f"{name}.json")
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads((tmp_path / f"{name}.json").read_text())["metrics"])
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400GB", "-inf", "nan", "NaNGB", "1e30TB", "0", "-1GB", "4XB"])
+@pytest.mark.parametrize("command", ["fit", "apply", "cache"])
+def test_cli_max_memory_overflow_and_nonsense_exit_2(tmp_path, command, value):
+    """Issue 15 item 12: `--max-memory inf` / `1e400GB` overflowed with a traceback (exit 1)."""
+    args = {"fit": ["fit", "--sims", tmp_path / "s.npy", "--captions-per-image", 2, "-o", tmp_path / "m"],
+            "apply": ["apply", tmp_path / "model", "--sims", tmp_path / "s.npy", "--captions-per-image", 2,
+                      "-o", tmp_path / "o.npy"],
+            "cache": ["cache", tmp_path / "model", "--sims", tmp_path / "s.npy", "--captions-per-image", 2,
+                      "--cache", tmp_path / "c"]}[command]
+    res = CliRunner().invoke(cli, [*map(str, args), "--max-memory", value])
+    assert_clean_failure(res, codes=(2,))
+    assert "--max-memory" in res.output and value in res.output, res.output
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400GB", "nan", "1e30TB"])
+def test_parse_bytes_refuses_non_finite_and_absurd_sizes(value):
+    from pillar_rerank.utils.blocks import parse_bytes
+
+    with pytest.raises(InvalidInputError, match="memory size"):
+        parse_bytes(value)
+
+
+# ---------------------------------------------------------------------------------- shards (merge)
+def _valid_shards(n_images=6, n_texts=12, count=2, k=3, seed=0):
+    """Shards as `rerank apply --shard i/n` writes them: each share's queries x k candidates."""
+    from pillar_rerank.sharding import ShardResult, shard_range
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for index in range(count):
+        imgs = np.arange(n_images)[shard_range(n_images, index, count)]
+        txts = np.arange(n_texts)[shard_range(n_texts, index, count)]
+        i2t_cols = np.stack([rng.choice(n_texts, k, replace=False) for _ in imgs]).reshape(-1)
+        t2i_rows = np.stack([rng.choice(n_images, k, replace=False) for _ in txts]).reshape(-1)
+        out.append(ShardResult(index, count, n_images, n_texts, "digest",
+                               i2t_rows=np.repeat(imgs, k), i2t_cols=i2t_cols,
+                               i2t_values=rng.standard_normal(imgs.size * k).astype(np.float32),
+                               t2i_rows=t2i_rows, t2i_cols=np.repeat(txts, k),
+                               t2i_values=rng.standard_normal(txts.size * k).astype(np.float32)))
+    return out
+
+
+def _forge(path: Path, **changes) -> None:
+    with np.load(path, allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    fields.update(changes)
+    with open(path, "wb") as fh:
+        np.savez(fh, **fields)
+
+
+SHARD_FORGERIES = {
+    "negative row": (lambda f: {"i2t_rows": np.where(np.arange(f["i2t_rows"].size) == 0, -1, f["i2t_rows"])},
+                     "i2t_rows"),
+    "row past n_images": (lambda f: {"t2i_rows": f["t2i_rows"] + 6}, "t2i_rows"),
+    "col past n_texts": (lambda f: {"i2t_cols": f["i2t_cols"] + 12}, "i2t_cols"),
+    "query outside its share": (lambda f: {"i2t_rows": (f["i2t_rows"] + 3) % 6}, "share"),
+    "nan value": (lambda f: {"t2i_values": np.full_like(f["t2i_values"], np.nan)}, "finite"),
+    "inf value": (lambda f: {"i2t_values": np.full_like(f["i2t_values"], np.inf)}, "finite"),
+    "forged count": (lambda f: {"count": np.int64(10**9)}, "count"),
+    "negative count": (lambda f: {"count": np.int64(-2)}, "count"),
+    "index past count": (lambda f: {"index": np.int64(7)}, "index"),
+    "float rows": (lambda f: {"i2t_rows": f["i2t_rows"].astype(np.float64)}, "integer"),
+    "int values": (lambda f: {"i2t_values": f["i2t_values"].astype(np.int64)}, "float"),
+    "2-D rows": (lambda f: {"i2t_rows": f["i2t_rows"].reshape(1, -1)}, "i2t rows"),
+    "string count": (lambda f: {"count": np.str_("2")}, "count"),
+    "array count": (lambda f: {"count": np.array([2, 2])}, "count"),
+    "duplicate entry": (lambda f: {"i2t_cols": np.where(np.arange(f["i2t_cols"].size) == 1, f["i2t_cols"][0],
+                                                        f["i2t_cols"])}, "twice"),
+    "huge n_images": (lambda f: {"n_images": np.int64(10**12)}, "n_images"),
+}
+
+
+@pytest.mark.parametrize("forgery", list(SHARD_FORGERIES))
+def test_merge_refuses_forged_shards(tmp_path, forgery):
+    """Issue 15 item 15: negative ids wrapped, NaN was merged, a forged count exhausted memory."""
+    from pillar_rerank.sharding import merge_shards
+
+    shards = _valid_shards()
+    paths = [s.save(tmp_path / f"s{i}.npz") for i, s in enumerate(shards)]
+    base = np.random.default_rng(1).standard_normal((6, 12)).astype(np.float32)
+    good = merge_shards(base, paths)
+    assert np.isfinite(good).all()
+    change, needle = SHARD_FORGERIES[forgery]
+    with np.load(paths[1], allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    _forge(paths[1], **change(fields))
+    status, err = outcome_of(lambda: merge_shards(base, paths))
+    assert status == "error", f"{forgery}: merged a forged shard"
+    assert isinstance(err, InvalidInputError) and "s1.npz" in str(err), repr(err)
+    assert needle in str(err), str(err)
+    tally(f"merge forged shard ({forgery})", "error")
+
+
+def test_merge_refuses_forged_in_memory_shards():
+    from dataclasses import replace
+
+    from pillar_rerank.sharding import merge_shards
+
+    shards = _valid_shards()
+    bad = replace(shards[0], i2t_rows=shards[0].i2t_rows - 10)
+    with pytest.raises(InvalidInputError, match="i2t_rows"):
+        merge_shards(np.zeros((6, 12), np.float32), [bad, shards[1]])

@@ -224,3 +224,17 @@ def test_scanner_flags_unsafe_patterns(source, expected):
 ])
 def test_scanner_accepts_safe_patterns(source):
     assert scan_source(source) == []
+
+
+def test_torch_floor_excludes_the_weights_only_bypass():
+    """Issue 15 item 19: torch < 2.6's ``torch.load(weights_only=True)`` can run code (CVE-2025-32434)."""
+    import configparser
+    import re
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    torch_req = [r for r in cfg["options"]["install_requires"].split("\n") if r.strip().startswith("torch")]
+    assert torch_req, "setup.cfg has no torch requirement"
+    floor = re.search(r">=\s*(\d+)\.(\d+)", torch_req[0])
+    assert floor and (int(floor[1]), int(floor[2])) >= (2, 6), torch_req[0]
