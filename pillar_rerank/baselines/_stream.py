@@ -28,31 +28,72 @@ class EmbeddingScores:
     ----------
     queries : array-like of shape (n_queries, d)
     gallery : array-like of shape (n_gallery, d)
+    name : str, default="scores"
+        Named in error messages.
+    cache : bool, default=False
+        False: every read recomputes its rows (memory O(block)). True: the whole product is
+        computed once, on the first read, stored as ``dtype`` (read-only, checked finite once)
+        and every later read is a view of it; a matrix that is never read is never computed.
+    dtype : numpy dtype, default=float32
+        Storage type of the cached product (float16 halves its memory).
     """
 
-    def __init__(self, queries: np.ndarray, gallery: np.ndarray, *, name: str = "scores") -> None:
+    def __init__(self, queries: np.ndarray, gallery: np.ndarray, *, name: str = "scores",
+                 cache: bool = False, dtype: Any = np.float32) -> None:
         q = check_float_matrix(queries, name=f"{name} query embeddings")
         g = check_float_matrix(gallery, name=f"{name} gallery embeddings", shape=(None, q.shape[1]))
         self.queries = q
-        self.gallery = np.ascontiguousarray(g, dtype=np.float32)
+        self.gallery = g  # made float32-contiguous when first used (a cached one: transiently)
+        self._gallery32: np.ndarray | None = None
         self.shape = (q.shape[0], g.shape[0])
-        self.dtype = np.dtype(np.float32)
+        self.dtype = np.dtype(dtype if cache else np.float32)
         self.ndim = 2
         self.name = name
+        self.cache = bool(cache)
+        self._dense: np.ndarray | None = None
 
-    def __getitem__(self, rows: slice) -> np.ndarray:
+    def _product(self, rows: slice, gallery32: np.ndarray | None = None) -> np.ndarray:
+        if gallery32 is None:
+            if self._gallery32 is None:
+                self._gallery32 = np.ascontiguousarray(self.gallery, dtype=np.float32)
+            gallery32 = self._gallery32
+        return np.asarray(self.queries[rows], dtype=np.float32) @ gallery32.T
+
+    def dense(self) -> np.ndarray:
+        """The whole product as one read-only array (computed once when ``cache``, else anew)."""
+        if self._dense is not None:
+            return self._dense
+        out = np.empty(self.shape, dtype=self.dtype)
+        g32 = np.ascontiguousarray(self.gallery, dtype=np.float32) if self.cache else None
+        for rows in iter_blocks(self.shape[0], block_rows(self.shape[1])):
+            out[rows] = self._product(rows, g32)
+        if self.cache:
+            out.flags.writeable = False
+            check_finite(out, name=self.name)  # read-only: remembered, never scanned again
+            self._dense = out
+        return out
+
+    @property
+    def is_checked(self) -> bool:
+        """True once the cached product exists (it was checked finite when computed)."""
+        return self._dense is not None
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        if self.cache:
+            return self.dense()[rows]
         if not isinstance(rows, slice):
-            raise TypeError("EmbeddingScores supports row slices only.")
-        return np.asarray(self.queries[rows], dtype=np.float32) @ self.gallery.T
+            raise TypeError("EmbeddingScores supports row slices only (cache=False).")
+        return self._product(rows)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = np.empty(self.shape, dtype=np.float32)
-        for rows in iter_blocks(self.shape[0], block_rows(self.shape[1])):
-            out[rows] = self[rows]
-        return out if dtype is None else out.astype(dtype, copy=False)
+        out = self.dense()
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            return out.astype(dtype)
+        return out.copy() if copy and self.cache else out
 
     def __repr__(self) -> str:
-        return f"EmbeddingScores(shape={self.shape})"
+        state = ", cached" if self._dense is not None else ""
+        return f"EmbeddingScores(shape={self.shape}{state})"
 
 
 def check_scores_like(matrix: Any, *, name: str, n_gallery: int | None = None,
@@ -88,12 +129,22 @@ def iter_torch_blocks(matrix: Any, *, device: torch.device, budget_bytes: int = 
         block = np.asarray(matrix[rows], dtype=np.float32)
         if extra is not None:
             block = np.concatenate([block, np.asarray(extra[rows], dtype=np.float32)], axis=1)
-        if isinstance(matrix, EmbeddingScores) or isinstance(extra, EmbeddingScores):
+        if _unchecked(matrix) or _unchecked(extra):
             check_finite(block, name=getattr(matrix, "name", "bank"))
         if not block.flags.writeable:  # a view of a read-only input: torch needs its own copy
             block = block.copy()
         t = torch.from_numpy(block).to(device)
         yield rows, (t * scale if scale != 1.0 else t)
+
+
+def _unchecked(matrix: Any) -> bool:
+    """True for a lazy product whose values no one has checked for NaN/inf yet."""
+    if not isinstance(matrix, EmbeddingScores):
+        return False
+    if matrix.cache:
+        matrix.dense()  # computes (and checks) it once
+        return False
+    return True
 
 
 def column_logsumexp(matrix: Any, *, scale: float, device: torch.device,
