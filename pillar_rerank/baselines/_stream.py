@@ -10,7 +10,9 @@ number of rows (a 100k-row bank never has to be exponentiated, or even held, in 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -197,43 +199,116 @@ def row_argmax_mask(matrix: Any, *, k: int, device: torch.device,
     return mask
 
 
-def sinkhorn_log_potential(matrix: Any, *, tau: float, n_iter: int, device: torch.device,
-                           extra: Any = None, budget_bytes: int = DEFAULT_BLOCK_BYTES) -> torch.Tensor:
-    """Log-domain Sinkhorn on the kernel ``exp(M.T / tau)`` with uniform marginals; returns log u.
+class _ColumnSubset:
+    """Scores-like view of some columns of ``[matrix, extra]`` (row blocks gathered on read)."""
+
+    def __init__(self, parts: list[Any], cols: np.ndarray) -> None:
+        self.parts = parts
+        widths = np.cumsum([0] + [p.shape[1] for p in parts])
+        self.picks = [(k, cols[(cols >= widths[k]) & (cols < widths[k + 1])] - widths[k])
+                      for k in range(len(parts))]
+        self.shape = (parts[0].shape[0], int(cols.size))
+        self.name = getattr(parts[0], "name", "bank")
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.concatenate([np.asarray(self.parts[k][rows], dtype=np.float32)[:, c]
+                               for k, c in self.picks if c.size], axis=1)
+
+
+@dataclass
+class SinkhornResult:
+    """Gallery-side log-scaling of a streamed Sinkhorn run, and how the run ended."""
+
+    log_u: torch.Tensor
+    n_iter: int
+    last_change: float
+    converged: bool
+    n_fallback_columns: int
+
+
+def _torch_rows(matrix: Any, rows: slice, device: torch.device) -> torch.Tensor:
+    """Rows of a scores-like matrix as a float32 tensor, without a copy where numpy allows it.
+
+    The tensor is only read, so a read-only float32 array is wrapped as it is (torch's
+    not-writable warning does not apply).
+    """
+    block = np.asarray(matrix[rows], dtype=np.float32)
+    if _unchecked(matrix):
+        check_finite(block, name=getattr(matrix, "name", "bank"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+        return torch.from_numpy(block).to(device)
+
+
+def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, device: torch.device,
+                       extra: Any = None, budget_bytes: int = DEFAULT_BLOCK_BYTES) -> SinkhornResult:
+    """Sinkhorn on the kernel ``exp(M.T / tau)`` with uniform marginals; returns log u and status.
 
     ``M`` is (n_bank, n_gallery): bank queries are the columns of the transport problem and the
     gallery items its rows, as in ``ot.sinkhorn(a, b, 1 - M.T, reg=tau)`` (the constant in the
     cost only rescales u and v). ``extra`` (n_bank, n_extra) adds further gallery rows, the
-    dual-bank variant; their potentials are computed and dropped.
+    dual-bank variant; their potentials are computed and dropped. POT's order (``v`` then
+    ``u``), starting from uniform ``u``, so ``n_iter`` matches ``numItermax``.
 
-    One pass over the bank per iteration: with the previous ``log u`` each bank row's ``log v``
-    is computed from that row alone, and the row's contribution to the next ``log u`` is
-    accumulated with a running log-sum-exp. POT's order (``v`` then ``u``), starting from
-    uniform ``u``, so ``n_iter`` matches ``numItermax``.
+    **Stabilised scaling domain with absorption.** The potentials are kept as logarithms and
+    absorbed into the exponent, so each iteration is one streamed pass over the bank with one
+    ``exp`` per entry: for a block of bank rows, ``E = exp(M / tau + log u - m_b)`` with ``m_b``
+    the row maximum (so ``E <= 1`` and every row sum is >= 1), ``log v_b = log b - m_b - log
+    sum_g E``, and the next ``u`` needs only ``E.T @ (b / rowsum)``, a matrix-vector product of
+    the block already in cache (``u_new = a * u / acc``). Nothing can overflow at any ``tau``.
+    A gallery item whose accumulated mass is so small that float32 could have flushed part of it
+    to zero (far below every bank row's maximum: anti-hubs in the first iterations at small
+    ``tau``) is recomputed exactly in log-sum-exp form (one more pass over those columns only),
+    so the result equals log-domain Sinkhorn up to float32 rounding (~1e-7 on ``tau log u``).
 
-    Returns
-    -------
-    log_u : tensor of shape (n_gallery,), float64
+    **Early stopping.** Stops when no gallery potential ``tau log u`` (score units) moved by
+    more than ``tol`` in the last iteration; ``tol = 0`` runs exactly ``n_iter`` iterations.
     """
-    n_bank, n_gal = matrix.shape
-    n_all = n_gal + (0 if extra is None else extra.shape[1])
-    log_a = -math.log(n_all)
-    log_b = -math.log(n_bank)
+    parts = [matrix] if extra is None else [matrix, extra]
+    n_bank = matrix.shape[0]
+    widths = [p.shape[1] for p in parts]
+    n_all = sum(widths)
+    log_a, log_b = -math.log(n_all), -math.log(n_bank)
+    inv_tau = 1.0 / tau
+    # blocks small enough that the passes after the first read hit the cache, large enough
+    # that the per-block float64 accumulation stays a small fraction of the work
+    step = max(64, min(block_rows(n_all, budget_bytes=budget_bytes), 8 * 2**20 // (4 * n_all)))
+    # every term of acc is E * b / rowsum with sum_b b / rowsum <= 1, so the mass float32 can
+    # flush (terms below its normal range, 1.2e-38) is < 1.2e-38 per column: a column whose acc
+    # is below 1e-29 could be off by 1e-9 relative, and is recomputed exactly
+    threshold = 1e-29
     log_u = torch.full((n_all,), log_a, dtype=torch.float64, device=device)
+    log_v = torch.empty(n_bank, dtype=torch.float64, device=device)
+    change, done, n_fallback = math.inf, 0, 0
     for _ in range(n_iter):
-        run_max = torch.full((n_all,), -math.inf, dtype=torch.float64, device=device)
-        run_sum = torch.zeros(n_all, dtype=torch.float64, device=device)
-        # Block arithmetic in float32 (every exponent is max-shifted, so only rounding is lost:
-        # ~1e-7 relative on log-potentials); per-column running sums in float64.
         log_u32 = log_u.float()
-        for _, block in iter_torch_blocks(matrix, device=device, budget_bytes=budget_bytes // 2,
-                                          scale=1.0 / tau, extra=extra):
-            log_v = log_b - torch.logsumexp(block + log_u32[None, :], dim=1)  # (rows,)
-            contrib = block + log_v[:, None]
-            block_max = contrib.max(dim=0).values.double()
-            new_max = torch.maximum(run_max, block_max)
-            run_sum = run_sum * torch.exp(run_max - new_max) + \
-                torch.exp(contrib - new_max.float()[None, :]).sum(0).double()
-            run_max = new_max
-        log_u = log_a - (run_max + torch.log(run_sum))
-    return log_u[:n_gal]
+        offsets = np.cumsum([0] + widths)
+        acc = torch.zeros(n_all, dtype=torch.float64, device=device)
+        for rows in iter_blocks(n_bank, step):
+            exps = []
+            for k, part in enumerate(parts):
+                x = _torch_rows(part, rows, device)
+                exps.append(torch.add(log_u32[offsets[k]:offsets[k + 1]], x, alpha=inv_tau))
+            row_max = exps[0].amax(1) if len(exps) == 1 else \
+                torch.maximum(*(e.amax(1) for e in exps))
+            row_sum = torch.zeros_like(row_max)
+            for e in exps:
+                e.sub_(row_max[:, None]).exp_()
+                row_sum += e.sum(1)
+            log_v[rows] = log_b - row_max.double() - torch.log(row_sum.double())
+            weight = (math.exp(log_b) / row_sum)
+            for k, e in enumerate(exps):
+                acc[offsets[k]:offsets[k + 1]] += torch.mv(e.T, weight).double()
+        new = log_a + log_u - torch.log(acc)
+        low = (acc < threshold).nonzero().flatten()
+        if low.numel():  # exact log-sum-exp for the columns float32 may have lost mass in
+            n_fallback += int(low.numel())
+            sub = _ColumnSubset(parts, low.cpu().numpy())
+            new[low] = log_a - column_logsumexp(sub, scale=inv_tau, device=device,
+                                                budget_bytes=budget_bytes, row_log_weights=log_v)
+        change = float(tau * (new - log_u).abs().max())
+        log_u, done = new, done + 1
+        if change <= tol:
+            break
+    return SinkhornResult(log_u=log_u[:widths[0]], n_iter=done, last_change=change,
+                          converged=change <= tol, n_fallback_columns=n_fallback)
