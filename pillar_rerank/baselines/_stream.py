@@ -241,7 +241,8 @@ def _torch_rows(matrix: Any, rows: slice, device: torch.device) -> torch.Tensor:
 
 
 def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, device: torch.device,
-                       extra: Any = None, budget_bytes: int = DEFAULT_BLOCK_BYTES) -> SinkhornResult:
+                       extra: Any = None, budget_bytes: int = DEFAULT_BLOCK_BYTES,
+                       kernel_bytes: int = 2**30) -> SinkhornResult:
     """Sinkhorn on the kernel ``exp(M.T / tau)`` with uniform marginals; returns log u and status.
 
     ``M`` is (n_bank, n_gallery): bank queries are the columns of the transport problem and the
@@ -261,10 +262,17 @@ def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, devi
     ``tau``) is recomputed exactly in log-sum-exp form (one more pass over those columns only),
     so the result equals log-domain Sinkhorn up to float32 rounding (~1e-7 on ``tau log u``).
 
+    **Stored kernel.** When the float32 kernel (n_bank x n_all x 4 bytes) fits ``kernel_bytes``
+    it is kept between iterations (:func:`_sinkhorn_stored`): each iteration is then two
+    matrix-vector products, and ``exp`` runs only when the scalings are absorbed.
+
     **Early stopping.** Stops when no gallery potential ``tau log u`` (score units) moved by
     more than ``tol`` in the last iteration; ``tol = 0`` runs exactly ``n_iter`` iterations.
     """
     parts = [matrix] if extra is None else [matrix, extra]
+    if matrix.shape[0] * sum(p.shape[1] for p in parts) * 4 <= kernel_bytes:
+        return _sinkhorn_stored(parts, tau=tau, n_iter=n_iter, tol=tol, device=device,
+                                budget_bytes=budget_bytes)
     n_bank = matrix.shape[0]
     widths = [p.shape[1] for p in parts]
     n_all = sum(widths)
@@ -310,5 +318,80 @@ def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, devi
         log_u, done = new, done + 1
         if change <= tol:
             break
+    return SinkhornResult(log_u=log_u[:widths[0]], n_iter=done, last_change=change,
+                          converged=change <= tol, n_fallback_columns=n_fallback)
+
+
+# scalings are absorbed into the log-potentials once one exceeds exp(+-_ABSORB) (float32 keeps
+# e^+-87, and sums of up to e^12 terms must stay in range)
+_ABSORB = 30.0
+
+
+def _sinkhorn_stored(parts: list[Any], *, tau: float, n_iter: int, tol: float, device: torch.device,
+                     budget_bytes: int) -> SinkhornResult:
+    """:func:`sinkhorn_potential` with the absorbed kernel kept in memory (Schmitzer's scheme).
+
+    ``Kt[b, g] = exp(M[b, g] / tau + f_g - r_b)`` (float32, bank-major like ``M``) with ``f`` the
+    absorbed gallery log-potential and ``r_b`` the row maximum, so every row of ``Kt`` has a 1.
+    The scalings ``u~ = exp(lu)`` (``|lu| <= _ABSORB``) and ``v~`` iterate as plain Sinkhorn on
+    ``Kt``: ``v~ = b / (Kt u~)`` (>= e^-30 per row: no overflow), ``u~ = a / (Kt.T v~)``; the true
+    ``log u = f + lu``. When ``|lu|`` grows past ``_ABSORB`` it is absorbed (``f += lu``, ``Kt``
+    recomputed: one ``exp`` pass). Columns whose ``Kt.T v~`` float32 may have flushed are
+    recomputed exactly in log-sum-exp form, as in the streamed version.
+    """
+    n_bank = parts[0].shape[0]
+    widths = [p.shape[1] for p in parts]
+    offsets = np.cumsum([0] + widths)
+    n_all = int(offsets[-1])
+    log_a, log_b = -math.log(n_all), -math.log(n_bank)
+    inv_tau = 1.0 / tau
+    step = max(1, block_rows(n_all, budget_bytes=budget_bytes))
+    kernels = [torch.empty((n_bank, w), dtype=torch.float32, device=device) for w in widths]
+    row_max = torch.empty(n_bank, dtype=torch.float64, device=device)
+
+    def absorb(f: torch.Tensor) -> torch.Tensor:
+        """Recompute the kernels from ``f`` (returned as the float32 value actually used)."""
+        f32 = f.float()
+        for rows in iter_blocks(n_bank, step):
+            for k, part in enumerate(parts):
+                torch.add(f32[offsets[k]:offsets[k + 1]], _torch_rows(part, rows, device), alpha=inv_tau,
+                          out=kernels[k][rows])
+            m = kernels[0][rows].amax(1)
+            for kern in kernels[1:]:
+                m = torch.maximum(m, kern[rows].amax(1))
+            for kern in kernels:
+                kern[rows].sub_(m[:, None]).exp_()
+            row_max[rows] = m.double()
+        return f32.double()
+
+    f = absorb(torch.full((n_all,), log_a, dtype=torch.float64, device=device))
+    lu = torch.zeros(n_all, dtype=torch.float64, device=device)
+    log_u = f + lu
+    change, done, n_fallback = math.inf, 0, 0
+    for _ in range(n_iter):
+        u32 = torch.exp(lu).float()
+        ku = kernels[0] @ u32[:widths[0]]
+        for k in range(1, len(parts)):
+            ku += kernels[k] @ u32[offsets[k]:offsets[k + 1]]
+        v32 = math.exp(log_b) / ku
+        acc = torch.cat([kern.T @ v32 for kern in kernels]).double()
+        new_lu = log_a - torch.log(acc)
+        # flushed float32 terms are < 1.2e-38 * v~_b each: a column below this may be off by 1e-9
+        low = (acc < float(v32.double().sum()) * 1.2e-29).nonzero().flatten()
+        if low.numel():
+            n_fallback += int(low.numel())
+            log_v = row_max.neg() + torch.log(v32.double())      # true log v = -r_b + log v~_b
+            sub = _ColumnSubset(parts, low.cpu().numpy())
+            exact = log_a - column_logsumexp(sub, scale=inv_tau, device=device,
+                                             budget_bytes=budget_bytes, row_log_weights=log_v)
+            new_lu[low] = exact - f[low]
+        new_log_u = f + new_lu
+        change = float(tau * (new_log_u - log_u).abs().max())
+        log_u, lu, done = new_log_u, new_lu, done + 1
+        if change <= tol:
+            break
+        if float(lu.abs().max()) > _ABSORB:
+            f = absorb(log_u)
+            lu = log_u - f
     return SinkhornResult(log_u=log_u[:widths[0]], n_iter=done, last_change=change,
                           converged=change <= tol, n_fallback_columns=n_fallback)

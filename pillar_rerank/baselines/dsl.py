@@ -7,8 +7,9 @@ import torch
 
 from pillar_rerank._validation import Interval
 from pillar_rerank.baselines._common import BLOCK_BYTES_RULE, TrainingFreeReranker
-from pillar_rerank.baselines._stream import column_logsumexp, iter_torch_blocks
-from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
+from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES, iter_blocks
+
+_CACHE_BYTES = 16 * 2**20  # a block and its temporary fit in a large L2/L3
 
 
 class DualSoftmax(TrainingFreeReranker):
@@ -31,8 +32,9 @@ class DualSoftmax(TrainingFreeReranker):
 
     Notes
     -----
-    The softmax is computed as ``exp(s / T - logsumexp_q(s / T))`` in two streamed passes, so it
-    cannot overflow at any score scale (the reference exponentiates directly).
+    The softmax is computed as ``exp(s / T - logsumexp_q(s / T))`` over blocks of whole gallery
+    columns, so it cannot overflow at any score scale (the reference exponentiates directly),
+    and the matrix is read once. The result has the input's memory layout (C or Fortran order).
     """
 
     requires_fit = False
@@ -59,10 +61,23 @@ class DualSoftmax(TrainingFreeReranker):
         scores = self._check_rerank_scores(scores)
         device = self._device()
         inv_t = 1.0 / float(self.temperature)
-        lse = column_logsumexp(scores, scale=inv_t, device=device, budget_bytes=self._budget()).float()
         n_queries = float(scores.shape[0])
-        out = np.empty(scores.shape, dtype=np.float32)
-        for rows, block in iter_torch_blocks(scores, device=device, budget_bytes=self._budget()):
-            prior = torch.exp(block * inv_t - lse[None, :])
-            out[rows] = (block * prior * n_queries).cpu().numpy()
-        return out
+        # Work on whole gallery columns (every query of a gallery item at once), in the input's
+        # memory layout: a transposed input (text -> image from an image x text matrix) is read
+        # along its rows. One pass over the matrix; each block stays in cache for its 4 steps.
+        by_rows = scores.flags.f_contiguous and not scores.flags.c_contiguous
+        view = scores.T if by_rows else scores          # by_rows: (n_gallery, n_queries), C order
+        out = np.empty(view.shape, dtype=np.float32)
+        axis = 1 if by_rows else 0                      # the query axis of `view`
+        n_queries_int = scores.shape[0]
+        step = max(1, min(self._budget(), _CACHE_BYTES) // (12 * n_queries_int))
+        for cols in iter_blocks(scores.shape[1], step):
+            part = view[cols] if by_rows else view[:, cols]
+            x = torch.from_numpy(np.array(part, dtype=np.float32, order="C")).to(device)
+            z = x * inv_t
+            z.sub_(torch.logsumexp(z, dim=axis, keepdim=True)).exp_().mul_(x).mul_(n_queries)
+            if by_rows:
+                out[cols] = z.cpu().numpy()
+            else:
+                out[:, cols] = z.cpu().numpy()
+        return out.T if by_rows else out

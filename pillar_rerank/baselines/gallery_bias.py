@@ -81,13 +81,13 @@ class GalleryBias(TrainingFreeReranker):
     def rerank(self, scores: np.ndarray) -> np.ndarray:
         """Return new float32 scores ``s - h(g)`` of shape (n_queries, n_gallery)."""
         self._check_is_fitted()
-        out = as_float32_copy(self._check_rerank_scores(scores))
+        scores = self._check_rerank_scores(scores)
         bias = self.bias_.astype(np.float32)
-        if self.active_ is None:
-            out -= bias[None, :]
-        else:
-            rows = self.active_[np.argmax(out, axis=1)]
-            out[rows] -= bias[None, :]
+        if self.active_ is None:  # one pass: the subtraction writes the new array (input's layout)
+            return np.subtract(scores, bias[None, :], dtype=np.float32)
+        out = as_float32_copy(scores)
+        rows = self.active_[np.argmax(out, axis=1)]
+        out[rows] -= bias[None, :]
         return out
 
     def _estimate(self, bank: Any, device: torch.device) -> torch.Tensor:  # pragma: no cover
@@ -279,6 +279,11 @@ class SinkhornNorm(GalleryBias):
         :class:`~pillar_rerank.exceptions.ConvergenceWarning` naming that change: the result is
         then the truncated iteration (what the reference returns at ``n_iter``), not the
         converged scaling; raise ``n_iter`` (or ``tau``) for that.
+    kernel_bytes : int, default=1 GiB
+        Memory for keeping the float32 kernel (n_bank x (n_gallery [+ n_bank_gallery]) x 4
+        bytes) between iterations: each iteration is then two matrix-vector products. A larger
+        bank is streamed instead, one ``exp`` per entry per iteration, in ``O(block)`` memory.
+        (The reference keeps a float64 kernel, twice this, whatever its size.)
     block_bytes, device : see :class:`InvertedSoftmax`.
 
     Attributes
@@ -294,28 +299,33 @@ class SinkhornNorm(GalleryBias):
     float32 (scores stored as float32) its kernel ``exp(-(1 - s) / tau)`` underflows to zero for
     ``tau`` around 0.01 and below, POT keeps the previous (uniform) scaling after its
     "numerical errors" check, and the output is silently the input ranking. This version is
-    correct there: it keeps the potentials as logarithms absorbed into the exponent (stabilised
-    scaling domain), one streamed pass over the bank per iteration with one ``exp`` per entry,
-    recomputing exactly in log-sum-exp form any gallery item whose mass float32 could lose. Where
+    correct there: it keeps the potentials as logarithms absorbed into the kernel (stabilised
+    scaling domain with absorption: ``exp`` runs only when the scalings are absorbed, or once
+    per entry per iteration for a streamed bank), recomputing exactly in log-sum-exp form any
+    gallery item whose mass float32 could lose. Where
     the reference does not underflow, the two agree to ~1e-7 (float32 rounding).
     """
 
     summary = "Sinkhorn normalisation (stabilised, streamed), s + tau log u_g"
     tuning_grid = {"tau": [0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2]}
     _parameter_constraints = {"tau": [_POSITIVE], "n_iter": [Interval(int, 1, None)],
-                              "tol": [Interval(float, 0.0, None)], **_COMMON}
+                              "tol": [Interval(float, 0.0, None)],
+                              "kernel_bytes": [Interval(int, 0, None)], **_COMMON}
 
     def __init__(self, *, tau: float = 0.01, n_iter: int = 10, tol: float = 1e-6,
-                 block_bytes: int = DEFAULT_BLOCK_BYTES, device: str | None = None) -> None:
+                 kernel_bytes: int = 2**30, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 device: str | None = None) -> None:
         self.tau = tau
         self.n_iter = n_iter
         self.tol = tol
+        self.kernel_bytes = kernel_bytes
         self.block_bytes = block_bytes
         self.device = device
 
     def _estimate(self, bank: Any, device: torch.device, bank_gallery: Any = None) -> torch.Tensor:
         res = sinkhorn_potential(bank, tau=float(self.tau), n_iter=int(self.n_iter), tol=float(self.tol),
-                                 device=device, extra=bank_gallery, budget_bytes=self._budget())
+                                 device=device, extra=bank_gallery, budget_bytes=self._budget(),
+                                 kernel_bytes=int(self.kernel_bytes))
         self.n_iter_, self.last_change_, self.converged_ = res.n_iter, res.last_change, res.converged
         if not res.converged:
             warnings.warn(

@@ -223,30 +223,35 @@ def test_sinkhorn_correct_where_float32_reference_underflows(cosine_case):
     bank, scores = cosine_case
     ref_h = _float32_pot_sinkhorn_bias(bank, 0.01, 10)
     assert np.ptp(ref_h) < 1e-6                     # uniform u kept: the input ranking, unchanged
-    out = SinkhornNorm(tau=0.01, n_iter=10, tol=0.0, block_bytes=SMALL).fit(bank).rerank(scores)
     exact = scores - _log_domain_sinkhorn_bias(bank, 0.01, 10)
-    np.testing.assert_allclose(out, exact, rtol=0, atol=1e-6)
+    for kernel_bytes in (0, 2**30):
+        out = SinkhornNorm(tau=0.01, n_iter=10, tol=0.0, kernel_bytes=kernel_bytes,
+                           block_bytes=SMALL).fit(bank).rerank(scores)
+        np.testing.assert_allclose(out, exact, rtol=0, atol=1e-6)
     assert not np.array_equal(np.argsort(-out, 1), np.argsort(-scores, 1))
 
 
+@pytest.mark.parametrize("kernel_bytes", [0, 2**30], ids=["streamed", "stored"])
 @pytest.mark.parametrize("tau", [0.005, 0.05, 0.3])
-def test_stabilised_sinkhorn_equals_log_domain(cosine_case, tau):
+def test_stabilised_sinkhorn_equals_log_domain(cosine_case, tau, kernel_bytes):
     """Scaling domain with absorption = dense log-domain Sinkhorn within 1e-6, single and dual bank."""
     from pillar_rerank.baselines._stream import sinkhorn_potential
 
     bank, scores = cosine_case
     extra = bank[:, ::-1][:, :17].copy()
-    for n_iter in (1, 10):
-        out = SinkhornNorm(tau=tau, n_iter=n_iter, tol=0.0, block_bytes=SMALL).fit(bank).rerank(scores)
+    kw = {"tol": 0.0, "block_bytes": SMALL, "kernel_bytes": kernel_bytes}
+    for n_iter in (1, 10, 40):
+        out = SinkhornNorm(tau=tau, n_iter=n_iter, **kw).fit(bank).rerank(scores)
         np.testing.assert_allclose(out, scores - _log_domain_sinkhorn_bias(bank, tau, n_iter), atol=1e-6)
-        dual = DualBankSinkhorn(tau=tau, n_iter=n_iter, tol=0.0, block_bytes=SMALL)
+        dual = DualBankSinkhorn(tau=tau, n_iter=n_iter, **kw)
         out = dual.fit(bank, bank_gallery=extra).rerank(scores)
         np.testing.assert_allclose(out, scores - _log_domain_sinkhorn_bias(bank, tau, n_iter, extra),
                                    atol=1e-6)
     if tau == 0.005:  # the anti-hubs' mass is below float32's range: the exact path was taken
         import torch
 
-        res = sinkhorn_potential(bank, tau=tau, n_iter=3, tol=0.0, device=torch.device("cpu"))
+        res = sinkhorn_potential(bank, tau=tau, n_iter=3, tol=0.0, device=torch.device("cpu"),
+                                 kernel_bytes=kernel_bytes)
         assert res.n_fallback_columns >= 5 and res.n_iter == 3
 
 

@@ -156,3 +156,16 @@ def test_mtfn_rr_keeps_new_order_with_duplicate_captions(rng):
     outside = np.ones_like(scores, dtype=bool)
     np.put_along_axis(outside, expected, False, axis=1)
     np.testing.assert_array_equal(out[outside], scores[outside])
+
+
+def test_dsl_same_result_in_either_memory_layout(rng):
+    """t2i re-ranks a transposed (Fortran-order) view; the column-block path must not change values."""
+    s = rng.uniform(-1, 1, size=(40, 300)).astype(np.float32)
+    m = DualSoftmax(temperature=0.05, block_bytes=2**16)
+    z = s.T.astype(np.float64) / 0.05
+    dense = s.T * s.shape[1] * np.exp(z - z.max(0)) / np.exp(z - z.max(0)).sum(0)
+    out_f = m.rerank(s.T)                               # Fortran order, many column blocks
+    out_c = m.rerank(np.ascontiguousarray(s.T))
+    np.testing.assert_allclose(out_f, dense, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out_f, out_c, rtol=1e-6, atol=1e-7)
+    assert out_f.dtype == np.float32 and out_f.shape == (300, 40)
