@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -32,9 +34,10 @@ class DualSoftmax(TrainingFreeReranker):
 
     Notes
     -----
-    The softmax is computed as ``exp(s / T - logsumexp_q(s / T))`` over blocks of whole gallery
-    columns, so it cannot overflow at any score scale (the reference exponentiates directly),
-    and the matrix is read once. The result has the input's memory layout (C or Fortran order).
+    The softmax is computed with its column maximum subtracted (one ``exp`` per entry) over
+    blocks of whole gallery columns, so it cannot overflow at any score scale (the reference
+    exponentiates directly), and the matrix is read once. The result has the input's memory
+    layout (C or Fortran order).
     """
 
     requires_fit = False
@@ -73,11 +76,20 @@ class DualSoftmax(TrainingFreeReranker):
         step = max(1, min(self._budget(), _CACHE_BYTES) // (12 * n_queries_int))
         for cols in iter_blocks(scores.shape[1], step):
             part = view[cols] if by_rows else view[:, cols]
-            x = torch.from_numpy(np.array(part, dtype=np.float32, order="C")).to(device)
+            x = _as_tensor(np.ascontiguousarray(part, dtype=np.float32)).to(device)  # only read
             z = x * inv_t
-            z.sub_(torch.logsumexp(z, dim=axis, keepdim=True)).exp_().mul_(x).mul_(n_queries)
+            z.sub_(z.amax(dim=axis, keepdim=True)).exp_()               # the one exp per entry
+            scale = n_queries / z.sum(dim=axis, keepdim=True)
+            z.mul_(x).mul_(scale)
             if by_rows:
                 out[cols] = z.cpu().numpy()
             else:
                 out[:, cols] = z.cpu().numpy()
         return out.T if by_rows else out
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """Wrap a (possibly read-only) array without a copy; the tensor is only read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+        return torch.from_numpy(array)

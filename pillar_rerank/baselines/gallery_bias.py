@@ -279,7 +279,7 @@ class SinkhornNorm(GalleryBias):
         :class:`~pillar_rerank.exceptions.ConvergenceWarning` naming that change: the result is
         then the truncated iteration (what the reference returns at ``n_iter``), not the
         converged scaling; raise ``n_iter`` (or ``tau``) for that.
-    kernel_bytes : int, default=1 GiB
+    kernel_bytes : int, default=2 GiB
         Memory for keeping the float32 kernel (n_bank x (n_gallery [+ n_bank_gallery]) x 4
         bytes) between iterations: each iteration is then two matrix-vector products. A larger
         bank is streamed instead, one ``exp`` per entry per iteration, in ``O(block)`` memory.
@@ -313,7 +313,7 @@ class SinkhornNorm(GalleryBias):
                               "kernel_bytes": [Interval(int, 0, None)], **_COMMON}
 
     def __init__(self, *, tau: float = 0.01, n_iter: int = 10, tol: float = 1e-6,
-                 kernel_bytes: int = 2**30, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 kernel_bytes: int = 2 * 2**30, block_bytes: int = DEFAULT_BLOCK_BYTES,
                  device: str | None = None) -> None:
         self.tau = tau
         self.n_iter = n_iter
