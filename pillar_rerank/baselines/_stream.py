@@ -181,12 +181,27 @@ def column_mean(matrix: Any, *, device: torch.device,
 
 def column_topk_mean(matrix: Any, *, k: int, device: torch.device,
                      budget_bytes: int = DEFAULT_BLOCK_BYTES) -> torch.Tensor:
-    """Mean of the ``k`` largest entries of every column, with a running top-k (float64)."""
-    best: torch.Tensor | None = None
-    for _, block in iter_torch_blocks(matrix, device=device, budget_bytes=budget_bytes):
-        pool = block if best is None else torch.cat([best, block], dim=0)
-        best = torch.topk(pool, min(k, pool.shape[0]), dim=0, sorted=False).values
-    return best.double().mean(0)  # type: ignore[union-attr]  # matrix has >= 1 row (validated)
+    """Mean of the ``k`` largest entries of every column, with a running top-k (float64).
+
+    On the CPU the selection is numpy's introselect along each column's contiguous copy (about 3x
+    faster than ``torch.topk`` across rows); elsewhere ``torch.topk``.
+    """
+    if device.type != "cpu":
+        best: torch.Tensor | None = None
+        for _, block in iter_torch_blocks(matrix, device=device, budget_bytes=budget_bytes):
+            pool = block if best is None else torch.cat([best, block], dim=0)
+            best = torch.topk(pool, min(k, pool.shape[0]), dim=0, sorted=False).values
+        return best.double().mean(0)  # type: ignore[union-attr]  # matrix has >= 1 row (validated)
+    top: np.ndarray | None = None            # (n_cols, <= k): the running top-k of every column
+    step = block_rows(matrix.shape[1], bytes_per_item=8, budget_bytes=budget_bytes)
+    for rows in iter_blocks(matrix.shape[0], step):
+        block = np.asarray(matrix[rows], dtype=np.float32)
+        if _unchecked(matrix):
+            check_finite(block, name=getattr(matrix, "name", "bank"))
+        pool = block.T if top is None else np.concatenate([top, block.T], axis=1)
+        kk = min(k, pool.shape[1])
+        top = np.partition(pool, pool.shape[1] - kk, axis=1)[:, pool.shape[1] - kk:]
+    return torch.from_numpy(top.mean(axis=1, dtype=np.float64))  # type: ignore[union-attr]
 
 
 def row_argmax_mask(matrix: Any, *, k: int, device: torch.device,
