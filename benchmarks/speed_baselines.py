@@ -317,14 +317,8 @@ def _orig_dbsn(S, B, *, dual, tau, n_iter, **_):
     return S - _orig_sinkhorn_h(np.concatenate([B, dual], axis=1), S.shape[1], tau, n_iter)
 
 
-def _orig_nnn(S, B, *, k, alpha, **_):
-    """NNN: h(g) = mean of the k largest bank scores of g, s - alpha h."""
-    top = np.partition(B, B.shape[0] - k, axis=0)[B.shape[0] - k:]
-    return S - alpha * top.mean(axis=0)
-
-
 ORIGINALS = {"inverted_softmax": _orig_is, "dsl": _orig_dsl, "sinkhorn": _orig_sinkhorn,
-             "dbsn": _orig_dbsn, "nnn": _orig_nnn}
+             "dbsn": _orig_dbsn, "nnn": _ref_nnn}  # NNN's own formula is already dense numpy
 
 
 def _to_score_units(method: str, out: np.ndarray, params: dict[str, Any]) -> np.ndarray:
