@@ -368,6 +368,20 @@ def _sinkhorn_stored(parts: list[Any], *, tau: float, n_iter: int, tol: float, d
         """Recompute the kernels from ``f`` (returned as the float32 value actually used)."""
         f32 = f.float()
         for rows in iter_blocks(n_bank, step):
+            if device.type == "cpu":  # numpy in place: no thread hand-off per step
+                blocks = [kern[rows].numpy() for kern in kernels]
+                for k, (part, kb) in enumerate(zip(parts, blocks)):
+                    x = np.asarray(part[rows], dtype=np.float32)
+                    if _unchecked(part):
+                        check_finite(x, name=getattr(part, "name", "bank"))
+                    np.multiply(x, np.float32(inv_tau), out=kb)
+                    kb += f32[offsets[k]:offsets[k + 1]].numpy()
+                m_np = np.max([kb.max(axis=1) for kb in blocks], axis=0)
+                for kb in blocks:
+                    kb -= m_np[:, None]
+                    np.exp(kb, out=kb)
+                row_max[rows] = torch.from_numpy(m_np.astype(np.float64))
+                continue
             for k, part in enumerate(parts):
                 torch.add(f32[offsets[k]:offsets[k + 1]], _torch_rows(part, rows, device), alpha=inv_tau,
                           out=kernels[k][rows])

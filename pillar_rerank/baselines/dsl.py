@@ -76,15 +76,24 @@ class DualSoftmax(TrainingFreeReranker):
         step = max(1, min(self._budget(), _CACHE_BYTES) // (12 * n_queries_int))
         for cols in iter_blocks(scores.shape[1], step):
             part = view[cols] if by_rows else view[:, cols]
-            x = _as_tensor(np.ascontiguousarray(part, dtype=np.float32)).to(device)  # only read
-            z = x * inv_t
-            z.sub_(z.amax(dim=axis, keepdim=True)).exp_()               # the one exp per entry
-            scale = n_queries / z.sum(dim=axis, keepdim=True)
-            z.mul_(x).mul_(scale)
-            if by_rows:
-                out[cols] = z.cpu().numpy()
+            x = np.ascontiguousarray(part, dtype=np.float32)      # only read; a view when it can be
+            if device.type == "cpu":   # numpy: no thread hand-off per step on small cached blocks
+                z = x * np.float32(inv_t)
+                z -= z.max(axis=axis, keepdims=True)
+                np.exp(z, out=z)                                   # the one exp per entry
+                scale = np.float32(n_queries) / z.sum(axis=axis, keepdims=True)
+                z *= x
+                z *= scale
             else:
-                out[:, cols] = z.cpu().numpy()
+                xt = _as_tensor(x).to(device)
+                zt = xt * inv_t
+                zt.sub_(zt.amax(dim=axis, keepdim=True)).exp_()
+                scale_t = n_queries / zt.sum(dim=axis, keepdim=True)
+                z = zt.mul_(xt).mul_(scale_t).cpu().numpy()
+            if by_rows:
+                out[cols] = z
+            else:
+                out[:, cols] = z
         return out.T if by_rows else out
 
 
