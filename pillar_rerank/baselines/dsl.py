@@ -36,7 +36,8 @@ class DualSoftmax(TrainingFreeReranker):
     -----
     The softmax is computed with its column maximum subtracted (one ``exp`` per entry) over
     blocks of whole gallery columns, so it cannot overflow at any score scale (the reference
-    exponentiates directly), and the matrix is read once. The result has the input's memory
+    exponentiates directly), and the matrix is read once (each cache-sized block goes through
+    its steps in numpy on the CPU, torch on other devices). The result has the input's memory
     layout (C or Fortran order).
     """
 
