@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -265,3 +266,245 @@ def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         "as dense numpy. Full tables: benchmarks/results/README.md.",
     )
     return {"tables": [t.to_dict() for t in (compact, *tables)]}
+
+
+# ------------------------------------------------------------------------------------------
+# Ours vs the originals on the originals' own case (issue 17, part 3)
+#
+# The "originals" below are benchmark-only code written from the formulas in
+# ../shared/spec/baselines.md (§5 inverted softmax, §6 DSL, §8 Sinkhorn / DBSN via POT's
+# sinkhorn_knopp, §9 NNN): a few lines of dense numpy over whole matrices, as the reference
+# repositories compute them, not their code. They start, like ours, from the embeddings.
+
+_ORIGINAL_PARAMS: dict[str, dict[str, Any]] = {
+    "inverted_softmax": {"beta": 20.0},
+    "dsl": {"temperature": 1.0},
+    "sinkhorn": {"tau": 0.01, "n_iter": 10},
+    "dbsn": {"tau": 0.01, "n_iter": 10},
+    "nnn": {"k": 128, "alpha": 0.75},
+}
+
+
+def _orig_is(S, B, *, beta, **_):
+    """Inverted softmax as the originals write it: exp(beta s) / sum_bank exp(beta B)."""
+    return np.exp(beta * S) / np.exp(beta * B).sum(axis=0)
+
+
+def _orig_dsl(S, B, *, temperature, **_):
+    """CAMoE: sim * softmax(sim / temp, dim=0) * len(sim) (softmax with its max shift)."""
+    z = S / temperature
+    e = np.exp(z - z.max(axis=0))
+    return S * (e / e.sum(axis=0)) * S.shape[0]
+
+
+def _orig_sinkhorn_h(M, n_gallery, tau, n_iter):
+    """POT's ot.sinkhorn(a, b, 1 - M.T, reg=tau, numItermax=n_iter): sinkhorn_knopp, float64."""
+    K = np.exp(-(1.0 - M.T.astype(np.float64)) / tau)          # (gallery [+ extra], bank)
+    a = np.full(K.shape[0], 1.0 / K.shape[0])
+    b = np.full(K.shape[1], 1.0 / K.shape[1])
+    u = np.full(K.shape[0], 1.0 / K.shape[0])
+    for _ in range(n_iter):
+        v = b / (K.T @ u)
+        u = a / (K @ v)
+    return -tau * np.log(u[:n_gallery])
+
+
+def _orig_sinkhorn(S, B, *, tau, n_iter, **_):
+    return S - _orig_sinkhorn_h(B, S.shape[1], tau, n_iter)
+
+
+def _orig_dbsn(S, B, *, dual, tau, n_iter, **_):
+    return S - _orig_sinkhorn_h(np.concatenate([B, dual], axis=1), S.shape[1], tau, n_iter)
+
+
+ORIGINALS = {"inverted_softmax": _orig_is, "dsl": _orig_dsl, "sinkhorn": _orig_sinkhorn,
+             "dbsn": _orig_dbsn, "nnn": _ref_nnn}  # NNN's own formula is already dense numpy
+
+
+def _to_score_units(method: str, out: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """The original's output in ours' units (inverted softmax: log of the ratio / beta)."""
+    return np.log(out) / params["beta"] if method == "inverted_softmax" else out
+
+
+def _proc_mb(field: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _measure(fn):
+    """(result, (wall s, CPU s of all threads), extra peak RSS MB); the high-water mark is reset
+    first (Linux clear_refs)."""
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _proc_mb("VmRSS")
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = fn()
+    seconds = (time.perf_counter() - t0, time.process_time() - c0)
+    return result, seconds, _proc_mb("VmHWM") - before
+
+
+def _load_proxy(data_dir: str, split: str):
+    from pillar_rerank.inputs import Relevance, RetrievalSet
+
+    d = data_dir.rstrip("/") + "/"
+    img = np.load(d + f"proxy_{split}_img.npy", allow_pickle=False).astype(np.float32)
+    rows = np.load(d + f"proxy_{split}_txt_index.npy", allow_pickle=False)
+    txt = np.load(d + f"{split}_minilm.npy", allow_pickle=False).astype(np.float32)[rows]
+    c2i = np.load(d + f"proxy_{split}_cap2img.npy", allow_pickle=False).astype(np.int64)
+    return RetrievalSet(relevance=Relevance(c2i, img.shape[0]), image_embeddings=img,
+                        text_embeddings=txt, name=split)
+
+
+def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINALS),
+                     repeats: int = 2, threads: int = 2) -> dict[str, Any]:
+    """Ours vs the original formula, COCO 5K proxy (5,000 x 20,000), banks from coco1k_dev.
+
+    Both start from the four embedding matrices and end with both directions' outputs: ours is
+    ``bank_from_embeddings`` + ``apply_both``; the original computes the products it needs and
+    its dense formula. They alternate (original, ours) ``repeats`` times in this one process;
+    the table keeps each side's fastest run and its extra peak RSS (the high-water mark reset
+    before each run). Agreement: RSUM of both and the largest absolute difference in score units.
+    """
+    import torch
+
+    from pillar_rerank.baselines import apply_both, bank_from_embeddings, get_baseline
+    from pillar_rerank.metrics import recall_metrics
+
+    torch.set_num_threads(threads)
+    test, dev = _load_proxy(data_dir, "coco5k_test"), _load_proxy(data_dir, "coco1k_dev")
+    img, txt = test.image_embeddings, test.text_embeddings
+    b_img, b_txt = dev.image_embeddings, dev.text_embeddings
+    rows = []
+    for method in methods:
+        params = _ORIGINAL_PARAMS[method]
+        original = ORIGINALS[method]
+
+        def run_original(original=original, params=params, method=method):
+            S = img @ txt.T                       # each original computes only what it reads
+            bank = method != "dsl"
+            out = {}
+            for d, m, q, g in (("i2t", S, b_img, txt), ("t2i", S.T, b_txt, img)):
+                dual = (q @ (b_txt if d == "i2t" else b_img).T) if method == "dbsn" else None
+                out[d] = original(m, q @ g.T if bank else None, dual=dual, **params)
+            return out
+
+        def run_ours(params=params, method=method):
+            est = get_baseline(method, **params)
+            res = apply_both(est, test, bank_from_embeddings(dev, test))
+            return {"i2t": res.scores, "t2i": res.t2i_scores.T}
+
+        best: dict[str, tuple[tuple[float, float], float]] = {}
+        outs: dict[str, Any] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the paper's 10 Sinkhorn iterations do not converge
+            for _ in range(repeats):
+                for side, fn in (("original", run_original), ("ours", run_ours)):
+                    outs[side] = None
+                    outs[side], s, mb = _measure(fn)
+                    if side not in best or s[0] < best[side][0][0]:
+                        best[side] = (s, mb)
+        diff, rsum = 0.0, {}
+        for side in ("original", "ours"):
+            o = outs[side]
+            if side == "original":
+                with np.errstate(divide="ignore", over="ignore"):
+                    o = {d: _to_score_units(method, v, params) for d, v in o.items()}
+            rsum[side] = recall_metrics(np.ascontiguousarray(o["i2t"]), test.relevance,
+                                        t2i_scores=np.ascontiguousarray(o["t2i"].T))["RSUM"]
+            outs[side] = o
+        diff = float(max(np.max(np.abs(outs["ours"][d] - outs["original"][d])) for d in ("i2t", "t2i")))
+        rows.append({
+            "method": method, "params": params,
+            "original_s": best["original"][0][0], "ours_s": best["ours"][0][0],
+            "speed_ratio_original_over_ours": best["original"][0][0] / best["ours"][0][0],
+            "original_cpu_s": best["original"][0][1], "ours_cpu_s": best["ours"][0][1],
+            "cpu_ratio_original_over_ours": best["original"][0][1] / best["ours"][0][1],
+            "original_peak_extra_mb": best["original"][1], "ours_peak_extra_mb": best["ours"][1],
+            "memory_ratio_ours_over_original": best["ours"][1] / max(best["original"][1], 1e-9),
+            "rsum_original": rsum["original"], "rsum_ours": rsum["ours"], "max_abs_diff": diff,
+        })
+        logger.info("%s: %s", method, rows[-1])
+        outs.clear()
+    return {
+        "case": "COCO 5K proxy (caption_xenc coco5k_test, 5,000 x 20,000), banks from coco1k_dev "
+                "(1,000 images, 4,000 captions), both directions, from embeddings",
+        "threads": threads, "repeats": repeats,
+        "columns": "seconds: wall time of the fastest of the repeats (cpu_s: CPU time of all its "
+                   "threads, less sensitive to a loaded machine); peak_extra_mb: VmHWM minus RSS "
+                   "before the run (inputs loaded); speed ratio > 1: ours faster; memory ratio < 1: "
+                   "ours smaller",
+        "rows": rows,
+    }
+
+
+def sinkhorn_large_bank(*, n_bank: int = 100_000, n_gallery: int = 5000, n_extra: int = 20_000,
+                        dim: int = 256, tau: float = 0.01, n_iter: int = 10,
+                        threads: int = 2) -> dict[str, Any]:
+    """Sinkhorn and dual-bank Sinkhorn with a ``n_bank``-query bank (synthetic embeddings).
+
+    Text -> image at COCO 5K shape with DBSN's large COCO bank: ``n_bank`` bank captions x
+    ``n_gallery`` test images (stored, float32), plus ``n_extra`` bank images as DBSN's extra
+    gallery rows (computed from embeddings at every pass, never stored). Fit times only: the
+    re-rank is one subtraction.
+    """
+    import torch
+
+    from pillar_rerank.baselines import DualBankSinkhorn, EmbeddingScores, SinkhornNorm
+
+    torch.set_num_threads(threads)
+    g_img, _, _ = synthetic.embeddings(n_gallery, n_gallery, dim, seed=0)
+    b_img, b_txt, _ = synthetic.embeddings(n_extra, n_bank, dim, seed=1)
+    bank = EmbeddingScores(b_txt, g_img, name="bank t2i", cache=True)
+    bank.dense()
+    extra = EmbeddingScores(b_txt, b_img, name="bank t2i dual")
+    out: dict[str, Any] = {"n_bank": n_bank, "n_gallery": n_gallery, "n_extra": n_extra, "dim": dim,
+                           "tau": tau, "n_iter": n_iter, "threads": threads}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, fit in (("sinkhorn", lambda: SinkhornNorm(tau=tau, n_iter=n_iter).fit(bank)),
+                          ("dbsn", lambda: DualBankSinkhorn(tau=tau, n_iter=n_iter).fit(
+                              bank, bank_gallery=extra))):
+            m, s, mb = _measure(fit)
+            out[name] = {"fit_s": s[0], "fit_cpu_s": s[1], "peak_extra_mb": mb, "iterations": m.n_iter_,
+                         "converged": m.converged_, "last_change": m.last_change_}
+            logger.info("%s: %s", name, out[name])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.speed_baselines {originals,large-bank} -o FILE``: one JSON per run."""
+    import argparse
+    import json
+    import os
+
+    from pillar_rerank.io import save_json
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed_baselines")
+    p.add_argument("what", choices=("originals", "large-bank"))
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                                  "data", "caption_xenc"))
+    p.add_argument("--methods", default=",".join(ORIGINALS))
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--n-bank", type=int, default=100_000)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.what == "originals":
+        result = versus_originals(data_dir=args.data, methods=tuple(args.methods.split(",")),
+                                  repeats=args.repeats, threads=args.threads)
+    else:
+        result = sinkhorn_large_bank(n_bank=args.n_bank, threads=args.threads)
+    result["loadavg_at_end"] = os.getloadavg()
+    save_json(args.output, result, overwrite=True)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

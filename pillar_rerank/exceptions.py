@@ -54,3 +54,7 @@ class NotFittedError(PillarRerankError, ValueError, AttributeError):
     """A method that needs ``fit`` (or ``load``) was called first."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative method stopped at its iteration limit before reaching its tolerance."""

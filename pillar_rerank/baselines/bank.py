@@ -84,8 +84,10 @@ def bank_from_embeddings(bank: RetrievalSet, target: RetrievalSet, *, materializ
     target : RetrievalSet
         The set to re-rank, with embeddings.
     materialize : bool, default=True
-        Compute the matrices now (block by block, memory ``O(block)`` beyond the result); with
-        False every field is a lazy :class:`EmbeddingScores` recomputed at each read.
+        Store each matrix once computed: a field is computed (block by block, memory
+        ``O(block)`` beyond the result) on its first read and kept, so the fields a method does
+        not read are never computed (inverted softmax reads ``i2t`` and ``t2i`` only, DSL none).
+        With False every field is recomputed at each read (memory ``O(block)``).
     dtype : numpy dtype, default=float32
         Storage type of materialised banks (float16 halves their memory).
 
@@ -110,17 +112,16 @@ def bank_from_embedding_arrays(bank_images: Any, bank_texts: Any, target_images:
                                *, materialize: bool = True, dtype: type = np.float32) -> Bank:
     """:func:`bank_from_embeddings` from the four embedding matrices (bank side, then target)."""
     bi, bt, ti, tt = bank_images, bank_texts, target_images, target_texts
-    lazy = {
-        "i2t": EmbeddingScores(bi, tt, name="bank i2t"),
-        "t2i": EmbeddingScores(bt, ti, name="bank t2i"),
-        "i2t_dual": EmbeddingScores(bi, bt, name="bank i2t dual"),
-        "t2i_dual": EmbeddingScores(bt, bi, name="bank t2i dual"),
-        "i2t_intra": EmbeddingScores(bt, tt, name="bank i2t intra"),
-        "t2i_intra": EmbeddingScores(bi, ti, name="bank t2i intra"),
+    specs = {
+        "i2t": (bi, tt, "bank i2t"),
+        "t2i": (bt, ti, "bank t2i"),
+        "i2t_dual": (bi, bt, "bank i2t dual"),
+        "t2i_dual": (bt, bi, "bank t2i dual"),
+        "i2t_intra": (bt, tt, "bank i2t intra"),
+        "t2i_intra": (bi, ti, "bank t2i intra"),
     }
-    if materialize:
-        lazy = {k: np.asarray(v).astype(dtype, copy=False) for k, v in lazy.items()}
-    return Bank(**lazy)
+    return Bank(**{field: EmbeddingScores(q, g, name=name, cache=materialize, dtype=dtype)
+                   for field, (q, g, name) in specs.items()})
 
 
 def assemble_bank(target: RetrievalSet, *, image_embeddings: Any = None, text_embeddings: Any = None,

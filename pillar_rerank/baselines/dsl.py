@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from pillar_rerank._validation import Interval
 from pillar_rerank.baselines._common import BLOCK_BYTES_RULE, TrainingFreeReranker
-from pillar_rerank.baselines._stream import column_logsumexp, iter_torch_blocks
-from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
+from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES, iter_blocks
+
+_CACHE_BYTES = 16 * 2**20  # a block and its temporary fit in a large L2/L3
 
 
 class DualSoftmax(TrainingFreeReranker):
@@ -31,8 +34,11 @@ class DualSoftmax(TrainingFreeReranker):
 
     Notes
     -----
-    The softmax is computed as ``exp(s / T - logsumexp_q(s / T))`` in two streamed passes, so it
-    cannot overflow at any score scale (the reference exponentiates directly).
+    The softmax is computed with its column maximum subtracted (one ``exp`` per entry) over
+    blocks of whole gallery columns, so it cannot overflow at any score scale (the reference
+    exponentiates directly), and the matrix is read once (each cache-sized block goes through
+    its steps in numpy on the CPU, torch on other devices). The result has the input's memory
+    layout (C or Fortran order).
     """
 
     requires_fit = False
@@ -59,10 +65,41 @@ class DualSoftmax(TrainingFreeReranker):
         scores = self._check_rerank_scores(scores)
         device = self._device()
         inv_t = 1.0 / float(self.temperature)
-        lse = column_logsumexp(scores, scale=inv_t, device=device, budget_bytes=self._budget()).float()
         n_queries = float(scores.shape[0])
-        out = np.empty(scores.shape, dtype=np.float32)
-        for rows, block in iter_torch_blocks(scores, device=device, budget_bytes=self._budget()):
-            prior = torch.exp(block * inv_t - lse[None, :])
-            out[rows] = (block * prior * n_queries).cpu().numpy()
-        return out
+        # Work on whole gallery columns (every query of a gallery item at once), in the input's
+        # memory layout: a transposed input (text -> image from an image x text matrix) is read
+        # along its rows. One pass over the matrix; each block stays in cache for its 4 steps.
+        by_rows = scores.flags.f_contiguous and not scores.flags.c_contiguous
+        view = scores.T if by_rows else scores          # by_rows: (n_gallery, n_queries), C order
+        out = np.empty(view.shape, dtype=np.float32)
+        axis = 1 if by_rows else 0                      # the query axis of `view`
+        n_queries_int = scores.shape[0]
+        step = max(1, min(self._budget(), _CACHE_BYTES) // (12 * n_queries_int))
+        for cols in iter_blocks(scores.shape[1], step):
+            part = view[cols] if by_rows else view[:, cols]
+            x = np.ascontiguousarray(part, dtype=np.float32)      # only read; a view when it can be
+            if device.type == "cpu":   # numpy: no thread hand-off per step on small cached blocks
+                z = x * np.float32(inv_t)
+                z -= z.max(axis=axis, keepdims=True)
+                np.exp(z, out=z)                                   # the one exp per entry
+                scale = np.float32(n_queries) / z.sum(axis=axis, keepdims=True)
+                z *= x
+                z *= scale
+            else:
+                xt = _as_tensor(x).to(device)
+                zt = xt * inv_t
+                zt.sub_(zt.amax(dim=axis, keepdim=True)).exp_()
+                scale_t = n_queries / zt.sum(dim=axis, keepdim=True)
+                z = zt.mul_(xt).mul_(scale_t).cpu().numpy()
+            if by_rows:
+                out[cols] = z
+            else:
+                out[:, cols] = z
+        return out.T if by_rows else out
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """Wrap a (possibly read-only) array without a copy; the tensor is only read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+        return torch.from_numpy(array)

@@ -17,13 +17,15 @@ SinkhornNorm        -tau log u_g, u the Sinkhorn scaling of exp(B.T / tau)      
 DualBankSinkhorn    as Sinkhorn, with bank-side gallery columns appended        tau=0.01, 10 it
 ==================  ==========================================================  ==============
 
-Every estimator streams the bank in row blocks (``block_bytes``), in log-sum-exp / log-domain
-arithmetic: memory is O(block * n_gallery), and logit-scale scores (CLIP x 100) cannot overflow.
+Every estimator streams the bank in row blocks (``block_bytes``), in log-sum-exp arithmetic
+(Sinkhorn: stabilised scaling domain, see :class:`SinkhornNorm`): memory is
+O(block * n_gallery), and logit-scale scores (CLIP x 100) cannot overflow.
 ``rerank`` subtracts ``h`` from a copy, so results stay in the input's score units.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,8 +38,9 @@ from pillar_rerank.baselines._stream import (
     column_mean,
     column_topk_mean,
     row_argmax_mask,
-    sinkhorn_log_potential,
+    sinkhorn_potential,
 )
+from pillar_rerank.exceptions import ConvergenceWarning
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
 
 _POSITIVE = Interval(float, 0.0, None, closed="neither")
@@ -78,13 +81,13 @@ class GalleryBias(TrainingFreeReranker):
     def rerank(self, scores: np.ndarray) -> np.ndarray:
         """Return new float32 scores ``s - h(g)`` of shape (n_queries, n_gallery)."""
         self._check_is_fitted()
-        out = as_float32_copy(self._check_rerank_scores(scores))
+        scores = self._check_rerank_scores(scores)
         bias = self.bias_.astype(np.float32)
-        if self.active_ is None:
-            out -= bias[None, :]
-        else:
-            rows = self.active_[np.argmax(out, axis=1)]
-            out[rows] -= bias[None, :]
+        if self.active_ is None:  # one pass: the subtraction writes the new array (input's layout)
+            return np.subtract(scores, bias[None, :], dtype=np.float32)
+        out = as_float32_copy(scores)
+        rows = self.active_[np.argmax(out, axis=1)]
+        out[rows] -= bias[None, :]
         return out
 
     def _estimate(self, bank: Any, device: torch.device) -> torch.Tensor:  # pragma: no cover
@@ -258,8 +261,8 @@ class SinkhornNorm(GalleryBias):
     """Sinkhorn normalisation (Pan et al., ACM MM 2025): ``s - h(g)``, ``h(g) = -tau log u_g``.
 
     ``u`` is the gallery-side scaling of entropic optimal transport between the gallery and the
-    bank queries with uniform marginals, cost ``1 - B.T`` and regularisation ``tau``, after
-    ``n_iter`` Sinkhorn iterations (the reference's ``numItermax``). Inverted softmax with
+    bank queries with uniform marginals, cost ``1 - B.T`` and regularisation ``tau``, after at
+    most ``n_iter`` Sinkhorn iterations (the reference's ``numItermax``). Inverted softmax with
     ``beta = 1 / tau`` is the first half-step (the ``u`` update with uniform bank weights ``v``);
     the iterations re-weight the bank queries so that each carries equal mass.
 
@@ -267,30 +270,72 @@ class SinkhornNorm(GalleryBias):
     ----------
     tau : float, default=0.01
     n_iter : int, default=10
+        Iteration limit (the paper's setting, as in the reference).
+    tol : float, default=1e-6
+        Stop early once no ``h(g)`` moved by more than ``tol`` (score units) in one iteration;
+        0 runs exactly ``n_iter`` iterations. (The float32 exponent arithmetic puts a floor of
+        about ``tau * |log u| * 6e-8`` on the change it can resolve, ~1e-7 at ``tau = 0.01``.)
+        Stopping at ``n_iter`` with a larger last change emits a
+        :class:`~pillar_rerank.exceptions.ConvergenceWarning` naming that change: the result is
+        then the truncated iteration (what the reference returns at ``n_iter``), not the
+        converged scaling; raise ``n_iter`` (or ``tau``) for that.
+    kernel_bytes : int, default=2 GiB
+        Memory for keeping the float32 kernel (n_bank x (n_gallery [+ n_bank_gallery]) x 4
+        bytes) between iterations: each iteration is then two matrix-vector products. A larger
+        bank is streamed instead, one ``exp`` per entry per iteration, in ``O(block)`` memory.
+        (The reference keeps a float64 kernel, twice this, whatever its size.)
     block_bytes, device : see :class:`InvertedSoftmax`.
+
+    Attributes
+    ----------
+    n_iter_ : int
+        Iterations run. ``converged_``: whether the last change was within ``tol``.
+    last_change_ : float
+        Largest change of ``h`` in the last iteration (score units).
 
     Notes
     -----
-    The reference calls POT, which builds a dense float64 kernel (20 GB at 25K x 100K) and
-    underflows ``exp(-2 / tau)`` in float32. This version runs in the log domain, one streamed
-    pass over the bank per iteration, and never holds more than one bank block.
+    The reference calls POT, which builds a dense float64 kernel (20 GB at 25K x 100K); run in
+    float32 (scores stored as float32) its kernel ``exp(-(1 - s) / tau)`` underflows to zero for
+    ``tau`` around 0.01 and below, POT keeps the previous (uniform) scaling after its
+    "numerical errors" check, and the output is silently the input ranking. This version is
+    correct there: it keeps the potentials as logarithms absorbed into the kernel (stabilised
+    scaling domain with absorption: ``exp`` runs only when the scalings are absorbed, or once
+    per entry per iteration for a streamed bank), recomputing exactly in log-sum-exp form any
+    gallery item whose mass float32 could lose. Where
+    the reference does not underflow, the two agree to ~1e-7 (float32 rounding).
     """
 
-    summary = "Sinkhorn normalisation (log-domain, streamed), s + tau log u_g"
+    summary = "Sinkhorn normalisation (stabilised, streamed), s + tau log u_g"
     tuning_grid = {"tau": [0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2]}
-    _parameter_constraints = {"tau": [_POSITIVE], "n_iter": [Interval(int, 1, None)], **_COMMON}
+    _parameter_constraints = {"tau": [_POSITIVE], "n_iter": [Interval(int, 1, None)],
+                              "tol": [Interval(float, 0.0, None)],
+                              "kernel_bytes": [Interval(int, 0, None)], **_COMMON}
 
-    def __init__(self, *, tau: float = 0.01, n_iter: int = 10, block_bytes: int = DEFAULT_BLOCK_BYTES,
+    def __init__(self, *, tau: float = 0.01, n_iter: int = 10, tol: float = 1e-6,
+                 kernel_bytes: int = 2 * 2**30, block_bytes: int = DEFAULT_BLOCK_BYTES,
                  device: str | None = None) -> None:
         self.tau = tau
         self.n_iter = n_iter
+        self.tol = tol
+        self.kernel_bytes = kernel_bytes
         self.block_bytes = block_bytes
         self.device = device
 
     def _estimate(self, bank: Any, device: torch.device, bank_gallery: Any = None) -> torch.Tensor:
-        log_u = sinkhorn_log_potential(bank, tau=float(self.tau), n_iter=int(self.n_iter), device=device,
-                                       extra=bank_gallery, budget_bytes=self._budget())
-        return -float(self.tau) * log_u
+        res = sinkhorn_potential(bank, tau=float(self.tau), n_iter=int(self.n_iter), tol=float(self.tol),
+                                 device=device, extra=bank_gallery, budget_bytes=self._budget(),
+                                 kernel_bytes=int(self.kernel_bytes))
+        self.n_iter_, self.last_change_, self.converged_ = res.n_iter, res.last_change, res.converged
+        if not res.converged:
+            warnings.warn(
+                f"{type(self).__name__}: stopped at n_iter={res.n_iter} with h still moving by "
+                f"{res.last_change:.3g} (score units) in the last iteration, above tol={self.tol:g}; "
+                "the result is the truncated iteration, not the converged scaling. Raise n_iter "
+                "(or tau) to converge, or set tol to the change you accept.",
+                ConvergenceWarning, stacklevel=3,
+            )
+        return -float(self.tau) * res.log_u
 
 
 class DualBankSinkhorn(SinkhornNorm):
@@ -307,8 +352,8 @@ class DualBankSinkhorn(SinkhornNorm):
 
     Parameters
     ----------
-    tau : float, default=0.01
-    n_iter : int, default=10
+    tau, n_iter, tol : see :class:`SinkhornNorm` (same numerics, same convergence warning; where
+        the reference underflows to the input ranking, this one is correct).
     block_bytes, device : see :class:`InvertedSoftmax`.
     """
 

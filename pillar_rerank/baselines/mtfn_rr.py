@@ -18,7 +18,11 @@ class MTFNRR(TrainingFreeReranker):
     For query q and each candidate g in its top-``k1``, the *reverse rank* is the rank of q among
     all test queries in g's ranking (column g of the scores). The ``k1`` candidates are re-ordered
     by ascending reverse rank (ties: the original order) and receive the original top-``k1``
-    score values in that order; the rest of the row is unchanged.
+    score values in that order; the rest of the row is unchanged. Where those values tie exactly
+    (duplicate captions), the earlier slots are raised by the fewest float32 steps (ulps) that
+    make the ``k1`` values strictly decreasing in the new order and strictly above the rest of
+    the row, so sorting the output, under any tie rule, gives the re-ranked order (the reference
+    assigns equal values, and a sort then puts tied slots back in gallery order).
 
     With ``intra_k > 1`` the reverse rank is the best rank of any of q's ``intra_k`` nearest
     same-modality neighbours (q included), from intra-modal similarities passed to ``fit``
@@ -93,8 +97,25 @@ class MTFNRR(TrainingFreeReranker):
         order = np.lexsort((np.broadcast_to(np.arange(k1), rev.shape), rev), axis=-1)
         new_ids = np.take_along_axis(top.ids, order, axis=1)
         out = as_float32_copy(scores)
-        np.put_along_axis(out, new_ids, top.values, axis=1)
+        np.put_along_axis(out, top.ids, -np.inf, axis=1)      # the rest of the row, for its max
+        floor = out.max(axis=1) if k1 < n_g else np.full(n_q, -np.inf, dtype=np.float32)
+        np.put_along_axis(out, new_ids, _strictly_decreasing(top.values, floor), axis=1)
         return out
+
+
+def _strictly_decreasing(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """``values`` (rows sorted descending) raised by the fewest float32 steps that make every row
+    strictly decreasing and strictly above ``floor`` (the row's best value outside them).
+
+    Only exact ties move (duplicate captions score the same), so any later sort of the output,
+    whatever its tie rule, reproduces the order the values were assigned in.
+    """
+    out = np.asarray(values, dtype=np.float32).copy()
+    above = np.nextafter(np.asarray(floor, dtype=np.float32), np.float32(np.inf))
+    for j in range(out.shape[1] - 1, -1, -1):   # k1 steps, vectorised over queries
+        out[:, j] = np.maximum(out[:, j], above)
+        above = np.nextafter(out[:, j], np.float32(np.inf))
+    return out
 
 
 def _reverse_ranks(scores: np.ndarray, ids: np.ndarray, budget: int) -> np.ndarray:

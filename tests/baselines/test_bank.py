@@ -120,3 +120,22 @@ def test_tune_reports_per_direction_choices(set_factory):
         best = max(t[key] for t in result.trials)
         assert any(t["params"] == {k: params[k] for k in ("k", "alpha")} and t[key] == best
                    for t in result.trials)
+
+
+def test_bank_fields_a_method_does_not_read_are_never_computed(sides):
+    """Inverted softmax reads i2t and t2i only; the dual and intra products must not be built."""
+    from pillar_rerank.baselines import InvertedSoftmax
+
+    bank_side, test = sides
+    bank = bank_from_embeddings(bank_side, test)
+    out = apply_both(InvertedSoftmax(beta=5.0), test, bank)
+    computed = {f: getattr(bank, f).is_checked for f in
+                ("i2t", "t2i", "i2t_dual", "t2i_dual", "i2t_intra", "t2i_intra")}
+    assert computed == {"i2t": True, "t2i": True, "i2t_dual": False, "t2i_dual": False,
+                        "i2t_intra": False, "t2i_intra": False}
+    dense = bank_from_embeddings(bank_side, test, materialize=False)
+    plain = Bank(i2t=np.asarray(dense.i2t), t2i=np.asarray(dense.t2i))
+    again = apply_both(InvertedSoftmax(beta=5.0), test, plain)
+    np.testing.assert_array_equal(out.scores, again.scores)
+    np.testing.assert_array_equal(out.t2i_scores, again.t2i_scores)
+    assert not np.asarray(bank.i2t).flags.writeable          # the stored product is shared, read-only

@@ -173,3 +173,102 @@ def test_errors(case):
     bad[3, 4] = np.nan
     with pytest.raises(InvalidInputError, match="NaN"):
         NNN().fit(bad)
+
+
+def _log_domain_sinkhorn_bias(bank, tau, n_iter, extra=None):
+    """Dense float64 log-domain Sinkhorn (POT's order, v then u): exact at any tau."""
+    full = (bank if extra is None else np.concatenate([bank, extra], axis=1)).astype(np.float64)
+    k = full.T / tau                                                  # (gallery_all, bank)
+    log_a, log_b = -np.log(k.shape[0]), -np.log(k.shape[1])
+    log_u = np.full(k.shape[0], log_a)
+    for _ in range(n_iter):
+        log_v = log_b - logsumexp(k + log_u[:, None], axis=0)
+        log_u = log_a - logsumexp(k + log_v[None, :], axis=1)
+    return -tau * log_u[: bank.shape[1]]
+
+
+def _float32_pot_sinkhorn_bias(bank, tau, n_iter):
+    """What POT's sinkhorn_knopp does on float32 costs: on inf/NaN it keeps the previous scaling."""
+    kernel = np.exp(-(1.0 - bank.T.astype(np.float32)) / np.float32(tau))
+    a = np.full(kernel.shape[0], 1 / kernel.shape[0], np.float32)
+    b = np.full(kernel.shape[1], 1 / kernel.shape[1], np.float32)
+    u = a.copy()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(n_iter):
+            v_new = b / (kernel.T @ u)
+            u_new = a / (kernel @ v_new)
+            if not (np.isfinite(u_new).all() and np.isfinite(v_new).all()):
+                break
+            u = u_new
+    return -tau * np.log(u)
+
+
+@pytest.fixture
+def cosine_case(rng):
+    """Unit-norm embeddings with a hub direction: cosine bank and scores, anti-hubs far away."""
+    d = 16
+    hub = rng.standard_normal(d)
+
+    def unit(n, shift=0.0):
+        x = rng.standard_normal((n, d)) + shift * hub
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    gallery, bank_q, test_q = unit(60, 1.0), unit(400, 1.0), unit(30, 1.0)
+    gallery[:5] = unit(5, -4.0)                     # anti-hubs: far below every bank row's best
+    return bank_q @ gallery.T, test_q @ gallery.T
+
+
+def test_sinkhorn_correct_where_float32_reference_underflows(cosine_case):
+    """tau = 0.01 on cosine scores: the float32 reference silently returns the input ranking."""
+    bank, scores = cosine_case
+    ref_h = _float32_pot_sinkhorn_bias(bank, 0.01, 10)
+    assert np.ptp(ref_h) < 1e-6                     # uniform u kept: the input ranking, unchanged
+    exact = scores - _log_domain_sinkhorn_bias(bank, 0.01, 10)
+    for kernel_bytes in (0, 2**30):
+        out = SinkhornNorm(tau=0.01, n_iter=10, tol=0.0, kernel_bytes=kernel_bytes,
+                           block_bytes=SMALL).fit(bank).rerank(scores)
+        np.testing.assert_allclose(out, exact, rtol=0, atol=1e-6)
+    assert not np.array_equal(np.argsort(-out, 1), np.argsort(-scores, 1))
+
+
+@pytest.mark.parametrize("kernel_bytes", [0, 2**30], ids=["streamed", "stored"])
+@pytest.mark.parametrize("tau", [0.005, 0.05, 0.3])
+def test_stabilised_sinkhorn_equals_log_domain(cosine_case, tau, kernel_bytes):
+    """Scaling domain with absorption = dense log-domain Sinkhorn within 1e-6, single and dual bank."""
+    from pillar_rerank.baselines._stream import sinkhorn_potential
+
+    bank, scores = cosine_case
+    extra = bank[:, ::-1][:, :17].copy()
+    kw = {"tol": 0.0, "block_bytes": SMALL, "kernel_bytes": kernel_bytes}
+    for n_iter in (1, 10, 40):
+        out = SinkhornNorm(tau=tau, n_iter=n_iter, **kw).fit(bank).rerank(scores)
+        np.testing.assert_allclose(out, scores - _log_domain_sinkhorn_bias(bank, tau, n_iter), atol=1e-6)
+        dual = DualBankSinkhorn(tau=tau, n_iter=n_iter, **kw)
+        out = dual.fit(bank, bank_gallery=extra).rerank(scores)
+        np.testing.assert_allclose(out, scores - _log_domain_sinkhorn_bias(bank, tau, n_iter, extra),
+                                   atol=1e-6)
+    if tau == 0.005:  # the anti-hubs' mass is below float32's range: the exact path was taken
+        import torch
+
+        res = sinkhorn_potential(bank, tau=tau, n_iter=3, tol=0.0, device=torch.device("cpu"),
+                                 kernel_bytes=kernel_bytes)
+        assert res.n_fallback_columns >= 5 and res.n_iter == 3
+
+
+def test_sinkhorn_warns_when_not_converged_and_stops_early_when_it_is(cosine_case):
+    import warnings
+
+    from pillar_rerank.exceptions import ConvergenceWarning
+
+    bank, scores = cosine_case
+    with pytest.warns(ConvergenceWarning, match=r"n_iter=2 .* above tol=1e-06"):
+        m = SinkhornNorm(tau=0.05, n_iter=2).fit(bank)
+    assert m.n_iter_ == 2 and not m.converged_ and m.last_change_ > 1e-7
+    with pytest.warns(ConvergenceWarning, match="DualBankSinkhorn"):
+        DualBankSinkhorn(tau=0.05, n_iter=2).fit(bank, bank_gallery=bank[:, :7])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = SinkhornNorm(tau=0.3, n_iter=500, tol=1e-6).fit(bank)
+    assert m.converged_ and m.n_iter_ < 500 and m.last_change_ <= 1e-6
+    full = SinkhornNorm(tau=0.3, n_iter=m.n_iter_ + 200, tol=0.0).fit(bank)
+    np.testing.assert_allclose(m.bias_, full.bias_, atol=1e-5)

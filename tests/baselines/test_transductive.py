@@ -121,3 +121,51 @@ def test_transductive_methods_leave_both_orientations_unchanged(rng):
         assert a.shape == (12, 18) and b.shape == (18, 12)
     np.testing.assert_array_equal(scores, before)
     np.testing.assert_array_equal(MTFNRR(k1=4).fit().rerank(scores.T), _mtfn_loop(before.T.copy(), 4))
+
+
+def _mtfn_loop_order(scores, k1):
+    """Slow oracle of the re-ranked top-k1 order of every query (gallery ids, best first)."""
+    orders = []
+    for q in range(scores.shape[0]):
+        top = np.argsort(-scores[q], kind="stable")[:k1]
+        rev = [int((scores[:, g] > scores[q, g]).sum() + (scores[:q, g] == scores[q, g]).sum()) for g in top]
+        orders.append([top[i] for i in sorted(range(k1), key=lambda i: (rev[i], i))])
+    return np.array(orders)
+
+
+def test_mtfn_rr_keeps_new_order_with_duplicate_captions(rng):
+    """Duplicate captions tie in score; sorting the output must still give the re-ranked order."""
+    base = rng.standard_normal((30, 12)).astype(np.float32)
+    scores = base[:, np.repeat(np.arange(12), 3)]          # every caption three times: exact ties
+    scores = np.concatenate([scores, base[:, :4] - 0.05], axis=1)   # the rest of the row ties too
+    k1 = 7
+    out = MTFNRR(k1=k1).fit().rerank(scores)
+    expected = _mtfn_loop_order(scores, k1)
+    moved = (expected != np.argsort(-scores, axis=1, kind="stable")[:, :k1]).any(1)
+    assert moved.sum() >= 5                                 # the case exercises re-ordering
+    np.testing.assert_array_equal(np.argsort(-out, axis=1, kind="stable")[:, :k1], expected)
+    # strictly decreasing along the new order, and above everything outside the top-k1
+    new_vals = np.take_along_axis(out, expected, axis=1)
+    assert (np.diff(new_vals, axis=1) < 0).all()
+    rest = out.copy()
+    np.put_along_axis(rest, expected, -np.inf, axis=1)
+    assert (new_vals[:, -1] > rest.max(1)).all()
+    # values move only where they tied, and then by a few float32 steps
+    top_vals = -np.sort(-scores, axis=1)[:, :k1]
+    np.testing.assert_allclose(new_vals, top_vals, rtol=0, atol=1e-5)
+    outside = np.ones_like(scores, dtype=bool)
+    np.put_along_axis(outside, expected, False, axis=1)
+    np.testing.assert_array_equal(out[outside], scores[outside])
+
+
+def test_dsl_same_result_in_either_memory_layout(rng):
+    """t2i re-ranks a transposed (Fortran-order) view; the column-block path must not change values."""
+    s = rng.uniform(-1, 1, size=(40, 300)).astype(np.float32)
+    m = DualSoftmax(temperature=0.05, block_bytes=2**16)
+    z = s.T.astype(np.float64) / 0.05
+    dense = s.T * s.shape[1] * np.exp(z - z.max(0)) / np.exp(z - z.max(0)).sum(0)
+    out_f = m.rerank(s.T)                               # Fortran order, many column blocks
+    out_c = m.rerank(np.ascontiguousarray(s.T))
+    np.testing.assert_allclose(out_f, dense, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out_f, out_c, rtol=1e-6, atol=1e-7)
+    assert out_f.dtype == np.float32 and out_f.shape == (300, 40)

@@ -33,3 +33,28 @@ def test_every_reference_has_a_registered_method():
     from pillar_rerank.baselines import BASELINES
 
     assert set(REFERENCES) <= set(BASELINES)
+
+
+@pytest.mark.parametrize("method", ["inverted_softmax", "dsl", "sinkhorn", "dbsn", "nnn"])
+def test_original_formulas_agree_with_ours(method, rng):
+    """The benchmark's dense "originals" compute what the methods compute (in score units)."""
+    import warnings
+
+    import numpy as np
+
+    from benchmarks.speed_baselines import ORIGINALS, _to_score_units
+    from pillar_rerank.baselines import get_baseline
+
+    S = rng.uniform(-1, 1, (20, 50)).astype(np.float32)
+    B = rng.uniform(-1, 1, (60, 50)).astype(np.float32)
+    dual = rng.uniform(-1, 1, (60, 15)).astype(np.float32)
+    params = {"inverted_softmax": {"beta": 5.0}, "dsl": {"temperature": 0.5},
+              "sinkhorn": {"tau": 0.05, "n_iter": 10}, "dbsn": {"tau": 0.05, "n_iter": 10},
+              "nnn": {"k": 8, "alpha": 0.75}}[method]
+    orig = _to_score_units(method, ORIGINALS[method](S, B, dual=dual, **params), params)
+    est = get_baseline(method, **params, **({"tol": 0.0} if "tau" in params else {}))
+    fit = {"bank_gallery": dual} if method == "dbsn" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = est.fit(B, **fit).rerank(S) if est.fit_inputs else est.fit().rerank(S)
+    np.testing.assert_allclose(ours, orig, rtol=1e-5, atol=2e-5)
