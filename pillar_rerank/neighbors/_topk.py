@@ -192,6 +192,19 @@ def _search_device(device: str | torch.device | None) -> torch.device:
     return resolve_device(device)
 
 
+def search_backend(device: str | torch.device | None, backend: str = "auto",
+                   index: str = "flat") -> tuple[torch.device, bool]:
+    """The device of a search and whether FAISS runs it (else torch tiles), as in :func:`topk_search`.
+
+    Exact search on CPU runs as torch tiles (near the bare matmul time, exact tie order); FAISS
+    serves the GPU (when it has one), approximate indexes and ``backend="faiss"``.
+    """
+    dev = _search_device(device)
+    faiss_ok = WITH_FAISS and (dev.type == "cpu" or faiss_num_gpus() > 0)
+    auto_faiss = backend == "auto" and (index != "flat" or dev.type == "cuda")
+    return dev, faiss_ok and (backend == "faiss" or auto_faiss)
+
+
 def _gpu_resources() -> Any:
     """FAISS GPU resources, created on first use only (never at import)."""
     import faiss
@@ -260,12 +273,7 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
             "topk_search: queries and gallery must have the same dimension; "
             f"got {xq.shape[1]} and {xb.shape[1]}.")
     k = check_k(k, n_gallery=xb.shape[0], owner="topk_search")
-    dev = _search_device(device)
-    faiss_ok = WITH_FAISS and (dev.type == "cpu" or faiss_num_gpus() > 0)
-    # Exact search on CPU runs as torch tiles (near the bare matmul time, exact tie order);
-    # FAISS serves the GPU, approximate indexes and backend="faiss".
-    auto_faiss = backend == "auto" and (index != "flat" or dev.type == "cuda")
-    use_faiss = faiss_ok and (backend == "faiss" or auto_faiss)
+    dev, use_faiss = search_backend(device, backend, index)
     if backend == "faiss" and not use_faiss:
         raise InvalidParameterError(f"topk_search: backend='faiss' cannot run on {dev} "
                                     "(faiss missing or without GPU support).")

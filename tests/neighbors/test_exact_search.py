@@ -60,3 +60,56 @@ def test_neighbor_lists_with_ties_follow_the_rule(tied):
     s = img @ txt.T
     np.testing.assert_array_equal(lists.i2t.ids, rule_topk(s, 16)[1])
     np.testing.assert_array_equal(lists.t2i.ids, rule_topk(s.T, 16)[1])
+
+
+@pytest.mark.parametrize("budget", [2**26, 4 * 2 * 256 * 400, 4 * 2 * 64 * 400])
+def test_joint_search_equals_two_searches(tied, budget):
+    from pillar_rerank.neighbors._joint import joint_topk_search
+
+    a, b = tied[0], tied[1][:400]
+    a, b = a[:250], b  # 250 x 400: the 250 side is the column side
+    got = joint_topk_search(a, b, 30, 64, budget_bytes=budget)
+    if budget == 4 * 2 * 64 * 400:  # tiles of fewer rows than k: the caller searches apart
+        assert got is None
+        return
+    s = a @ b.T
+    for top, scores, k in ((got[0], s, 30), (got[1], s.T, 64)):
+        want_v, want_i = rule_topk(scores, k)
+        np.testing.assert_array_equal(top.ids, want_i)
+        np.testing.assert_array_equal(top.values, want_v)
+    swapped = joint_topk_search(b, a, 64, 30, budget_bytes=budget)
+    np.testing.assert_array_equal(swapped[0].ids, got[1].ids)
+    np.testing.assert_array_equal(swapped[1].ids, got[0].ids)
+
+
+def test_joint_search_dense_fallback_when_scores_rise_with_the_row(monkeypatch):
+    from pillar_rerank.neighbors import _joint
+
+    # every later row beats every earlier one: all entries of each tile are candidates
+    a = np.arange(1, 601, dtype=np.float32)[:, None] * np.ones((1, 4), dtype=np.float32)
+    b = np.random.default_rng(1).random((50, 4), dtype=np.float32) + 1
+    calls = []
+    real = _joint._dense_column_topk
+    monkeypatch.setattr(_joint, "_dense_column_topk", lambda *x: calls.append(1) or real(*x))
+    got = _joint.joint_topk_search(a, b, 5, 7, budget_bytes=4 * 2 * 300 * 50)
+    assert len(calls) == 2  # first tile + the overflowing second tile
+    s = a @ b.T
+    np.testing.assert_array_equal(got[0].ids, rule_topk(s, 5)[1])
+    np.testing.assert_array_equal(got[1].ids, rule_topk(s.T, 7)[1])
+
+
+def test_neighbor_lists_from_embeddings_use_one_product(monkeypatch, tied):
+    from pillar_rerank.neighbors import _joint
+
+    calls = []
+    real = _joint.joint_topk_search
+    monkeypatch.setattr("pillar_rerank.neighbors._lists.joint_topk_search",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    img, txt = tied[0][:100], tied[1][:300]
+    data = RetrievalSet(relevance=Relevance(np.repeat(np.arange(100), 3), 100),
+                        image_embeddings=img, text_embeddings=txt)
+    lists = build_neighbor_lists(data, 16, device="cpu")
+    assert calls == [1]
+    s = img @ txt.T
+    np.testing.assert_array_equal(lists.i2t.ids, rule_topk(s, 16)[1])
+    np.testing.assert_array_equal(lists.t2i.ids, rule_topk(s.T, 16)[1])
