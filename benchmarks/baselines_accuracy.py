@@ -14,13 +14,13 @@ Protocol (nothing is tuned or fitted on an evaluated query):
   construction excluded); memory: peak RSS above the level before the call, sampled every 5 ms,
   plus the process's overall peak.
 
-Run: ``python -m benchmarks.baselines_accuracy [--methods nnn,dsl] [--out PATH]``.
+Run: ``python -m benchmarks run --suite accuracy --only baselines`` (figures go to
+``benchmarks/results/accuracy/baselines.json``); :func:`sinkhorn_scale` is ``--suite scale --only
+sinkhorn_bank``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import platform
@@ -36,11 +36,9 @@ import torch
 from pillar_rerank.baselines import BASELINES, apply_both, bank_from_embeddings, describe, get_baseline
 from pillar_rerank.baselines.tuning import tune
 from pillar_rerank.datasets import load_coco_proxy
-from pillar_rerank.io import save_json
 from pillar_rerank.metrics import recall_metrics
 
 logger = logging.getLogger(__name__)
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "baselines_accuracy.json"
 KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "RSUM")
 
 
@@ -279,31 +277,3 @@ def format_table(result: dict[str, Any]) -> str:
                     + f" | {r['peak_rss_delta_mib']:.0f} |"
                 )
     return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=None, help="Comma-separated registry names (default: all).")
-    parser.add_argument("--root", default=None, help="caption_xenc folder (default: ../shared/data).")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
-    parser.add_argument(
-        "--sinkhorn-scale",
-        action="store_true",
-        help="Instead: Sinkhorn with a 100k-row float16 memory-mapped bank at COCO-5K size.",
-    )
-    parser.add_argument("--scale-iter", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.sinkhorn_scale:
-        figures = sinkhorn_scale(n_iter=args.scale_iter)
-        print(json.dumps(figures))
-        save_json(args.out, figures, overwrite=True)
-        return
-    result = run(methods=args.methods.split(",") if args.methods else None, root=args.root)
-    save_json(args.out, result, overwrite=True)
-    print(format_table(result))
-    print(json.dumps({"written": args.out}))
-
-
-if __name__ == "__main__":
-    main()
