@@ -42,52 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.memory import PeakRSS, current_rss_mb, peak_rss_mb, reset_peak_rss
+
 MB = 2**20
 FLICKR_TRAIN = (29_000, 145_000)
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class _AnonPeak:
-    """Peak anonymous RSS (``RssAnon``), sampled every 20 ms by a thread.
-
-    With a memory-mapped score matrix, the kernel's high-water mark also counts the file's pages
-    in the page cache (reclaimable, not allocated by the process); anonymous memory is what
-    ``max_memory`` bounds.
-    """
-
-    def __enter__(self) -> _AnonPeak:
-        import threading
-
-        self.peak_kb = _status_kb("RssAnon")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak_kb = max(self.peak_kb, _status_kb("RssAnon"))
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_kb = max(self.peak_kb, _status_kb("RssAnon"))
 
 
 def _memmapped_scores(img: np.ndarray, txt: np.ndarray, path: Path) -> None:
@@ -171,11 +129,10 @@ def _one_size(
             cfg = LeaPRRConfig(intra_source="second_order", seed=seed)
         else:
             raise ValueError(f"mode: expected 'embeddings' or 'scores_memmap'; got {mode!r}.")
-        rss_before = _status_kb("VmRSS") / 1024
-        anon_before = _status_kb("RssAnon") / 1024
-        reset = _reset_peak()
+        rss_before = current_rss_mb()
+        reset = reset_peak_rss()
         t0 = time.perf_counter()
-        with _AnonPeak() as anon:
+        with PeakRSS() as anon:  # RssAnon excludes the page cache of a memory-mapped input
             cached = build_cache(
                 data, cfg, Path(tmp) / "cache", max_memory=max_memory, index=index, fingerprint="sampled"
             )
@@ -183,10 +140,10 @@ def _one_size(
         manifest = cached.manifest
         cache_mb = sum(rec["bytes"] for rec in manifest["files"].values()) / MB
         n_shards = len(manifest["files"]) - 1
-        peak = _status_kb("VmHWM") / 1024
+        peak = peak_rss_mb()
         del cached, data
     budget_mb = parse_bytes(max_memory) / MB
-    anon_add = anon.peak_kb / 1024 - anon_before
+    anon_add = anon.anon_delta_mb
     floor: dict[str, Any] = {}
     if bare and mode == "embeddings":  # after the build, so its peak RSS is the build's own
         products = bare_products(img, txt, manifest["memory_plan"]["block_bytes"])

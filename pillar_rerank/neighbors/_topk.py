@@ -304,30 +304,35 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
 _MIN_TILE_ROWS = 256
 
 
+def _blocked_search(n_q: int, n_g: int, k: int, q_step: int, g_step: int,
+                    block_topk: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``block_topk(query_rows, gallery_rows, kk)`` over all blocks, merging each query
+    block's gallery-block lists (local ids, shifted here) into a running top-``k``."""
+    values = np.empty((n_q, k), dtype=np.float32)
+    ids = np.empty((n_q, k), dtype=np.int64)
+    for q_rows in iter_blocks(n_q, q_step):
+        best_v = best_i = None
+        for g_rows in iter_blocks(n_g, g_step):
+            v, i = block_topk(q_rows, g_rows, min(k, g_rows.stop - g_rows.start))
+            i = i + g_rows.start
+            best_v, best_i = (v, i) if best_v is None else merge_topk(best_v, best_i, v, i, k)
+        values[q_rows] = best_v.cpu().numpy()
+        ids[q_rows] = best_i.cpu().numpy()
+    return values, ids
+
+
 def _exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.device, use_faiss: bool,
                   gpu_res: Any, budget_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     if not use_faiss:
         return _torch_exact_search(xq, xb, k, dev=dev, budget_bytes=budget_bytes)
-    d = xq.shape[1]
-    g_step = block_rows(d, budget_bytes=budget_bytes, minimum=k)
+    g_step = block_rows(xq.shape[1], budget_bytes=budget_bytes, minimum=k)
     q_step = block_rows(min(g_step, xb.shape[0]), budget_bytes=budget_bytes)
-    values = np.empty((xq.shape[0], k), dtype=np.float32)
-    ids = np.empty((xq.shape[0], k), dtype=np.int64)
-    for q_rows in iter_blocks(xq.shape[0], q_step):
-        best_v = best_i = None
-        q_block = xq[q_rows]
-        for g_rows in iter_blocks(xb.shape[0], g_step):
-            kk = min(k, g_rows.stop - g_rows.start)
-            v, i = _faiss_knn(q_block, xb[g_rows], kk, gpu_res, dev)
-            v, i = torch.from_numpy(v), torch.from_numpy(i)
-            i = i + g_rows.start
-            if best_v is None:
-                best_v, best_i = v, i
-            else:
-                best_v, best_i = merge_topk(best_v, best_i, v, i, k)
-        values[q_rows] = best_v.cpu().numpy()
-        ids[q_rows] = best_i.cpu().numpy()
-    return values, ids
+
+    def block_topk(q_rows: slice, g_rows: slice, kk: int):
+        v, i = _faiss_knn(xq[q_rows], xb[g_rows], kk, gpu_res, dev)
+        return torch.from_numpy(v), torch.from_numpy(i)
+
+    return _blocked_search(xq.shape[0], xb.shape[0], k, q_step, g_step, block_topk)
 
 
 def search_tiles(n_queries: int, n_gallery: int, k: int, budget_bytes: int) -> tuple[int, int]:
@@ -355,24 +360,14 @@ def _torch_exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.de
     q_step, g_step = search_tiles(n_q, n_g, k, budget_bytes)
     gallery = torch.from_numpy(xb).to(dev)
     tile = torch.empty(q_step * g_step, dtype=torch.float32, device=dev)
-    values = np.empty((n_q, k), dtype=np.float32)
-    ids = np.empty((n_q, k), dtype=np.int64)
-    for q_rows in iter_blocks(n_q, q_step):
+
+    def block_topk(q_rows: slice, g_rows: slice, kk: int):
         queries = torch.from_numpy(xq[q_rows]).to(dev)
-        best_v = best_i = None
-        for g_rows in iter_blocks(n_g, g_step):
-            out = tile[:queries.shape[0] * (g_rows.stop - g_rows.start)].view(queries.shape[0], -1)
-            torch.matmul(queries, gallery[g_rows].T, out=out)
-            v, i = _stable_topk(out, min(k, g_rows.stop - g_rows.start))
-            if g_rows.start:
-                i += g_rows.start
-            if best_v is None:
-                best_v, best_i = v, i
-            else:
-                best_v, best_i = merge_topk(best_v, best_i, v, i, k)
-        values[q_rows] = best_v.cpu().numpy()
-        ids[q_rows] = best_i.cpu().numpy()
-    return values, ids
+        out = tile[:queries.shape[0] * (g_rows.stop - g_rows.start)].view(queries.shape[0], -1)
+        torch.matmul(queries, gallery[g_rows].T, out=out)
+        return _stable_topk(out, kk)
+
+    return _blocked_search(n_q, n_g, k, q_step, g_step, block_topk)
 
 
 def _index_search(xq: np.ndarray, xb: np.ndarray, k: int, *, index: str, params: dict[str, Any],
