@@ -207,6 +207,22 @@ SUITES: dict[str, list[Benchmark]] = {
         ),
         Benchmark(
             "accuracy",
+            "leaprr_precision",
+            "LeaPRR in fp32 and bf16 on the COCO caption proxy",
+            "benchmarks.precision:run",
+            description="A reduced LeaPRR model trained in fp32 re-ranks in fp32 and bf16 (same weights), "
+            "and one trained in bf16 re-ranks in bf16: RSUM, largest score difference and times per "
+            "protocol. Times only mean something where bf16 is native (the result says whether it "
+            "was emulated).",
+            points=({"protocol": "a", "config": LEAPRR_ACCURACY_CONFIG["a"]},
+                    {"protocol": "b", "config": LEAPRR_ACCURACY_CONFIG["b"]}),
+            quick_points=({"protocol": "a", "config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},),
+            requires=("benchmarks.precision", "pillar_rerank.reranker"),
+            data_files=COCO_FILES,
+            data_param="root",
+        ),
+        Benchmark(
+            "accuracy",
             "coco5k_extended",
             "COCO 5K: ECCV Caption and CxC metrics, diagnostics",
             "benchmarks.coco_extended:run",
