@@ -10,7 +10,14 @@ from pathlib import Path
 import click
 
 from benchmarks.publish import publish
-from benchmarks.runner import DEFAULT_DATA, DEFAULT_RESULTS, SCRATCH_RESULTS, missing_requirements, run_suite
+from benchmarks.runner import (
+    DEFAULT_DATA,
+    DEFAULT_RESULTS,
+    SCRATCH_RESULTS,
+    check_results_folder,
+    missing_requirements,
+    run_suite,
+)
 from benchmarks.runner import resummarize as resummarize_results
 from benchmarks.suites import get_suite, suite_names
 from pillar_rerank.exceptions import PillarRerankError
@@ -39,6 +46,16 @@ def main(verbose: int) -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+def _refuse_foreign(results_dir: Path) -> None:
+    """Exit 2 when the results folder holds JSON files no registered benchmark owns."""
+    try:
+        check_results_folder(results_dir, [*get_suite("smoke"), *get_suite("all")])
+    except PillarRerankError as exc:
+        err = click.ClickException(str(exc))
+        err.exit_code = 2
+        raise err from exc
 
 
 @main.command()
@@ -84,6 +101,7 @@ def run(suite, only, results_dir, data_root, quick, timeout, readme, no_report, 
             raise click.BadParameter(f"unknown in suite {suite!r}: {', '.join(unknown)}", param_hint="--only")
         benches = [b for b in benches if b.name in only]
     command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    _refuse_foreign(results_dir)
     try:
         results = run_suite(
             benches,
@@ -115,6 +133,7 @@ def run(suite, only, results_dir, data_root, quick, timeout, readme, no_report, 
 )
 def tables(results_dir, readme, no_report, resummarize):
     """Re-render the results README, report and README block from stored JSONs (no running)."""
+    _refuse_foreign(results_dir)
     try:
         if resummarize:
             resummarize_results(results_dir, [*get_suite("smoke"), *get_suite("all")])

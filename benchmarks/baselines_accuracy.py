@@ -14,18 +14,16 @@ Protocol (nothing is tuned or fitted on an evaluated query):
   construction excluded); memory: peak RSS above the level before the call, sampled every 5 ms,
   plus the process's overall peak.
 
-Run: ``python -m benchmarks.baselines_accuracy [--methods nnn,dsl] [--out PATH]``.
+Run: ``python -m benchmarks run --suite accuracy --only baselines`` (figures go to
+``benchmarks/results/accuracy/baselines.json``); :func:`sinkhorn_scale` is ``--suite scale --only
+sinkhorn_bank``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import platform
-import resource
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,66 +31,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.memory import PeakRSS, peak_rss_mb
 from pillar_rerank.baselines import BASELINES, apply_both, bank_from_embeddings, describe, get_baseline
 from pillar_rerank.baselines.tuning import tune
 from pillar_rerank.datasets import load_coco_proxy
-from pillar_rerank.io import save_json
 from pillar_rerank.metrics import recall_metrics
 
 logger = logging.getLogger(__name__)
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "baselines_accuracy.json"
 KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "RSUM")
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _anon_rss_bytes() -> int:
-    """Anonymous resident memory (excludes pages of memory-mapped files, which the OS can drop)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return _rss_bytes()
-
-
-class PeakRSS:
-    """Context manager sampling the process RSS in a thread; ``peak_delta`` is in bytes."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.peak_delta = 0
-        self.peak_anon_delta = 0
-
-    def __enter__(self) -> PeakRSS:
-        self._base = _rss_bytes()
-        self._peak = self._base
-        self._anon_base = self._anon_peak = _anon_rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss_bytes())
-            self._anon_peak = max(self._anon_peak, _anon_rss_bytes())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, _rss_bytes())
-        self.peak_delta = self._peak - self._base
-        self.peak_anon_delta = self._anon_peak - self._anon_base
 
 
 def _measure(name: str, params: dict[str, Any], data, bank, t2i_params: dict | None = None) -> dict[str, Any]:
     method = get_baseline(name, **params)
     t2i_method = None if t2i_params is None else get_baseline(name, **t2i_params)
-    with PeakRSS() as mem:
+    with PeakRSS(interval=0.005) as mem:
         start = time.perf_counter()
         out = apply_both(method, data, bank, t2i_method=t2i_method)
         elapsed = time.perf_counter() - start
@@ -100,7 +52,7 @@ def _measure(name: str, params: dict[str, Any], data, bank, t2i_params: dict | N
     return {
         **{k: round(m[k], 2) for k in KEYS},
         "time_s": round(elapsed, 2),
-        "peak_rss_delta_mib": round(mem.peak_delta / 2**20, 1),
+        "peak_rss_delta_mib": round(mem.delta_mb, 1),
     }
 
 
@@ -180,7 +132,7 @@ def run(*, methods: list[str] | None = None, root: str | None = None, seed: int 
                     row["delta_RSUM"],
                     row["time_s"],
                 )
-    result["process_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["process_peak_rss_mib"] = round(peak_rss_mb(), 1)
     return result
 
 
@@ -227,7 +179,7 @@ def sinkhorn_scale(
     extra = np.load(extra_path, mmap_mode="r", allow_pickle=False) if dual_rows else None
     scores = (unit(n_queries) @ gallery.T).astype(np.float32)
     method = (DualBankSinkhorn if dual_rows else SinkhornNorm)(n_iter=n_iter)
-    with PeakRSS() as mem:
+    with PeakRSS(interval=0.005) as mem:
         start = time.perf_counter()
         fitted = method.fit(bank, bank_gallery=extra) if dual_rows else method.fit(bank)
         fit_s = time.perf_counter() - start
@@ -247,10 +199,10 @@ def sinkhorn_scale(
         "build_s": round(build_s, 1),
         "fit_s": round(fit_s, 1),
         "fit_s_per_iteration": round(fit_s / n_iter, 1),
-        "peak_rss_delta_mib": round(mem.peak_delta / 2**20, 1),
-        "peak_anon_rss_delta_mib": round(mem.peak_anon_delta / 2**20, 1),
+        "peak_rss_delta_mib": round(mem.delta_mb, 1),
+        "peak_anon_rss_delta_mib": round(mem.anon_delta_mb, 1),
         "finite": out_ok,
-        "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "process_peak_rss_mib": round(peak_rss_mb(), 1),
     }
 
 
@@ -279,31 +231,3 @@ def format_table(result: dict[str, Any]) -> str:
                     + f" | {r['peak_rss_delta_mib']:.0f} |"
                 )
     return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=None, help="Comma-separated registry names (default: all).")
-    parser.add_argument("--root", default=None, help="caption_xenc folder (default: ../shared/data).")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
-    parser.add_argument(
-        "--sinkhorn-scale",
-        action="store_true",
-        help="Instead: Sinkhorn with a 100k-row float16 memory-mapped bank at COCO-5K size.",
-    )
-    parser.add_argument("--scale-iter", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.sinkhorn_scale:
-        figures = sinkhorn_scale(n_iter=args.scale_iter)
-        print(json.dumps(figures))
-        save_json(args.out, figures, overwrite=True)
-        return
-    result = run(methods=args.methods.split(",") if args.methods else None, root=args.root)
-    save_json(args.out, result, overwrite=True)
-    print(format_table(result))
-    print(json.dumps({"written": args.out}))
-
-
-if __name__ == "__main__":
-    main()

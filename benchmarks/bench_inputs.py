@@ -8,37 +8,22 @@ Two input forms, each measured in a fresh process so its peak RSS is its own:
 
 Stages timed: intra-modal preparation, the four neighbour searches, image-query lists (one per
 image), text-query lists (one per caption), and separately the graph part of those lists.
-Usage: ``python -m benchmarks.bench_inputs [--n-images 5000] [--modes scores embeddings]``;
-figures go to ``benchmarks/results/inputs_speed.json``.
+Run: ``python -m benchmarks run --suite speed --only inputs`` (``benchmarks/results/speed/inputs.json``).
 """
 
 from __future__ import annotations
 
-import argparse
-import multiprocessing
-import platform
-import resource
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from benchmarks.memory import peak_rss_mb
 from benchmarks.synthetic import embeddings
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.inputs import Relevance, RetrievalSet
-from pillar_rerank.io import save_json
 from pillar_rerank.lists.builder import ListBuilder
 from pillar_rerank.neighbors import IntraModalScores, build_neighbor_lists, cross_modal_scores
-
-RESULTS = Path(__file__).resolve().parent / "results" / "inputs_speed.json"
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def run(mode: str = "scores", *, n_images: int = 5000, captions_per_image: int = 5, dim: int = 384,
@@ -61,7 +46,7 @@ def run(mode: str = "scores", *, n_images: int = 5000, captions_per_image: int =
         raise ValueError(f"mode: expected 'scores' or 'embeddings'; got {mode!r}.")
     input_mb = sum(a.nbytes for a in (data.scores, data.image_embeddings, data.text_embeddings)
                    if a is not None) / 2**20
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     L, C = cfg.n_pillars, cfg.graph_neighbors
     depth = {"i2t": max(L, cfg.list_len_i2t - 1, C), "t2i": max(L, cfg.list_len_t2i - 1, C),
              "i2i": max(L, C), "t2t": max(L, C)}
@@ -104,50 +89,7 @@ def run(mode: str = "scores", *, n_images: int = 5000, captions_per_image: int =
         "seconds": {k: round(v, 3) for k, v in times.items()},
         "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()},
         "input_mb": round(input_mb, 1),
-        "peak_rss_mb_before": round(rss_before, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb_before": round(rss_before, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
         "output_mb": round((images.features.nbytes + images.adjacency.nbytes
                             + sum(p.features.nbytes + p.adjacency.nbytes for p in texts)) / 2**20, 1),
     }
-
-
-def _run_in_child(kwargs: dict[str, Any]) -> dict[str, Any]:
-    torch.set_num_threads(kwargs.pop("threads"))
-    return run(**kwargs)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-images", type=int, default=5000)
-    parser.add_argument("--captions-per-image", type=int, default=5)
-    parser.add_argument("--dims", type=int, nargs="+", default=[384, 1024],
-                        help="embedding size (per mode: first for scores, last for embeddings)")
-    parser.add_argument("--modes", nargs="+", default=["scores", "embeddings"])
-    parser.add_argument("--second-order-rank", type=int, default=128)
-    parser.add_argument("--power-iterations", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    ctx = multiprocessing.get_context("spawn")
-    runs = []
-    for mode in args.modes:
-        dim = args.dims[0] if mode == "scores" else args.dims[-1]
-        kw = {"mode": mode, "n_images": args.n_images, "captions_per_image": args.captions_per_image,
-              "dim": dim, "second_order_rank": args.second_order_rank,
-              "power_iterations": args.power_iterations, "threads": torch.get_num_threads()}
-        with ctx.Pool(1) as pool:  # a fresh process per mode: its own peak RSS
-            result = pool.apply(_run_in_child, (kw,))
-        print(f"{mode}: wall {result['seconds']} cpu {result['cpu_seconds']} "
-              f"peak RSS {result['peak_rss_mb']} MiB "
-              f"(input {result['input_mb']} MiB)", flush=True)
-        runs.append(result)
-    doc = {"benchmark": "inputs_speed", "machine": {"cpus": multiprocessing.cpu_count(),
-                                                    "torch_threads": torch.get_num_threads(),
-                                                    "platform": platform.platform(),
-                                                    "torch": torch.__version__, "numpy": np.__version__},
-           "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_json(args.out, doc, overwrite=True)
-    return doc
-
-
-if __name__ == "__main__":
-    main()

@@ -9,36 +9,31 @@ Measures, for one full re-rank in both directions with the paper's model configu
 * ``model``: both networks' forward passes;
 * ``combine``: writing the new scores and averaging the two directions;
 
-plus queries per second and peak RSS, and writes them to ``benchmarks/results/rerank_speed.json``.
+plus queries per second and peak RSS.
 The model stage is also compared with its bare matrix multiplies on the same batch shapes, timed
 in the same process (:func:`benchmarks.model_reference.inference_seconds`).
 Each image query's graph is built and scored once (not once per caption).
 
-Usage: ``python -m benchmarks.bench_rerank [--n-images 5000 --captions-per-image 5 --dim 256]``.
+Run: ``python -m benchmarks run --suite speed --only rerank`` (``benchmarks/results/speed/rerank.json``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.memory import peak_rss_mb
 from benchmarks.model_reference import inference_seconds
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.inference import INFERENCE_NODES, base_matrices
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.model.network import MutualRerankNetwork
 from pillar_rerank.sharding import ShardResult, apply_updates
-
-RESULTS = Path(__file__).resolve().parent / "results" / "rerank_speed.json"
 
 
 def synthetic_set(n_images: int, captions_per_image: int, dim: int, seed: int = 0) -> RetrievalSet:
@@ -57,10 +52,6 @@ def synthetic_set(n_images: int, captions_per_image: int, dim: int, seed: int = 
     )
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def run(
     n_images: int = 5000,
     captions_per_image: int = 5,
@@ -77,7 +68,7 @@ def run(
         torch.set_num_threads(threads)
     cfg = (config or LeaPRRConfig()).validate()
     data = synthetic_set(n_images, captions_per_image, dim, seed)
-    rss_input = _peak_rss_mb()
+    rss_input = peak_rss_mb()
     model = MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(seed)).eval()
     times = {"neighbors": 0.0, "pillars": 0.0, "graph": 0.0, "model": 0.0, "combine": 0.0}
     cpu = dict.fromkeys(times, 0.0)  # process CPU seconds: robust to other jobs on a shared machine
@@ -165,7 +156,7 @@ def run(
         "queries_per_second": round(n_queries / total, 1),
         "image_queries_scored": data.n_images,
         "text_queries_scored": data.n_texts,
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_after_input_mb": round(rss_input, 1),
         "input_bytes_mb": round((data.image_embeddings.nbytes + data.text_embeddings.nbytes) / 2**20, 1),
         "output_matrix_mb": round(scores.nbytes / 2**20, 1),
@@ -178,24 +169,3 @@ def run(
         "note": "the 2-core machine was shared with other jobs during the run; see load_average_at_end",
     }
     return result
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n-images", type=int, default=5000)
-    p.add_argument("--captions-per-image", type=int, default=5)
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--embed-dim", type=int, default=768, help="model size (paper: 768)")
-    p.add_argument("--num-heads", type=int, default=24)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--output", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
-    cfg = LeaPRRConfig(embed_dim=args.embed_dim, num_heads=args.num_heads)
-    result = run(args.n_images, args.captions_per_image, args.dim, cfg, threads=args.threads)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

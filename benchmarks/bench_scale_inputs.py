@@ -20,17 +20,16 @@ The ANN part searches the text gallery with the text queries (t2t, the n_texts²
 dominates the exact cost) exactly, with IVF and with HNSW, and reports recall@k of each against
 exact and the wall-time ratio (index building included).
 
-Usage::
+With ``bare=True`` each size also times the bare matrix products of its exact searches
+(:func:`bare_products`) in the same process, after the build, and reports the neighbour stage and
+the whole build as ratios to them.
 
-    python -m benchmarks.bench_scale_inputs --sizes 1000x5000 2000x10000 --max-memory 4GB \
-        --ann-size 4000x20000 [--ann-real ../shared/data/caption_xenc/coco5k_test_minilm.npy]
-
-Figures go to ``benchmarks/results/scale_inputs.json`` (merged by size with earlier runs).
+Run: ``python -m benchmarks run --suite scale --only memory_budget`` and ``--suite speed --only
+inputs_floor`` (results in ``benchmarks/results/<suite>/<name>.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -43,53 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results" / "scale_inputs.json"
+from benchmarks.memory import PeakRSS, current_rss_mb, peak_rss_mb, reset_peak_rss
+
 MB = 2**20
 FLICKR_TRAIN = (29_000, 145_000)
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class _AnonPeak:
-    """Peak anonymous RSS (``RssAnon``), sampled every 20 ms by a thread.
-
-    With a memory-mapped score matrix, the kernel's high-water mark also counts the file's pages
-    in the page cache (reclaimable, not allocated by the process); anonymous memory is what
-    ``max_memory`` bounds.
-    """
-
-    def __enter__(self) -> _AnonPeak:
-        import threading
-
-        self.peak_kb = _status_kb("RssAnon")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak_kb = max(self.peak_kb, _status_kb("RssAnon"))
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_kb = max(self.peak_kb, _status_kb("RssAnon"))
 
 
 def _memmapped_scores(img: np.ndarray, txt: np.ndarray, path: Path) -> None:
@@ -103,6 +59,33 @@ def _memmapped_scores(img: np.ndarray, txt: np.ndarray, path: Path) -> None:
     del out
 
 
+def bare_products(img: np.ndarray, txt: np.ndarray, budget_bytes: int) -> dict[str, float]:
+    """Seconds of the bare matrix products the exact searches need, each computed once.
+
+    image x text (the i2t and t2i lists are its rows and columns), text x text and image x image,
+    as torch matmuls into one reused tile of the searches' size under ``budget_bytes``
+    (:func:`pillar_rerank.neighbors._topk.search_tiles`), with nothing else: the floor of an
+    exact neighbour search, measured in the caller's process.
+    """
+    from pillar_rerank.neighbors._topk import search_tiles
+    from pillar_rerank.utils.blocks import iter_blocks
+
+    out: dict[str, float] = {}
+    for name, a, b in (("image_text", txt, img), ("text_text", txt, txt), ("image_image", img, img)):
+        q_step, g_step = search_tiles(a.shape[0], b.shape[0], 64, budget_bytes)
+        tile = torch.empty(q_step * g_step)
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        t0 = time.perf_counter()
+        for rows in iter_blocks(a.shape[0], q_step):
+            for cols in iter_blocks(b.shape[0], g_step):
+                n_r, n_c = rows.stop - rows.start, cols.stop - cols.start
+                torch.matmul(ta[rows], tb[cols].T, out=tile[:n_r * n_c].view(n_r, n_c))
+        out[name] = round(time.perf_counter() - t0, 4)
+        del tile
+    out["total"] = round(sum(out.values()), 4)
+    return out
+
+
 def _one_size(
     n_images: int,
     n_texts: int,
@@ -112,6 +95,7 @@ def _one_size(
     seed: int,
     threads: int,
     mode: str = "embeddings",
+    bare: bool = False,
 ) -> dict[str, Any]:
     torch.set_num_threads(threads)
     from benchmarks.synthetic import embeddings
@@ -145,11 +129,10 @@ def _one_size(
             cfg = LeaPRRConfig(intra_source="second_order", seed=seed)
         else:
             raise ValueError(f"mode: expected 'embeddings' or 'scores_memmap'; got {mode!r}.")
-        rss_before = _status_kb("VmRSS") / 1024
-        anon_before = _status_kb("RssAnon") / 1024
-        reset = _reset_peak()
+        rss_before = current_rss_mb()
+        reset = reset_peak_rss()
         t0 = time.perf_counter()
-        with _AnonPeak() as anon:
+        with PeakRSS() as anon:  # RssAnon excludes the page cache of a memory-mapped input
             cached = build_cache(
                 data, cfg, Path(tmp) / "cache", max_memory=max_memory, index=index, fingerprint="sampled"
             )
@@ -157,10 +140,18 @@ def _one_size(
         manifest = cached.manifest
         cache_mb = sum(rec["bytes"] for rec in manifest["files"].values()) / MB
         n_shards = len(manifest["files"]) - 1
-        peak = _status_kb("VmHWM") / 1024
+        peak = peak_rss_mb()
         del cached, data
     budget_mb = parse_bytes(max_memory) / MB
-    anon_add = anon.peak_kb / 1024 - anon_before
+    anon_add = anon.anon_delta_mb
+    floor: dict[str, Any] = {}
+    if bare and mode == "embeddings":  # after the build, so its peak RSS is the build's own
+        products = bare_products(img, txt, manifest["memory_plan"]["block_bytes"])
+        floor = {
+            "bare_products_seconds": products,
+            "neighbors_over_bare": round(manifest["build_seconds"]["neighbors"] / products["total"], 3),
+            "build_over_bare": round(wall / products["total"], 3),
+        }
     return {
         "mode": mode,
         "intra_source": cfg.intra_source,
@@ -190,6 +181,7 @@ def _one_size(
         "cache_shards": n_shards,
         "torch_threads": torch.get_num_threads(),
         "peak_reset": reset,
+        **floor,
     }
 
 
@@ -273,8 +265,9 @@ def run(
     ann_indexes: dict[str, dict] | None = None,
     ann_real: str | None = None,
     seed: int = 0,
-    out: Path | None = RESULTS,
+    out: Path | None = None,
     threads: int | None = None,
+    bare: bool = False,
 ) -> dict[str, Any]:
     """Measure input building at each size (fresh process each) and ANN recall at ``ann_size``.
 
@@ -297,8 +290,12 @@ def run(
     ann_real : str, optional
         A ``.npy`` of real embeddings to measure ANN recall on instead of synthetic ones
         (``ann_size`` is then ignored).
-    out : Path or None
-        JSON file to write (runs are merged with earlier ones by size, index and budget).
+    out : Path or None, default=None
+        A JSON file to also write (runs merged with its earlier ones by size, index and budget);
+        the runner keeps the figures in its own result, so it passes None.
+    bare : bool, default=False
+        Also time the bare matrix products of the exact searches in the same process, after the
+        build (``mode="embeddings"``), and report build time as a ratio to them.
     """
     sizes = [(1000, 5000), (2000, 10000), (4000, 20000), (8000, 40000)] if sizes is None else sizes
     threads = threads or torch.get_num_threads()
@@ -318,12 +315,15 @@ def run(
                 "seed": seed,
                 "threads": threads,
                 "mode": mode,
+                "bare": bare,
             },
         )
         print(
             f"{mode} {n_images}x{n_texts} d={d} index={index}: {result['seconds']} s, peak RSS "
             f"{result['peak_rss_mb']} MiB, additional {result['peak_additional_mb']} MiB "
-            f"(anonymous {result['peak_additional_anon_mb']} MiB) of {result['budget_mb']} MiB budget",
+            f"(anonymous {result['peak_additional_anon_mb']} MiB) of {result['budget_mb']} MiB budget"
+            + (f"; bare products {result['bare_products_seconds']} s, neighbours / bare "
+               f"{result['neighbors_over_bare']}, build / bare {result['build_over_bare']}" if bare else ""),
             flush=True,
         )
         key = (mode, n_images, n_texts, d, index, max_memory)
@@ -367,37 +367,3 @@ def run(
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         save_json(out, doc, overwrite=True)
     return doc
-
-
-def _size(text: str) -> tuple[int, int]:
-    a, b = text.lower().split("x")
-    return int(a), int(b)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=_size, nargs="*", default=None, help="e.g. 1000x5000 8000x40000")
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--max-memory", default="4GB")
-    parser.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
-    parser.add_argument("--mode", default="embeddings", choices=["embeddings", "scores_memmap"])
-    parser.add_argument("--ann-size", type=_size, default=None)
-    parser.add_argument("--ann-k", type=int, default=64)
-    parser.add_argument("--ann-real", default=None, help=".npy of real embeddings for the ANN part")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    return run(
-        args.sizes if args.sizes is not None else None,
-        d=args.dim,
-        max_memory=args.max_memory,
-        index=args.index,
-        mode=args.mode,
-        ann_size=args.ann_size,
-        ann_k=args.ann_k,
-        ann_real=args.ann_real,
-        out=args.out,
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -7,19 +7,15 @@ Protocols (hyper-parameters and model selection never look at the evaluation ite
 * ``b``: train on ``coco5k_test`` items 1000-4999 and their captions (items 1000-4199 train,
   4200-4999 dev), evaluate on fold 0 (items 0-999 and their captions).
 
-A reduced CPU configuration is used (stated in the JSON); the figures are written to
-``benchmarks/results/leaprr_accuracy.json``.
-
-Usage: ``python benchmarks/leaprr_accuracy.py [--protocol a b] [--epochs N] [--embed-dim D]``.
+A reduced CPU configuration is used (stated in the result). Run through the runner:
+``python -m benchmarks run --suite accuracy --only leaprr`` (``benchmarks/results/accuracy/leaprr.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +23,6 @@ from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.metrics.recall import recall_metrics
 from pillar_rerank.reranker import PillarReranker
 
-RESULTS = Path(__file__).resolve().parent / "results" / "leaprr_accuracy.json"
 KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "RSUM")
 
 #: Reduced CPU configuration (the paper's is embed_dim 768, 24 heads, batch 512, 30 epochs).
@@ -134,39 +129,3 @@ def run(protocols=("a", "b"), config: LeaPRRConfig | None = None, root: str | No
     out["torch_threads"] = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or None
     out["load_average_at_end"] = list(os.getloadavg())
     return out
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--protocol", nargs="+", default=["a", "b"], choices=["a", "b"])
-    p.add_argument("--epochs", type=int, default=REDUCED["epochs"])
-    p.add_argument("--embed-dim", type=int, default=REDUCED["embed_dim"])
-    p.add_argument("--lr", type=float, default=REDUCED["lr"])
-    p.add_argument("--root", default=None)
-    p.add_argument("--normalize", default=None, help="training-free normaliser run before LeaPRR")
-    p.add_argument("--normalize-params", default="{}",
-                   help='JSON: shared parameters, or {"i2t": {...}, "t2i": {...}} per direction')
-    p.add_argument("--label", default=None, help="key under which results are stored (default: protocol)")
-    p.add_argument("--output", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
-    cfg = LeaPRRConfig(**{**REDUCED, "epochs": args.epochs, "embed_dim": args.embed_dim, "lr": args.lr,
-                          "normalize": args.normalize,
-                          "normalize_params": json.loads(args.normalize_params)})
-    result = run(tuple(args.protocol), cfg, args.root)
-    if args.label:
-        result["protocols"] = {f"{k}:{args.label}": {**v, "config": cfg.to_dict()}
-                               for k, v in result["protocols"].items()}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    if args.output.exists():
-        old = json.loads(args.output.read_text())
-        old.setdefault("protocols", {}).update(result["protocols"])
-        result = {
-            **old,
-            **{k: v for k, v in result.items() if k != "protocols"},
-            "protocols": old["protocols"],
-        }
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suites import Benchmark
+from pillar_rerank.exceptions import InvalidInputError, PillarRerankError
 from pillar_rerank.io import load_json, save_json
 from pillar_rerank.report.results import RESULT_SCHEMA, validate_result
 from pillar_rerank.report.tables import Table
@@ -263,6 +264,47 @@ def resummarize(results_dir: Path, benchmarks: Sequence[Benchmark]) -> list[Path
     return written
 
 
+def foreign_results(results_dir: Path, benchmarks: Sequence[Benchmark]) -> list[str]:
+    """JSON files under ``results_dir`` the runner does not own, each with the reason.
+
+    The runner owns ``<suite>/<name>.json`` of every registered benchmark, holding a result of
+    the current schema for that suite and name. Anything else (an older script's output, a
+    hand-made file, a result of an unregistered benchmark) would be silently left out of the
+    tables and the report, so it is listed here; the scratch folder is not looked at.
+    """
+    root = Path(results_dir)
+    owned = {(b.suite, b.name) for b in benchmarks}
+    found = []
+    for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+        rel = path.relative_to(root)
+        if SCRATCH_RESULTS.name in rel.parts[:-1] or path.name.startswith("."):
+            continue
+        try:
+            data = load_json(path, name="result")
+        except PillarRerankError as exc:
+            found.append(f"{rel} (unreadable: {exc})")
+            continue
+        if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
+            found.append(f"{rel} (not a runner result: no {RESULT_SCHEMA!r} schema)")
+        elif (data.get("suite"), data.get("name")) not in owned:
+            found.append(f"{rel} (benchmark {data.get('suite')}/{data.get('name')} is not registered)")
+        elif rel.parts != (data["suite"], f"{data['name']}.json"):
+            found.append(f"{rel} (a result of {data['suite']}/{data['name']} belongs in "
+                         f"{data['suite']}/{data['name']}.json)")
+    return found
+
+
+def check_results_folder(results_dir: Path, benchmarks: Sequence[Benchmark]) -> None:
+    """Refuse a results folder holding JSON files the runner does not own (see :func:`foreign_results`)."""
+    foreign = foreign_results(results_dir, benchmarks)
+    if foreign:
+        raise InvalidInputError(
+            f"results folder {results_dir} holds JSON files the benchmark runner does not own, which "
+            "the tables and report would silently leave out: " + "; ".join(foreign) + ". Register "
+            "their benchmark in benchmarks/suites.py and re-run it, or move them out of the folder."
+        )
+
+
 def _call(target: str, *args: Any) -> Any:
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)(*args)
@@ -357,6 +399,9 @@ def run_benchmark(
     validate_result(json.loads(json.dumps(result, default=str)), source=bench.key)
     out = results_dir / bench.suite / f"{bench.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and load_json(out, name="result").get("schema") != RESULT_SCHEMA:
+        raise InvalidInputError(f"{out} exists and is not a benchmark-runner result; refusing to overwrite "
+                                "it: move it out of the results folder first.")
     if result["status"] == "skipped" and out.exists():
         old = load_json(out, name="result")
         if isinstance(old, dict) and old.get("status") == "ok":

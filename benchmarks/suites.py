@@ -207,6 +207,22 @@ SUITES: dict[str, list[Benchmark]] = {
         ),
         Benchmark(
             "accuracy",
+            "leaprr_precision",
+            "LeaPRR in fp32 and bf16 on the COCO caption proxy",
+            "benchmarks.precision:run",
+            description="A reduced LeaPRR model trained in fp32 re-ranks in fp32 and bf16 (same weights), "
+            "and one trained in bf16 re-ranks in bf16: RSUM, largest score difference and times per "
+            "protocol. Times only mean something where bf16 is native (the result says whether it "
+            "was emulated).",
+            points=({"protocol": "a", "config": LEAPRR_ACCURACY_CONFIG["a"]},
+                    {"protocol": "b", "config": LEAPRR_ACCURACY_CONFIG["b"]}),
+            quick_points=({"protocol": "a", "config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},),
+            requires=("benchmarks.precision", "pillar_rerank.reranker"),
+            data_files=COCO_FILES,
+            data_param="root",
+        ),
+        Benchmark(
+            "accuracy",
             "coco5k_extended",
             "COCO 5K: ECCV Caption and CxC metrics, diagnostics",
             "benchmarks.coco_extended:run",
@@ -240,6 +256,23 @@ SUITES: dict[str, list[Benchmark]] = {
             ),
             requires=("benchmarks.bench_inputs", "pillar_rerank.lists.builder"),
             summarize="benchmarks.summaries:bench_inputs",
+        ),
+        Benchmark(
+            "speed",
+            "inputs_floor",
+            "LeaPRR input building against its bare matrix products",
+            "benchmarks.bench_scale_inputs:run",
+            description="build_cache from embeddings (exact search, 4 GB budget) at 5,000 x 25,000 and "
+            "14,500 x 72,500 (d 1024) and the Flickr30K training side 29,000 x 116,000 (d 384), each "
+            "in a fresh process, then the bare matrix products of its searches (image x text once, "
+            "text x text, image x image) timed in the same process: build time as a ratio to them.",
+            params={"max_memory": "4GB", "out": None, "bare": True},
+            points=({"sizes": [[5000, 25_000], [14_500, 72_500]], "d": 1024},
+                    {"sizes": [[29_000, 116_000]], "d": 384}),
+            quick_params={"max_memory": "512MB", "out": None, "bare": True},
+            quick_points=({"sizes": [[500, 2500]], "d": 64},),
+            requires=("benchmarks.bench_scale_inputs", "pillar_rerank.lists.build"),
+            summarize="benchmarks.summaries:scale_memory_budget",
         ),
         Benchmark(
             "speed",
@@ -305,6 +338,19 @@ SUITES: dict[str, list[Benchmark]] = {
         ),
     ],
     "scale": [
+        Benchmark(
+            "scale",
+            "sinkhorn_bank",
+            "Sinkhorn with a 100,000-query float16 memory-mapped bank",
+            "benchmarks.baselines_accuracy:sinkhorn_scale",
+            description="Sinkhorn normalisation at COCO 5K size (5000 x 25,000) with a 100,000 x 25,000 "
+            "bank written as a float16 .npy and memory-mapped: bank build time, time per streamed "
+            "iteration, peak RSS.",
+            params={"n_bank": 100_000, "n_gallery": 25_000, "n_queries": 5000, "n_iter": 1},
+            quick_params={"n_bank": 5000, "n_gallery": 2500, "n_queries": 500, "n_iter": 1},
+            requires=("benchmarks.baselines_accuracy", "pillar_rerank.baselines"),
+            timeout_s=3600.0,
+        ),
         Benchmark(
             "scale",
             "memory_budget",

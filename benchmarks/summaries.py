@@ -365,8 +365,10 @@ def _config_note(runs: Sequence[dict[str, Any]]) -> str:
 
 def scale_memory_budget(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str, Any]:
     """Tables and plots of ``benchmarks.bench_scale_inputs.run``: budget vs measured memory, ANN."""
-    doc = runs[0]["figures"]
-    rows = sorted(doc.get("runs", []), key=lambda r: r["n_images"] * r["n_texts"])
+    # every point of the benchmark (each a call of run() with its own sizes) contributes its rows
+    doc = {"runs": [r for run in runs for r in run["figures"].get("runs", [])],
+           "ann": [a for run in runs for a in run["figures"].get("ann", [])]}
+    rows = sorted(doc["runs"], key=lambda r: r["n_images"] * r["n_texts"])
     records = [
         {
             "images x texts": f"{r['n_images']:,} x {r['n_texts']:,}",
@@ -381,6 +383,9 @@ def scale_memory_budget(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str,
             "peak RSS MB": r["peak_rss_mb"],
             "inputs MB": r.get("inputs_mb"),
             "dense matrix MB": r.get("dense_matrix_mb"),
+            **({"bare products s": r["bare_products_seconds"]["total"],
+                "neighbours / bare": r["neighbors_over_bare"],
+                "build / bare": r["build_over_bare"]} if "bare_products_seconds" in r else {}),
         }
         for r in rows
     ]

@@ -11,7 +11,6 @@ import importlib
 import json
 import logging
 import os
-import resource
 import sys
 import time
 import traceback
@@ -19,35 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import BenchmarkSkipped
-
-
-def _proc_status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def current_rss_mb() -> float | None:
-    """Resident set size now, from /proc (None where unavailable)."""
-    return _proc_status_mb("VmRSS")
-
-
-def peak_rss_mb() -> float:
-    """High-water mark of this process's RSS.
-
-    Linux's ``VmHWM`` belongs to the address space, which ``execve`` replaces, so it covers this
-    interpreter alone. ``ru_maxrss`` is only the fallback: Linux carries it over from the parent
-    through ``fork`` and ``execve``, which would charge the launcher's footprint to the benchmark.
-    """
-    hwm = _proc_status_mb("VmHWM")
-    if hwm is not None:
-        return hwm
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+from benchmarks.memory import current_rss_mb, peak_rss_mb
 
 
 def resolve(target: str):

@@ -16,7 +16,7 @@ Protocol (nothing is tuned on the evaluation set):
 
 Run from the repository root::
 
-    python examples/train_backbone_then_rerank.py --json benchmarks/results/adapters_example.json
+    python examples/train_backbone_then_rerank.py --json adapters_example.json
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ blocks so that no full queries x gallery matrix is held beyond the input itself:
 
 * :func:`topk_rows` ranks the rows (or, with ``axis=0``, the columns) of a dense or memory-mapped
   score matrix block by block;
-* :func:`topk_search` runs an exact inner-product search on embeddings with FAISS
-  (``IndexFlatIP``-equivalent ``faiss.knn``, on GPU when FAISS has one), streaming gallery blocks
-  into a running top-k, in the manner of ``faiss.contrib.exhaustive_search``;
+* :func:`topk_search` runs an exact inner-product search on embeddings: on CPU as torch matmul
+  tiles of whole gallery rows, each tile's top-k taken in place (FAISS ``faiss.knn`` with
+  ``backend="faiss"`` and on GPU when FAISS has one);
+* :func:`joint_topk_search` gets the i2t and t2i lists of an embedding pair from one product;
 * :class:`PairScores` gives random access to scores of arbitrary (row, column) pairs, from a
   matrix or from two embedding tables, which is what pillar vectors need;
 * :class:`IntraModalScores` chooses where image-image and text-text similarities come from
@@ -17,8 +18,8 @@ blocks so that no full queries x gallery matrix is held beyond the input itself:
   large galleries, and :func:`recall_against_exact` measures what that costs in recall.
 
 Ordering rule everywhere: descending score, ties broken by the lower gallery index. FAISS's own
-choice among *exactly* equal scores inside one gallery block is not specified by FAISS; the exact
-rule holds for the matrix paths and for the torch search backend.
+choice among *exactly* equal scores at the k-th place of one gallery block is not specified by
+FAISS; the exact rule holds for the matrix paths and the torch search (the CPU default).
 """
 
 from pillar_rerank.neighbors._ann import INDEX_PARAMS, INDEX_TYPES, ivf_nlist
@@ -29,6 +30,7 @@ from pillar_rerank.neighbors._intra import (
     intra_modal_source,
     second_order_embeddings,
 )
+from pillar_rerank.neighbors._joint import joint_topk_search
 from pillar_rerank.neighbors._lists import (
     DIRECTIONS,
     NeighborLists,
@@ -43,6 +45,7 @@ from pillar_rerank.neighbors._topk import TopK, force_self_first, merge_topk, to
 __all__ = [
     "DEFAULT_SECOND_ORDER_RANK", "DIRECTIONS", "INDEX_PARAMS", "INDEX_TYPES", "INTRA_SOURCES",
     "IndexRecall", "IntraModalScores", "NeighborLists", "PairScores", "TopK", "build_neighbor_lists",
-    "cross_modal_scores", "force_self_first", "intra_modal_source", "ivf_nlist", "merge_topk",
+    "cross_modal_scores", "force_self_first", "intra_modal_source", "ivf_nlist", "joint_topk_search",
+    "merge_topk",
     "neighbor_memory_plan", "recall_against_exact", "second_order_embeddings", "topk_rows", "topk_search",
 ]

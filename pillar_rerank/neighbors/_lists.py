@@ -12,8 +12,9 @@ from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.neighbors._ann import check_index
 from pillar_rerank.neighbors._intra import DEFAULT_SECOND_ORDER_RANK, IntraModalScores, intra_modal_source
+from pillar_rerank.neighbors._joint import joint_topk_search
 from pillar_rerank.neighbors._pairs import PairScores
-from pillar_rerank.neighbors._topk import TopK
+from pillar_rerank.neighbors._topk import TopK, search_backend
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
 from pillar_rerank.utils.memory import MemoryPlan, plan_input_memory
 
@@ -128,8 +129,15 @@ def build_neighbor_lists(data: RetrievalSet, depth: int | dict[str, int], *, int
                                            budget_bytes=budget_bytes)
     phi_i2t, phi_t2i = cross_modal_scores(data)
     kw = {"device": device, "budget_bytes": budget_bytes, "index": index, "index_params": index_params}
-    i2t = phi_i2t.topk(check_k(depths["i2t"], n_gallery=data.n_texts, name="depth['i2t']"), **kw)
-    t2i = phi_t2i.T.topk(check_k(depths["t2i"], n_gallery=data.n_images, name="depth['t2i']"), **kw)
+    k_i2t = check_k(depths["i2t"], n_gallery=data.n_texts, name="depth['i2t']")
+    k_t2i = check_k(depths["t2i"], n_gallery=data.n_images, name="depth['t2i']")
+    joint = None
+    dev, use_faiss = search_backend(device, index=index)
+    if phi_i2t is phi_t2i and index == "flat" and dev.type == "cpu" and not use_faiss:
+        # embeddings: i2t and t2i are the rows and columns of one product, computed once
+        joint = joint_topk_search(phi_i2t.left.numpy(), phi_i2t.right.numpy(), k_i2t, k_t2i,
+                                  budget_bytes=budget_bytes)
+    i2t, t2i = joint if joint is not None else (phi_i2t.topk(k_i2t, **kw), phi_t2i.T.topk(k_t2i, **kw))
     i2i = intra.topk("image", check_k(depths["i2i"], n_gallery=data.n_images, name="depth['i2i']"), **kw)
     t2t = intra.topk("text", check_k(depths["t2t"], n_gallery=data.n_texts, name="depth['t2t']"), **kw)
     return NeighborLists(i2t=i2t, t2i=t2i, i2i=i2i, t2t=t2t, source=intra.source)

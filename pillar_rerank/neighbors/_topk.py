@@ -25,38 +25,54 @@ class TopK(NamedTuple):
     ids: np.ndarray
 
 
-def _stable_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` of each row of ``block``: descending, ties broken by the lower column."""
-    width = block.shape[1]
-    if k < width:
-        vals, pos = torch.topk(block, k + 1, dim=1)
-        tied = vals[:, k - 1] == vals[:, k]
-        vals, pos = vals[:, :k].contiguous(), pos[:, :k].contiguous()
-        if bool(tied.any()):
-            # The k-th value is shared with items left out: take the lowest-index ones of them.
-            # Tied rows go in chunks of 1/16 of the block, so the copies, masks and counts
-            # (about 30 bytes per entry) add at most ~2 bytes per entry of the block:
-            # low-precision scores (float16) tie at the k-th value in most rows.
-            tied_rows = tied.nonzero().squeeze(1)
-            chunk = max(1, block.shape[0] // 16)
-            for start in range(0, tied_rows.shape[0], chunk):
-                rows = tied_rows[start:start + chunk]
-                sub = block[rows]
-                thr = vals[rows, k - 1:k]
-                above = sub > thr
-                equal = sub == thr
-                need = k - above.sum(1, keepdim=True)
-                take = above | (equal & (equal.cumsum(1, dtype=torch.int32) <= need))
-                picked = take.nonzero()[:, 1].view(-1, k)
-                vals[rows] = sub.gather(1, picked)
-                pos[rows] = picked
-    else:
-        pos = torch.arange(width, device=block.device).expand(block.shape[0], width).contiguous()
-        vals = block
+def _order_rows(vals: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each row by descending value, ties by the lower position (two stable sorts)."""
     pos, order = pos.sort(dim=1)
     vals = vals.gather(1, order)
     vals, order = vals.sort(dim=1, descending=True, stable=True)
     return vals, pos.gather(1, order)
+
+
+def _stable_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` of each row of ``block``: descending, ties broken by the lower column.
+
+    ``torch.topk`` returns each row sorted by value; only rows where it had to choose among equal
+    values (at the k-th place, or two equal values inside the list) are re-selected and re-sorted
+    by the rule, so distinct-valued rows cost one ``torch.topk`` and no sort.
+    """
+    width = block.shape[1]
+    if k >= width:
+        pos = torch.arange(width, device=block.device).expand(block.shape[0], width).contiguous()
+        return _order_rows(block, pos)
+    vals, pos = torch.topk(block, k + 1, dim=1)
+    tied = vals[:, k - 1] == vals[:, k]
+    vals, pos = vals[:, :k].contiguous(), pos[:, :k].contiguous()
+    if bool(tied.any()):
+        # The k-th value is shared with items left out: take the lowest-index ones of them.
+        # Tied rows go in chunks of 1/16 of the block, so the copies, masks and counts
+        # (about 30 bytes per entry) add at most ~2 bytes per entry of the block:
+        # low-precision scores (float16) tie at the k-th value in most rows.
+        tied_rows = tied.nonzero().squeeze(1)
+        chunk = max(1, block.shape[0] // 16)
+        for start in range(0, tied_rows.shape[0], chunk):
+            rows = tied_rows[start:start + chunk]
+            sub = block[rows]
+            thr = vals[rows, k - 1:k]
+            above = sub > thr
+            equal = sub == thr
+            need = k - above.sum(1, keepdim=True)
+            take = above | (equal & (equal.cumsum(1, dtype=torch.int32) <= need))
+            picked = take.nonzero()[:, 1].view(-1, k)
+            vals[rows] = sub.gather(1, picked)
+            pos[rows] = picked
+    # rows still to order: re-selected ones (column order) and rows with equal values inside
+    unordered = tied
+    if k > 1:
+        unordered = unordered | (vals[:, 1:] == vals[:, :-1]).any(1)
+    if bool(unordered.any()):
+        rows = unordered.nonzero().squeeze(1)
+        vals[rows], pos[rows] = _order_rows(vals[rows], pos[rows])
+    return vals, pos
 
 
 def merge_topk(values_a: torch.Tensor, ids_a: torch.Tensor, values_b: torch.Tensor,
@@ -64,10 +80,8 @@ def merge_topk(values_a: torch.Tensor, ids_a: torch.Tensor, values_b: torch.Tens
     """Merge two per-row candidate lists into one top-``k`` (descending, ties by lower id)."""
     vals = torch.cat([values_a, values_b], dim=1)
     ids = torch.cat([ids_a, ids_b], dim=1)
-    ids, order = ids.sort(dim=1)
-    vals = vals.gather(1, order)
-    vals, order = vals.sort(dim=1, descending=True, stable=True)
-    return vals[:, :k], ids.gather(1, order)[:, :k]
+    vals, ids = _order_rows(vals, ids)
+    return vals[:, :k], ids[:, :k]
 
 
 def topk_rows(scores: Any, k: int, *, axis: int = 1, budget_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -178,6 +192,19 @@ def _search_device(device: str | torch.device | None) -> torch.device:
     return resolve_device(device)
 
 
+def search_backend(device: str | torch.device | None, backend: str = "auto",
+                   index: str = "flat") -> tuple[torch.device, bool]:
+    """The device of a search and whether FAISS runs it (else torch tiles), as in :func:`topk_search`.
+
+    Exact search on CPU runs as torch tiles (near the bare matmul time, exact tie order); FAISS
+    serves the GPU (when it has one), approximate indexes and ``backend="faiss"``.
+    """
+    dev = _search_device(device)
+    faiss_ok = WITH_FAISS and (dev.type == "cpu" or faiss_num_gpus() > 0)
+    auto_faiss = backend == "auto" and (index != "flat" or dev.type == "cuda")
+    return dev, faiss_ok and (backend == "faiss" or auto_faiss)
+
+
 def _gpu_resources() -> Any:
     """FAISS GPU resources, created on first use only (never at import)."""
     import faiss
@@ -202,9 +229,10 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
     budget_bytes : int, default=256 MiB
         Bounds the query x gallery-block tile (and the gallery block itself).
     backend : {"auto", "faiss", "torch"}, default="auto"
-        "auto" uses FAISS (GPU index when ``faiss_num_gpus() > 0`` and the device is CUDA, CPU
-        otherwise); when the device is CUDA but FAISS has no GPU, torch matmuls on that device.
-        "torch" forces blocked torch matmuls (exact tie order; ``index="flat"`` only).
+        "auto": exact search on CPU as blocked torch matmuls, each tile's top-k taken in place
+        (near the bare matmul time; exact tie order); on CUDA, FAISS's GPU search when
+        ``faiss_num_gpus() > 0``, else torch matmuls on that device; approximate indexes with
+        FAISS. "faiss" forces FAISS; "torch" forces torch matmuls (``index="flat"`` only).
     index : {"flat", "ivf", "hnsw"}, default="flat"
         "flat" is the exact search. "ivf" (``IndexIVFFlat``) and "hnsw" (``IndexHNSWFlat``) are
         approximate inner-product indexes for very large galleries; measure what they cost in
@@ -221,9 +249,15 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
 
     Notes
     -----
-    Exact search streams the gallery in blocks; each block's top-k is merged into a running
-    top-k (ids shifted by the block offset), so memory is O(n_queries * k + block), as in
-    ``faiss.contrib.exhaustive_search.knn_ground_truth``.
+    Exact search scores tiles of (query rows x whole gallery) into one reused buffer (half of
+    ``budget_bytes``) and keeps each row's top-k; when fewer than 256 whole gallery rows fit, the
+    gallery is split into blocks whose top-k lists are merged into a running top-k (ids shifted by
+    the block offset), as in ``faiss.contrib.exhaustive_search.knn_ground_truth``. Memory is
+    O(n_queries * k + budget). The torch and FAISS paths compute the inner products with different
+    BLAS kernels, so their float32 scores can differ in the last bits: on synthetic d=1024
+    embeddings, 0.1-0.4 % of the rows ordered two entries whose exact (float64) scores were
+    within 3e-7 of each other differently. With exactly representable scores both give the
+    same lists except where FAISS breaks ties at the k-th place against the rule.
 
     Approximate indexes hold a float32 copy of the whole gallery (HNSW also its graph, about
     ``2 * M * 4`` bytes per item) and search queries in blocks. A query whose index search
@@ -243,8 +277,7 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
             "topk_search: queries and gallery must have the same dimension; "
             f"got {xq.shape[1]} and {xb.shape[1]}.")
     k = check_k(k, n_gallery=xb.shape[0], owner="topk_search")
-    dev = _search_device(device)
-    use_faiss = backend != "torch" and WITH_FAISS and (dev.type == "cpu" or faiss_num_gpus() > 0)
+    dev, use_faiss = search_backend(device, backend, index)
     if backend == "faiss" and not use_faiss:
         raise InvalidParameterError(f"topk_search: backend='faiss' cannot run on {dev} "
                                     "(faiss missing or without GPU support).")
@@ -270,33 +303,75 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
     return TopK(values, ids)
 
 
-def _exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.device, use_faiss: bool,
-                  gpu_res: Any, budget_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    d = xq.shape[1]
-    g_step = block_rows(d, budget_bytes=budget_bytes, minimum=k)
-    q_step = block_rows(min(g_step, xb.shape[0]), budget_bytes=budget_bytes)
-    values = np.empty((xq.shape[0], k), dtype=np.float32)
-    ids = np.empty((xq.shape[0], k), dtype=np.int64)
-    for q_rows in iter_blocks(xq.shape[0], q_step):
+# Query rows per tile below which the torch search splits the gallery into blocks (and merges)
+# instead of scoring whole gallery rows: narrower tiles make the matmul inefficient.
+_MIN_TILE_ROWS = 256
+
+
+def _blocked_search(n_q: int, n_g: int, k: int, q_step: int, g_step: int,
+                    block_topk: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``block_topk(query_rows, gallery_rows, kk)`` over all blocks, merging each query
+    block's gallery-block lists (local ids, shifted here) into a running top-``k``."""
+    values = np.empty((n_q, k), dtype=np.float32)
+    ids = np.empty((n_q, k), dtype=np.int64)
+    for q_rows in iter_blocks(n_q, q_step):
         best_v = best_i = None
-        q_block = xq[q_rows]
-        q_t = None if use_faiss else torch.from_numpy(q_block).to(dev)
-        for g_rows in iter_blocks(xb.shape[0], g_step):
-            kk = min(k, g_rows.stop - g_rows.start)
-            if use_faiss:
-                v, i = _faiss_knn(q_block, xb[g_rows], kk, gpu_res, dev)
-                v, i = torch.from_numpy(v), torch.from_numpy(i)
-            else:
-                gallery_t = torch.from_numpy(xb[g_rows]).to(dev)
-                v, i = _stable_topk(q_t @ gallery_t.T, kk)
+        for g_rows in iter_blocks(n_g, g_step):
+            v, i = block_topk(q_rows, g_rows, min(k, g_rows.stop - g_rows.start))
             i = i + g_rows.start
-            if best_v is None:
-                best_v, best_i = v, i
-            else:
-                best_v, best_i = merge_topk(best_v, best_i, v, i, k)
+            best_v, best_i = (v, i) if best_v is None else merge_topk(best_v, best_i, v, i, k)
         values[q_rows] = best_v.cpu().numpy()
         ids[q_rows] = best_i.cpu().numpy()
     return values, ids
+
+
+def _exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.device, use_faiss: bool,
+                  gpu_res: Any, budget_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    if not use_faiss:
+        return _torch_exact_search(xq, xb, k, dev=dev, budget_bytes=budget_bytes)
+    g_step = block_rows(xq.shape[1], budget_bytes=budget_bytes, minimum=k)
+    q_step = block_rows(min(g_step, xb.shape[0]), budget_bytes=budget_bytes)
+
+    def block_topk(q_rows: slice, g_rows: slice, kk: int):
+        v, i = _faiss_knn(xq[q_rows], xb[g_rows], kk, gpu_res, dev)
+        return torch.from_numpy(v), torch.from_numpy(i)
+
+    return _blocked_search(xq.shape[0], xb.shape[0], k, q_step, g_step, block_topk)
+
+
+def search_tiles(n_queries: int, n_gallery: int, k: int, budget_bytes: int) -> tuple[int, int]:
+    """(query rows, gallery columns) of one score tile of the torch search under ``budget_bytes``.
+
+    The tile (float32) takes half the budget; the other half is for :func:`_stable_topk`'s
+    tie-breaking copies (at most ~2 bytes per tile entry) and the top-k buffers. Whole gallery
+    rows when at least ``_MIN_TILE_ROWS`` of them fit (one top-k per query, no merges), else
+    gallery blocks whose top-k lists are merged into a running one.
+    """
+    tile = max(1, budget_bytes // 2 // 4)
+    rows = min(n_queries, _MIN_TILE_ROWS)
+    cols = n_gallery if rows * n_gallery <= tile else max(min(k, n_gallery), tile // rows)
+    return max(1, min(n_queries, tile // cols)), cols
+
+
+def _torch_exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.device,
+                        budget_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search as blocked torch matmuls into one reused tile, each followed by its top-k.
+
+    Per tile: one matmul written in place (``out=``, no allocation), ``torch.topk`` of its rows
+    with the ties rule of :func:`_stable_topk`, and a merge only when the gallery is split.
+    """
+    n_q, n_g = xq.shape[0], xb.shape[0]
+    q_step, g_step = search_tiles(n_q, n_g, k, budget_bytes)
+    gallery = torch.from_numpy(xb).to(dev)
+    tile = torch.empty(q_step * g_step, dtype=torch.float32, device=dev)
+
+    def block_topk(q_rows: slice, g_rows: slice, kk: int):
+        queries = torch.from_numpy(xq[q_rows]).to(dev)
+        out = tile[:queries.shape[0] * (g_rows.stop - g_rows.start)].view(queries.shape[0], -1)
+        torch.matmul(queries, gallery[g_rows].T, out=out)
+        return _stable_topk(out, kk)
+
+    return _blocked_search(n_q, n_g, k, q_step, g_step, block_topk)
 
 
 def _index_search(xq: np.ndarray, xb: np.ndarray, k: int, *, index: str, params: dict[str, Any],

@@ -1,8 +1,11 @@
-"""Resolve a user's ``device`` argument once, never silently falling back."""
+"""Resolve a user's ``device`` and ``precision`` once: no silent fallback, bf16 only where native."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import platform
+from pathlib import Path
 
 import torch
 
@@ -35,18 +38,70 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+#: CPU feature flags (as /proc/cpuinfo spells them) of native bf16 dot products: AVX512-BF16 and
+#: AMX-BF16 on x86 (Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later), BF16 on Arm.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def _cpuinfo_flags() -> frozenset[str]:
+    """Feature flags of the first CPU in /proc/cpuinfo (``flags`` on x86, ``Features`` on Arm)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def _torch_cpu_bf16() -> bool:
+    """torch's own CPU probe (cpuinfo library) for AVX512-BF16 or AMX tiles; False when absent."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (not emulated through fp32).
+
+    Detected, never guessed: torch's CPU probe (AVX512-BF16, AMX) or the kernel's feature flags
+    (:data:`BF16_CPU_FLAGS`), and oneDNN (which runs CPU bf16 matmuls) must be built in. On CPUs
+    without these, bf16 autocast is emulated and slower than fp32.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    if _torch_cpu_bf16():
+        return True
+    flags = _cpuinfo_flags()
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return "bf16" in flags
+    return bool(flags & (BF16_CPU_FLAGS - {"bf16"}))
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """The precision ``precision`` ("auto", "fp32", "bf16") means on ``device``: "fp32" or "bf16".
+
+    "auto" is bf16 on a CUDA device with bf16 support and on a CPU with native bf16
+    (:func:`cpu_has_native_bf16`), fp32 elsewhere; an explicit choice is kept as given.
+    """
+    if precision not in PRECISIONS:
+        raise InvalidParameterError(f"precision: expected 'auto', 'fp32' or 'bf16'; got {precision!r}.")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The autocast context of ``precision`` ("auto", "fp32", "bf16"; see ``LeaPRRConfig``) on ``device``.
 
-    "auto" is bf16 on a CUDA device with bf16 support and off elsewhere (CPU bf16 matmuls are
-    slower than fp32 on most CPUs, and CPU runs stay bitwise reproducible).
+    "auto" resolves through :func:`resolve_precision` (bf16 where the hardware has it natively,
+    fp32 elsewhere); "bf16" on a CPU without native bf16 works but is emulated and slow.
     """
-    if precision == "fp32":
+    if resolve_precision(device, precision) == "fp32":
         return contextlib.nullcontext()
-    if precision == "auto":
-        if device.type != "cuda" or not torch.cuda.is_bf16_supported():
-            return contextlib.nullcontext()
-    elif precision != "bf16":
-        raise InvalidParameterError(f"precision: expected 'auto', 'fp32' or 'bf16'; got {precision!r}.")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-

@@ -20,3 +20,13 @@ def test_run_writes_sizes_budget_check_and_ann_recall(tmp_path):
     assert run["within_budget"] is True and run["cache_shards"] == 2
     ann = saved["ann"][0]["indexes"]
     assert set(ann) == {"ivf", "hnsw"} and all(0.5 <= v["recall"] <= 1 for v in ann.values())
+
+
+def test_bare_products_and_ratios_are_measured_in_the_same_process():
+    doc = bench_scale_inputs.run([(80, 400)], d=16, max_memory="256MB", out=None, threads=1, bare=True)
+    run = doc["runs"][0]
+    products = run["bare_products_seconds"]
+    assert set(products) == {"image_text", "text_text", "image_image", "total"}
+    assert products["total"] > 0
+    assert run["neighbors_over_bare"] == round(run["seconds"]["neighbors"] / products["total"], 3)
+    assert run["build_over_bare"] > run["neighbors_over_bare"] > 0

@@ -186,3 +186,58 @@ def test_update_readme_refuses_without_proper_markers(tmp_path, content):
     with pytest.raises(InvalidInputError, match="results:start"):
         update_readme(readme, [])
     assert readme.read_text() == content
+
+
+def test_foreign_result_files_are_flagged_and_refused(targets, tmp_path):
+    from click.testing import CliRunner
+
+    from benchmarks.__main__ import main as cli
+    from benchmarks.runner import check_results_folder, foreign_results
+
+    bench = Benchmark("speed", "alloc", "Alloc", f"{targets}:allocate", params={"mb": 1})
+    results = tmp_path / "results"
+    run(bench, tmp_path)
+    assert foreign_results(results, [bench]) == []
+    (results / "old_script.json").write_text('{"figures": [1, 2]}')  # an older script's output
+    (results / "speed" / "copy.json").write_text((results / "speed" / "alloc.json").read_text())
+    (results / "tmp").mkdir()
+    (results / "tmp" / "trial.json").write_text("{}")  # scratch: never looked at
+    found = foreign_results(results, [bench])
+    assert len(found) == 2
+    assert "old_script.json (not a runner result" in found[0]
+    assert "speed/copy.json (a result of speed/alloc belongs in speed/alloc.json)" in found[1]
+    assert "is not registered" in foreign_results(results, [])[-1]
+    with pytest.raises(InvalidInputError, match="does not own.*old_script.json"):
+        check_results_folder(results, [bench])
+    out = CliRunner().invoke(cli, ["tables", "--results-dir", str(results), "--no-report"])
+    assert out.exit_code == 2 and "old_script.json" in out.output
+
+
+def test_a_foreign_file_at_a_result_path_is_never_overwritten(targets, tmp_path):
+    bench = Benchmark("speed", "alloc", "Alloc", f"{targets}:allocate", params={"mb": 1})
+    target = tmp_path / "results" / "speed" / "alloc.json"
+    target.parent.mkdir(parents=True)
+    target.write_text('{"hand": "made"}')
+    with pytest.raises(InvalidInputError, match="not a benchmark-runner result"):
+        run(bench, tmp_path)
+    assert json.loads(target.read_text()) == {"hand": "made"}
+
+
+def test_the_published_results_folder_holds_only_runner_results():
+    from pathlib import Path
+
+    from benchmarks.runner import DEFAULT_RESULTS, foreign_results
+    from benchmarks.suites import get_suite
+
+    assert foreign_results(Path(DEFAULT_RESULTS), [*get_suite("smoke"), *get_suite("all")]) == []
+
+
+def test_benchmark_modules_have_no_entry_point_of_their_own():
+    from pathlib import Path
+
+    import benchmarks
+
+    root = Path(benchmarks.__file__).parent
+    own = [p.name for p in root.glob("*.py")
+           if p.name not in ("__main__.py", "worker.py") and '__name__ == "__main__"' in p.read_text()]
+    assert own == [], f"run these through `python -m benchmarks run --suite ... --only ...`: {own}"

@@ -68,11 +68,33 @@ def test_topk_search_tiles_follow_the_budget(monkeypatch, rng):
     monkeypatch.setattr(_topk, "_faiss_knn", spy)
     x = rng.standard_normal((500, 32)).astype(np.float32)
     budget = 64 * 1024
-    topk_search(x, x, 10, device="cpu", budget_bytes=budget)
+    topk_search(x, x, 10, device="cpu", budget_bytes=budget, backend="faiss")
     assert len(seen) > 4
     for n_q, n_g in seen:
         assert n_g * 32 * 4 <= budget          # gallery block
         assert n_q * n_g * 4 <= budget         # score tile
+
+
+@pytest.mark.parametrize(("n_gallery", "split"), [(60, False), (500, True)])
+def test_torch_search_tiles_follow_the_budget(monkeypatch, rng, n_gallery, split):
+    seen = []
+    real = _topk._stable_topk
+
+    def spy(block, k):
+        seen.append(tuple(block.shape))
+        return real(block, k)
+
+    monkeypatch.setattr(_topk, "_stable_topk", spy)
+    x = rng.standard_normal((n_gallery, 8)).astype(np.float32)
+    q = rng.standard_normal((900, 8)).astype(np.float32)
+    budget = 256 * 100 * 4 * 2  # whole rows of a 100-wide gallery for 256 queries
+    top = topk_search(q, x, 10, device="cpu", budget_bytes=budget)
+    scores = q @ x.T
+    np.testing.assert_array_equal(top.ids, np.argsort(-scores, axis=1, kind="stable")[:, :10])
+    assert len(seen) > 1
+    for n_q, n_g in seen:
+        assert n_q * n_g * 4 <= budget // 2      # the tile: half the budget
+        assert (n_g < n_gallery) == split        # whole gallery rows when 256 of them fit
 
 
 def make_set(rng, n_images=60, caps=3, d=24) -> RetrievalSet:

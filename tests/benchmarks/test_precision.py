@@ -1,0 +1,25 @@
+"""benchmarks.precision on a tiny synthetic protocol: every figure measured, fp32 vs bf16."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import precision
+from benchmarks.synthetic import retrieval_set
+
+
+def test_fp32_and_bf16_are_both_measured(monkeypatch):
+    sets = [retrieval_set(n, 3, 16, seed=s, name=name) for n, s, name in ((40, 0, "train"), (24, 1, "dev"),
+                                                                           (30, 2, "test"))]
+    monkeypatch.setattr("benchmarks.leaprr_accuracy.protocol_sets", lambda protocol, root: tuple(sets))
+    config = {"n_pillars": 8, "list_len_i2t": 6, "list_len_t2i": 4, "graph_neighbors": 4, "embed_dim": 16,
+              "depth": 1, "num_heads": 2, "epochs": 1, "batch_size": 32, "eval_every": 5}
+    out = precision.run(protocol="a", config=config)
+    assert out["test"] == [30, 90] and out["device"] == "cpu"
+    assert out["auto_resolves_to"] == ("bf16" if out["cpu_native_bf16"] else "fp32")
+    assert out["bf16_emulated"] is (not out["cpu_native_bf16"])
+    # bf16 inference changes the scores a little, never wildly (scores are cosine-scale)
+    assert 0 < out["max_abs_score_diff"] < 0.5
+    assert out["rsum_bf16_minus_fp32"] == round(out["rsum_bf16"] - out["rsum_fp32"], 2)
+    assert all(out[k] > 0 for k in ("fit_fp32_s", "fit_bf16_s", "rerank_fp32_s", "rerank_bf16_s"))
+    assert np.isfinite(out["rsum_trained_bf16"]) and 0 <= out["rsum_trained_bf16"] <= 600
