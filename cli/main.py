@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "tune": "tune:tune",
     "train-backbone": "train_backbone:train_backbone",
     "report": "report:report",
+    "search": "search:search",
 }
 
 
