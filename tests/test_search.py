@@ -233,3 +233,15 @@ def test_bad_parameters_are_refused(fitted, data):
         s.search(r[:2], 3, reference_ids=np.array([1, 0]))
     with pytest.raises(InvalidInputError, match="reference_ids"):
         s.search(r[:2], 3, reference_ids=np.array([0, 999]))
+
+
+def test_a_normaliser_that_leaves_the_cosine_scale_is_rescaled_as_in_the_batch_path(data):
+    """Inverted softmax with a small beta gives |scores| >> 1: the batch path divides both matrices by
+    their largest magnitude (``_on_cosine_scale``); the searcher divides by the same constant."""
+    cfg = _config(None).replace(normalize="inverted_softmax", normalize_params={"beta": 0.5})
+    model = PillarReranker(cfg).fit(data["train"], verbose=False)
+    test = data["test"]
+    s = RerankingSearcher(model, reference_lists=True).fit(test.image_embeddings, test.text_embeddings)
+    assert s.scale_ > 1.0
+    scores, ids = s.search(test.text_embeddings, K, reference_ids=np.arange(test.n_texts))
+    assert_same_topk(scores, ids, model.rerank(test).T)
