@@ -8,6 +8,7 @@ its own fresh process so the peak RSS reported is that run's alone.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -390,6 +391,8 @@ SUITES: dict[str, list[Benchmark]] = {
         ),
     ],
 }
+
+SUITES["speed"].append(Benchmark(**importlib.import_module("benchmarks.search_latency").BENCHMARK))
 
 
 def get_suite(name: str) -> list[Benchmark]:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "train-backbone": "train_backbone:train_backbone",
     "report": "report:report",
     "import-reference": "import_reference:import_reference",
+    "search": "search:search",
 }
 
 
