@@ -33,12 +33,14 @@ def _model(config: dict[str, Any], dim: int, seed: int, bank: dict[str, np.ndarr
 
     from pillar_rerank.config import LeaPRRConfig
     from pillar_rerank.model.network import MutualRerankNetwork
+    from pillar_rerank.model_state import network_from_state
     from pillar_rerank.reranker import PillarReranker
 
     cfg = LeaPRRConfig(**{"device": "cpu", "normalize": "nnn", **config}).validate()
     model = PillarReranker(cfg)
     net = MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(seed))
-    model._install(cfg, net.state_dict(), source="benchmark (untrained weights)")
+    model.model_ = network_from_state(cfg, net.state_dict(), source="benchmark (untrained weights)")
+    model.config_ = cfg
     model.bank_ = {k: torch.from_numpy(v) for k, v in bank.items()}
     return model
 

@@ -76,13 +76,17 @@ class _Index:
 
         self.table = np.ascontiguousarray(table, dtype=np.float32)
         self.kind, self.params, self.budget = index, params, budget_bytes
+        self.on_gpu = device.type == "cuda" and faiss.get_num_gpus() > 0
+        if index == "flat" and not self.on_gpu:
+            self.faiss = None  # exact CPU search runs through topk_search, as in the batch path
+            return
         if index == "flat":
             cpu = faiss.IndexFlatIP(self.table.shape[1])
             cpu.add(self.table)
         else:
             cpu = build_index(self.table, index, params)
         self.faiss = cpu
-        if device.type == "cuda" and faiss.get_num_gpus() > 0:
+        if self.on_gpu:
             self._res = faiss.StandardGpuResources()
             if index == "flat":
                 self.faiss = faiss.index_cpu_to_gpu(self._res, device.index or 0, cpu)
@@ -90,6 +94,10 @@ class _Index:
                 self.faiss = to_gpu(cpu, index, params, self._res, device.index or 0)
 
     def search(self, x: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.faiss is None:
+            # exact search on the CPU: the batch path's own routine, so near-ties resolve alike
+            top = topk_search(x, self.table, k, budget_bytes=self.budget, device="cpu")
+            return torch.as_tensor(top.values), torch.as_tensor(top.ids)
         values, ids = search_index(self.faiss, np.ascontiguousarray(x, dtype=np.float32), k, self.kind,
                                    self.params, budget_bytes=self.budget)
         short = np.flatnonzero((ids < 0).any(axis=1))
