@@ -78,6 +78,12 @@ class LeaPRRConfig:
         Name of a training-free normaliser applied to the scores before LeaPRR (composition).
     normalize_params : dict, default={}
         Its parameters.
+    score_fusion : {"zscore", "overwrite"}, default="zscore"
+        How re-scored candidates enter the output (:mod:`pillar_rerank.fusion`): "zscore" mixes
+        the list-standardised input and network scores with per-direction weights chosen on the
+        dev side (weight 1 = the input ranking, so dev RSUM never drops below it) and keeps the
+        input's values; "overwrite" writes the network's cosines over the entries, as the
+        reference does (paper parity).
     """
 
     n_pillars: int = 64
@@ -114,6 +120,7 @@ class LeaPRRConfig:
     precision: str = "auto"
     normalize: str | None = None
     normalize_params: dict = dataclasses.field(default_factory=dict)
+    score_fusion: str = "zscore"
 
     _constraints = {
         "n_pillars": Interval(int, 1), "list_len_i2t": Interval(int, 2), "list_len_t2i": Interval(int, 2),
@@ -134,6 +141,7 @@ class LeaPRRConfig:
         "weight_decay": Interval(float, 0.0), "eval_every": Interval(int, 1), "seed": Interval(int, 0),
         "device": [None, str], "precision": Options(frozenset({"auto", "fp32", "bf16"})),
         "normalize": [None, str], "normalize_params": dict,
+        "score_fusion": Options(frozenset({"zscore", "overwrite"})),
     }
 
     def validate(self) -> LeaPRRConfig:

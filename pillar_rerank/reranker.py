@@ -279,6 +279,14 @@ class PillarReranker(BaseReranker):
                 "PillarReranker.fit: training diverged (the weights hold NaN or inf); lower config.lr."
             )
         self.model_ = model.eval()
+        self.fusion_ = None
+        if cfg.score_fusion == "zscore":  # weights of the input/network mix, chosen on dev
+            from pillar_rerank.fusion import choose_weights
+
+            dev_shard = None if dev_n is None else ShardResult(
+                0, 1, dev_n.n_images, dev_n.n_texts, "", **self._updates(
+                    dev_src, self.model_, torch.arange(dev_n.n_images), torch.arange(dev_n.n_texts), device))
+            self.fusion_ = choose_weights(dev_shard, dev_n, cfg)
         self.bank_ = bank_source
         self.config_ = cfg
         self.history_ = history
@@ -334,6 +342,15 @@ class PillarReranker(BaseReranker):
         shard = ShardResult(0, 1, data.n_images, data.n_texts, "", **upd)
         return apply_updates(*_bases(data), [shard])
 
+    def _fused(self, data: RetrievalSet, shard: ShardResult) -> ShardResult:
+        """``shard`` with its network scores fused with ``data``'s (``fusion_``), or as it is."""
+        if getattr(self, "fusion_", None) is None:
+            return shard
+        from pillar_rerank.fusion import fuse_shard, list_lengths
+
+        weights = {d: self.fusion_[f"w_{d}"] for d in ("i2t", "t2i")}
+        return fuse_shard(shard, *_bases(data), weights, list_lengths(self.config_))
+
     def rerank(self, test: RetrievalSet, *, shard: tuple[int, int] | None = None,
                max_memory: str | int | None = None,
                cache_dir: PathLikeStr | None = None) -> np.ndarray | ShardResult:
@@ -376,6 +393,7 @@ class PillarReranker(BaseReranker):
         texts = torch.arange(test.n_texts)[shard_range(test.n_texts, index, count)]
         upd = self._updates(builder, self.model_, images, texts, device)
         shard = ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)
+        shard = self._fused(data, shard)
         if _as_matrix:
             return apply_updates(*_bases(data), [shard])
         return shard
@@ -423,6 +441,7 @@ class PillarReranker(BaseReranker):
                 "n_texts_in": self.n_texts_in_,
                 "input": self.input_,
                 "history": self.history_,
+                "fusion": getattr(self, "fusion_", None),
             },
         }
         state = {k: v for k, v in self.model_.state_dict().items()}
@@ -455,6 +474,9 @@ class PillarReranker(BaseReranker):
         self.n_texts_in_ = int(fitted["n_texts_in"])
         self.input_ = fitted.get("input", {})
         self.history_ = fitted.get("history", {})
+        from pillar_rerank.fusion import check_record
+
+        self.fusion_ = check_record(fitted.get("fusion"), source=f"model dir ({path})")
         self.bank_ = load_model_extra(path, "bank")
         return self
 
@@ -531,6 +553,7 @@ class PillarReranker(BaseReranker):
         self.n_images_in_ = 0
         self.n_texts_in_ = 0
         self.input_ = {"imported_from": str(p), "format": "LgQu/LeaPRR state dict"}
+        self.fusion_ = None  # no dev side: the reference's overwrite
         self.history_ = {}
         return self
 
