@@ -34,6 +34,7 @@ OVERRIDES = {
     "normalize": "normalize",
     "index": "neighbor_index",
     "precision": "precision",
+    "score_fusion": "score_fusion",
 }
 
 
@@ -112,6 +113,13 @@ def build_config(config_file: str | None, overrides: dict, normalize_params: dic
     help="Model precision: auto = bf16 autocast on a CUDA GPU with bf16 support, fp32 elsewhere.",
 )
 @click.option("--normalize", type=str, default=None, help="Training-free normaliser applied before LeaPRR.")
+@click.option(
+    "--score-fusion",
+    type=click.Choice(["zscore", "overwrite"]),
+    default=None,
+    help="zscore (default): mix input and network scores per list with weights chosen on --dev "
+    "(never below the input ranking on dev); overwrite: the reference's network cosines.",
+)
 @click.option("--normalize-param", "normalize_param", multiple=True, help="Normaliser parameter KEY=VALUE.")
 @click.option(
     "--index",
@@ -199,4 +207,7 @@ def fit(
         click.echo(f"kept the best dev RSUM: {hist['best_rsum']:.2f}")
     else:
         click.echo("no dev side given: kept the last weights")
+    if model.fusion_ is not None:
+        f = model.fusion_
+        click.echo(f"score fusion: w_i2t={f['w_i2t']:g}, w_t2i={f['w_t2i']:g} ({f['selected']})")
     click.echo(f"wrote {out} (training checkpoint in {ckpt})")

@@ -335,3 +335,18 @@ def test_cache_command_errors(workspace, tmp_path):
     r = run("cache", root / "model", *test, "--cache", tmp_path / "absent")
     assert r.exit_code == 3 and "not an existing folder" in r.output
     assert list(cache.iterdir()) == []
+
+
+def test_fit_score_fusion_option_is_saved(workspace, tmp_path):
+    root, train, dev, _ = workspace
+    doc = json.loads((root / "model" / "config.json").read_text())
+    assert doc["config"]["score_fusion"] == "zscore"
+    assert doc["fitted"]["fusion"]["selected"].startswith("dev RSUM")
+    r = run("fit", *train, *dev, "--config", root / "cfg.json", "--score-fusion", "overwrite", "-q",
+            "-o", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert doc["config"]["score_fusion"] == "overwrite" and doc["fitted"]["fusion"] is None
+    assert "score fusion:" not in r.output
+    r = run("fit", *train, "--config", root / "cfg.json", "--score-fusion", "mean", "-o", tmp_path / "x")
+    assert r.exit_code == 2 and "mean" in r.output
