@@ -65,6 +65,14 @@ def load_sides(*, train_items: int, holdout: int, cache: str | None, f30k_root: 
     return train, dev, tests
 
 
+def coco_sides(root: str | None):
+    """Protocol a of :mod:`benchmarks.leaprr_accuracy` (coco1k_dev 0-799 train, 800-999 dev -> COCO 5K)."""
+    from benchmarks.leaprr_accuracy import protocol_sets
+
+    train, dev, test = protocol_sets("a", root)
+    return train, dev, {"coco5k_test": test}
+
+
 def tune_methods(train, methods: list[str], *, tune_items: int, seed: int) -> dict[str, Any]:
     """Each method tuned per direction on the first ``tune_items`` training items."""
     from pillar_rerank.baselines import describe
@@ -117,13 +125,16 @@ def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
 
 def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config: dict | None = None,
         methods: list[str] | None = None, tune_items: int = 2000, variants: list[str] | None = None,
-        cache: str | None = None, f30k_root: str | None = None, root: str | None = None) -> dict[str, Any]:
+        cache: str | None = None, f30k_root: str | None = None, root: str | None = None,
+        sides: str = "f30k") -> dict[str, Any]:
     """The whole protocol for one training-set size and one seed; returns the figures.
 
     ``config`` overrides fields of the reduced CPU configuration of
     :mod:`benchmarks.leaprr_accuracy` (embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6,
     8 epochs). ``variants``: any of ``"alone"``, ``"best"`` (after the best normaliser),
-    ``"dsl"``; default all three. ``root`` is the caption_xenc folder (COCO 5K).
+    ``"dsl"``; default all three. ``root`` is the caption_xenc folder (COCO 5K). ``sides="coco_a"``
+    runs the same comparison on the COCO protocol a of :mod:`benchmarks.leaprr_accuracy` instead
+    (``train_items`` then ignored): a check of the fusion where no F30K training cache exists.
     """
     from benchmarks.baselines_accuracy import _measure
     from pillar_rerank.baselines import BASELINES, bank_from_embeddings
@@ -132,8 +143,11 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
     from pillar_rerank.reranker import PillarReranker
 
     started = time.perf_counter()
-    train, dev, tests = load_sides(train_items=train_items, holdout=holdout, cache=cache,
-                                   f30k_root=f30k_root, coco_root=root)
+    if sides == "coco_a":
+        train, dev, tests = coco_sides(root)
+    else:
+        train, dev, tests = load_sides(train_items=train_items, holdout=holdout, cache=cache,
+                                       f30k_root=f30k_root, coco_root=root)
     methods = list(methods or BASELINES)
     variants = list(variants or ("alone", "best", "dsl"))
     wall: dict[str, float] = {"load_s": round(time.perf_counter() - started, 1)}
@@ -143,7 +157,8 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
     inductive = [m for m in methods if not tuning[m]["transductive"]]
     best = max(inductive, key=lambda m: tuning[m]["tuning_rsum"]) if inductive else None
     result: dict[str, Any] = {
-        "protocol": __doc__.split("Run one")[0].strip(),
+        "protocol": __doc__.split("Run one")[0].strip() if sides == "f30k" else coco_sides.__doc__,
+        "sides": sides,
         "seed": seed, "train_items": train.n_images,
         "sizes": {"train": [train.n_images, train.n_texts], "dev": [dev.n_images, dev.n_texts],
                   **{k: [t.n_images, t.n_texts] for k, t in tests.items()}},
@@ -273,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=None, help="comma-separated: alone,best,dsl")
     p.add_argument("--cache", default=None)
     p.add_argument("--root", default=None, help="caption_xenc folder (COCO 5K)")
+    p.add_argument("--sides", choices=["f30k", "coco_a"], default="f30k")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -282,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     split = (lambda s: s.split(",") if s else None)  # noqa: E731
     result = run(seed=a.seed, train_items=a.train_items, holdout=a.holdout, config=config,
                  methods=split(a.methods), tune_items=a.tune_items, variants=split(a.variants),
-                 cache=a.cache, root=a.root)
+                 cache=a.cache, root=a.root, sides=a.sides)
     from pillar_rerank.io import save_json
 
     save_json(a.out, result, overwrite=True)
