@@ -28,6 +28,7 @@ import logging
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
 def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config: dict | None = None,
         methods: list[str] | None = None, tune_items: int = 2000, variants: list[str] | None = None,
         cache: str | None = None, f30k_root: str | None = None, root: str | None = None,
-        sides: str = "f30k") -> dict[str, Any]:
+        sides: str = "f30k", progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The whole protocol for one training-set size and one seed; returns the figures.
 
     ``config`` overrides fields of the reduced CPU configuration of
@@ -135,6 +136,7 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
     ``"dsl"``; default all three. ``root`` is the caption_xenc folder (COCO 5K). ``sides="coco_a"``
     runs the same comparison on the COCO protocol a of :mod:`benchmarks.leaprr_accuracy` instead
     (``train_items`` then ignored): a check of the fusion where no F30K training cache exists.
+    ``progress`` is called with the figures so far after each stage (e.g. to save them).
     """
     from benchmarks.baselines_accuracy import _measure
     from pillar_rerank.baselines import BASELINES, bank_from_embeddings
@@ -179,6 +181,8 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
         evals[tname] = base["RSUM"]
         result["evaluation"][tname] = {"base": _round(base), "methods": rows,
                                        "wall_s": round(time.perf_counter() - t0, 1)}
+        if progress is not None:
+            progress(result)
     normalisers = {"alone": None, "best": best, "dsl": TRANSDUCTIVE_COMPOSITION}
     for variant in variants:
         name = normalisers[variant]
@@ -200,6 +204,8 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
         for tname, test in tests.items():
             entry["tests"][tname] = _leaprr_rows(model, test, evals[tname])
         result["leaprr"][variant] = entry
+        if progress is not None:
+            progress(result)
         logger.info("LeaPRR %s: %s", variant, json.dumps(entry["tests"]))
     wall["total_s"] = round(time.perf_counter() - started, 1)
     result["wall_s"] = wall
@@ -296,12 +302,15 @@ def main(argv: list[str] | None = None) -> None:
     if a.epochs is not None:
         config["epochs"] = a.epochs
     split = (lambda s: s.split(",") if s else None)  # noqa: E731
-    result = run(seed=a.seed, train_items=a.train_items, holdout=a.holdout, config=config,
-                 methods=split(a.methods), tune_items=a.tune_items, variants=split(a.variants),
-                 cache=a.cache, root=a.root, sides=a.sides)
     from pillar_rerank.io import save_json
 
+    partial = a.out.with_name(a.out.stem + ".partial.json")
+    result = run(seed=a.seed, train_items=a.train_items, holdout=a.holdout, config=config,
+                 methods=split(a.methods), tune_items=a.tune_items, variants=split(a.variants),
+                 cache=a.cache, root=a.root, sides=a.sides,
+                 progress=lambda r: save_json(partial, {**r, "partial": True}, overwrite=True))
     save_json(a.out, result, overwrite=True)
+    partial.unlink(missing_ok=True)
     print(json.dumps({k: result[k] for k in ("best_normaliser", "wall_s")}))
 
 
