@@ -224,6 +224,28 @@ SUITES: dict[str, list[Benchmark]] = {
         ),
         Benchmark(
             "accuracy",
+            "leaprr_f30k",
+            "LeaPRR on the Flickr30K caption proxy (train at scale, F30K held-out and COCO 5K)",
+            "benchmarks.leaprr_f30k:run",
+            description="Training side: f30k_train (cache of ../shared/data/f30k_xenc/build_train.py) minus "
+            "its last 1,000 items, which are the held-out test; model selection and fusion weights on "
+            "f30k_dev; every training-free method tuned on the training side (banks from it); LeaPRR "
+            "alone, after the best normaliser and after DSL, with the score fusion and with the "
+            "reference's overwrite, on the held-out items and COCO 5K. Reduced CPU configuration "
+            "(embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs); one point per training-set size.",
+            points=tuple({"train_items": n} for n in (1000, 4000, 16_000, 29_000)),
+            seeds=(0, 1, 2),
+            quick_params={"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2},
+                          "methods": ["nnn", "dsl"]},
+            quick_points=({"train_items": 1000},),
+            quick_seeds=(0,),
+            requires=("benchmarks.leaprr_f30k", "pillar_rerank.datasets.f30k", "pillar_rerank.fusion"),
+            data_files=COCO_FILES + ("../f30k_xenc/proxy_f30k_dev_img.npy",),
+            data_param="root",
+            summarize="benchmarks.leaprr_f30k:summarize",
+        ),
+        Benchmark(
+            "accuracy",
             "coco5k_extended",
             "COCO 5K: ECCV Caption and CxC metrics, diagnostics",
             "benchmarks.coco_extended:run",

@@ -46,8 +46,10 @@ CONFIG_HELP = {
     "attention": "dense: the paper's attention; sparse: graph edges only (torch-geometric).",
     "seed": "Seed of the initialisation, data order and caption sampling.",
     "device": "cpu, cuda or cuda:N (unset: CUDA when available).",
-    "precision": "auto: bf16 autocast on a CUDA GPU with bf16 support, fp32 elsewhere.",
+    "precision": "auto: bf16 autocast on a CUDA GPU with bf16 and on CPUs with native bf16, fp32 elsewhere.",
     "normalize": "Training-free normaliser applied before LeaPRR (e.g. nnn, dsl).",
+    "score_fusion": "overwrite: the network's cosines replace the re-ranked entries (the paper's); zscore: "
+                    "per-list mix of input and network scores, weights chosen on the dev side.",
     "neighbor_index": "FAISS index of the neighbour searches from embeddings: exact flat or "
                       "approximate IVF/HNSW for very large galleries; saved with the model.",
 }
@@ -259,4 +261,7 @@ def fit(
                    f"{hist['dev_base']['RSUM']:.2f})")
     else:
         click.echo("no dev side given: kept the last weights")
+    if model.fusion_ is not None:
+        f = model.fusion_
+        click.echo(f"score fusion: w_i2t={f['w_i2t']:g}, w_t2i={f['w_t2i']:g} ({f['selected']})")
     click.echo(f"wrote {out} (training checkpoint in {ckpt})")

@@ -460,6 +460,7 @@ _LEAPRR_CONFIG_KEYS_V1 = frozenset({
 })
 _RERANKER_DOC_KEYS = ("format_version", "package_version", "estimator", "config", "fitted")
 _FITTED_KEYS = ("n_images_in", "n_texts_in", "input", "history")
+_OPTIONAL_FITTED_KEYS = ("fusion",)  # added after format 1; checked by pillar_rerank.fusion.check_record
 
 
 def check_reranker_document(doc: Any, *, source: str):
@@ -509,7 +510,7 @@ def check_reranker_document(doc: Any, *, source: str):
     if not isinstance(fitted, dict):
         raise CheckpointError(f"{where}: field 'fitted' must be an object; got a {type(fitted).__name__}.")
     missing = [k for k in _FITTED_KEYS if k not in fitted]
-    extra = sorted(set(fitted) - set(_FITTED_KEYS))
+    extra = sorted(set(fitted) - set(_FITTED_KEYS) - set(_OPTIONAL_FITTED_KEYS))
     if missing or extra:
         what = f"lacks {missing[0]!r}" if missing else f"has the unknown field {extra[0]!r}"
         raise CheckpointError(f"{where}: field 'fitted' {what} (fields: {', '.join(_FITTED_KEYS)}).")

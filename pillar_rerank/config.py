@@ -60,6 +60,7 @@ class ModelConfig:
     qkv_bias: bool
     attention: str
     reference_fp16: bool
+    score_fusion: str
 
 
 @dataclass(frozen=True)
@@ -163,13 +164,20 @@ class LeaPRRConfig:
         None picks CUDA when available, else CPU.
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Mixed precision of the model's forward passes (training and re-ranking): "auto" is bf16
-        autocast on a CUDA device that supports it and fp32 elsewhere; "bf16" forces autocast
-        (also on CPU, where it is mainly for testing); "fp32" turns it off. Parameters, optimiser
-        state and the returned scores stay fp32.
+        autocast on a CUDA device that supports it and on CPUs with native bf16 (AVX512-BF16,
+        AMX or Arm BF16; :func:`pillar_rerank.utils.device.cpu_has_native_bf16`), fp32
+        elsewhere; "bf16" forces autocast (emulated, and slow, on other CPUs); "fp32" turns it
+        off. Parameters, optimiser state and the returned scores stay fp32.
     normalize : str or None, default=None
         Name of a training-free normaliser applied to the scores before LeaPRR (composition).
     normalize_params : dict, default={}
         Its parameters.
+    score_fusion : {"overwrite", "zscore"}, default="overwrite"
+        How re-scored candidates enter the output (:mod:`pillar_rerank.fusion`): "zscore" mixes
+        the list-standardised input and network scores with per-direction weights chosen on the
+        dev side (weight 1 = the input ranking, so dev RSUM never drops below it) and keeps the
+        input's values; "overwrite" (the paper's) writes the network's cosines over the
+        entries, as the reference does.
     """
 
     n_pillars: int = 64
@@ -207,6 +215,7 @@ class LeaPRRConfig:
     precision: str = "auto"
     normalize: str | None = None
     normalize_params: dict = dataclasses.field(default_factory=dict)
+    score_fusion: str = "overwrite"
 
     _constraints = {
         "n_pillars": Interval(int, 1, MAX_SIZE["n_pillars"]),
@@ -231,6 +240,7 @@ class LeaPRRConfig:
         "weight_decay": Interval(float, 0.0), "eval_every": Interval(int, 1), "seed": Interval(int, 0),
         "device": [None, str], "precision": Options(frozenset({"auto", "fp32", "bf16"})),
         "normalize": [None, str], "normalize_params": dict,
+        "score_fusion": Options(frozenset({"zscore", "overwrite"})),
     }
 
     def validate(self) -> LeaPRRConfig:

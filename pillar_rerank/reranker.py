@@ -21,7 +21,7 @@ from pillar_rerank.baselines.compose import BankSource, normalize_side, training
 from pillar_rerank.checkpoint import load_model_dir, load_model_extra, save_model_dir
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError, InvalidParameterError
-from pillar_rerank.inference import base_scores, rerank_all, rescore, scores_with_updates
+from pillar_rerank.inference import base_matrices, base_scores, rerank_all, rescore, scores_with_updates
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.lists.memory import MemoryLists
 from pillar_rerank.metrics.recall import recall_metrics
@@ -251,6 +251,17 @@ class PillarReranker(BaseReranker):
         if dev is not None:
             compare_with_base(history, recall_metrics(base_scores(dev), dev.relevance))
         self.model_ = model.eval()
+        self.fusion_ = None
+        if cfg.score_fusion == "zscore":  # weights of the input/network mix, chosen on dev
+            from pillar_rerank.fusion import choose_weights
+
+            dev_shard = None
+            if dev_n is not None:
+                ids = {"i2t": torch.arange(dev_n.n_images), "t2i": torch.arange(dev_n.n_texts)}
+                upd = rescore(dev_src, self.model_, ids, lists=cfg.lists, precision=cfg.precision,
+                              device=device)
+                dev_shard = ShardResult(0, 1, dev_n.n_images, dev_n.n_texts, "", **upd)
+            self.fusion_ = choose_weights(dev_shard, dev_n, cfg)
         self.bank_ = bank_source
         self.config_ = cfg
         self.history_ = history
@@ -302,7 +313,18 @@ class PillarReranker(BaseReranker):
         ids = {"i2t": torch.arange(test.n_images)[shard_range(test.n_images, index, count)],
                "t2i": torch.arange(test.n_texts)[shard_range(test.n_texts, index, count)]}
         upd = rescore(src, self.model_, ids, lists=cfg.lists, precision=cfg.precision, device=device)
-        return data, [ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)]
+        shard = ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)
+        return data, [self._fused(data, shard)]
+
+    def _fused(self, data: RetrievalSet, shard: ShardResult) -> ShardResult:
+        """``shard`` with its network scores fused with ``data``'s (``fusion_``), or as it is."""
+        fusion = getattr(self, "fusion_", None)
+        if fusion is None:
+            return shard
+        from pillar_rerank.fusion import fuse_shard, list_lengths
+
+        weights = {d: fusion[f"w_{d}"] for d in ("i2t", "t2i")}
+        return fuse_shard(shard, *base_matrices(data), weights, list_lengths(self.config_))
 
     def cache_inputs(
         self, test: RetrievalSet, cache_dir: PathLikeStr, *, max_memory: str | int | None = None
@@ -348,6 +370,7 @@ class PillarReranker(BaseReranker):
                 "n_texts_in": self.n_texts_in_,
                 "input": self.input_,
                 "history": self.history_,
+                "fusion": getattr(self, "fusion_", None),
             },
         }
         state = {k: v for k, v in self.model_.state_dict().items()}
@@ -381,6 +404,9 @@ class PillarReranker(BaseReranker):
         self.n_texts_in_ = int(fitted["n_texts_in"])
         self.input_ = fitted.get("input", {})
         self.history_ = fitted.get("history", {})
+        from pillar_rerank.fusion import check_record
+
+        self.fusion_ = check_record(fitted.get("fusion"), source=f"model dir ({path})")
         self.bank_ = load_model_extra(path, "bank")
         return self
 
@@ -412,6 +438,7 @@ class PillarReranker(BaseReranker):
         self.n_images_in_ = 0
         self.n_texts_in_ = 0
         self.input_ = {"imported_from": str(path), "format": "LgQu/LeaPRR state dict"}
+        self.fusion_ = None  # no dev side: the reference's overwrite
         self.history_ = {}
         return self
 

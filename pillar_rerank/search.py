@@ -307,6 +307,10 @@ class RerankingSearcher:
         from pillar_rerank.baselines.compose import normalizer_pair
 
         cfg = self.reranker.config_
+        if getattr(self.reranker, "fusion_", None) is not None:
+            raise InvalidParameterError(
+                "RerankingSearcher: the model fuses its scores with the input's (score_fusion='zscore'); "
+                "live search serves score_fusion='overwrite' models (the default).")
         self.config_ = cfg
         self.network_ = self.reranker.model_
         q_mod, g_mod = DIRECTIONS[self.direction]

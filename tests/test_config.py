@@ -99,4 +99,6 @@ def test_model_saved_by_the_previous_version_loads_and_scores_the_same():
     side = np.load(root / "test_side.npz")
     test = RetrievalSet(relevance=Relevance(side["txt_to_img"], side["image_embeddings"].shape[0]),
                         image_embeddings=side["image_embeddings"], text_embeddings=side["text_embeddings"])
-    np.testing.assert_array_equal(model.rerank(test), side["expected"])
+    # same lists and network; values agree to float32 rounding (not bitwise) since exact CPU search
+    # moved from FAISS to blocked torch matmuls, whose summation order differs (issue 17)
+    np.testing.assert_allclose(model.rerank(test), side["expected"], rtol=0, atol=1e-6)

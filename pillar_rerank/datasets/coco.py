@@ -40,20 +40,29 @@ def shared_data_root(root: PathLikeStr | None = None) -> Path:
 
     Raises :class:`InputFileError` naming every place looked at when none exists.
     """
+    return find_data_folder(root, env_var=ENV_VAR, folder="caption_xenc")
+
+
+def find_data_folder(root: PathLikeStr | None, *, env_var: str, folder: str) -> Path:
+    """``root``, else ``$env_var``, else ``../shared/data/<folder>`` beside the repository or cwd.
+
+    A folder counts when it holds a README.md or a ``proxy_*_img.npy``; otherwise
+    :class:`InputFileError` names every place looked at and both ways to point at the data.
+    """
     if root is not None:
         candidates = [Path(root)]
-    elif os.environ.get(ENV_VAR):
-        candidates = [Path(os.environ[ENV_VAR])]
+    elif os.environ.get(env_var):
+        candidates = [Path(os.environ[env_var])]
     else:
-        rel = Path("..") / "shared" / "data" / "caption_xenc"
+        rel = Path("..") / "shared" / "data" / folder
         candidates = [_REPO_ROOT / rel, Path.cwd() / rel]
     for c in candidates:
         if (c / "README.md").is_file() or any(c.glob("proxy_*_img.npy")):
             return c
     raise InputFileError(
-        "shared data: caption_xenc folder not found (looked in "
+        f"shared data: {folder} folder not found (looked in "
         + ", ".join(str(c) for c in candidates)
-        + f"); pass root= or set {ENV_VAR}."
+        + f"); pass root= or set {env_var}."
     )
 
 
@@ -80,14 +89,30 @@ def load_coco_proxy(split: str = "coco5k_test", root: PathLikeStr | None = None)
         and the ``proxy_{split}_cap2img`` map as relevance.
     """
     split = _check_split(split)
-    base = shared_data_root(root)
+    return load_proxy_files(shared_data_root(root), split)
+
+
+def load_proxy_files(base: Path, split: str, *, texts: str | None = None) -> RetrievalSet:
+    """``proxy_{split}_{img,cap2img}.npy`` and the query captions of ``base`` as a retrieval set.
+
+    The queries are rows ``proxy_{split}_txt_index.npy`` of ``{split}_minilm.npy`` (the README's
+    layout), or the file ``texts`` (already selected, one row per entry of cap2img).
+    """
     img = load_array(base / f"proxy_{split}_img.npy", name="gallery embeddings")
-    index_path = base / f"proxy_{split}_txt_index.npy"
-    rows = load_array(index_path, name="query caption index")
-    all_txt = load_array(base / f"{split}_minilm.npy", name="caption embeddings", mmap=True)
     cap2img = load_array(base / f"proxy_{split}_cap2img.npy", name="cap2img")
-    rows = _check_rows(rows, all_txt, where=f"query caption index ({index_path})")
-    txt = np.ascontiguousarray(all_txt[rows])
+    if texts is None:
+        index_path = base / f"proxy_{split}_txt_index.npy"
+        rows = load_array(index_path, name="query caption index")
+        all_txt = load_array(base / f"{split}_minilm.npy", name="caption embeddings", mmap=True)
+        rows = _check_rows(rows, all_txt, where=f"query caption index ({index_path})")
+        txt = np.ascontiguousarray(all_txt[rows])
+    else:
+        txt = load_array(base / texts, name="query caption embeddings")
+        if txt.ndim != 2 or txt.shape[0] != np.shape(cap2img)[0]:
+            raise InvalidInputError(
+                f"query caption embeddings ({base / texts}): expected one row per entry of cap2img "
+                f"({np.shape(cap2img)[0]}); got shape {txt.shape}. Rebuild the folder."
+            )
     rel = Relevance(cap2img, img.shape[0])
     return RetrievalSet(relevance=rel, image_embeddings=img, text_embeddings=txt, name=f"proxy_{split}")
 

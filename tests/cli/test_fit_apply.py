@@ -508,3 +508,18 @@ def test_fit_says_what_it_starts_reports_the_dev_base_and_apply_warns(tmp_path):
            for a in _write_embeddings(tmp_path, "test", 20, 2)]
     r = run("apply", tmp_path / "m", *emb, "-o", tmp_path / "b.npy")
     assert r.exit_code == 0 and "warning:" not in r.output, r.output
+
+
+def test_fit_score_fusion_option_is_saved(workspace, tmp_path):
+    root, train, dev, _ = workspace
+    doc = json.loads((root / "model" / "config.json").read_text())
+    assert doc["config"]["score_fusion"] == "overwrite" and doc["fitted"]["fusion"] is None  # the paper's
+    r = run("fit", *train, *dev, "--config", root / "cfg.json", "--score-fusion", "zscore", "-q",
+            "-o", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert doc["config"]["score_fusion"] == "zscore"
+    assert doc["fitted"]["fusion"]["selected"].startswith("dev RSUM")
+    assert "score fusion:" in r.output
+    r = run("fit", *train, "--config", root / "cfg.json", "--score-fusion", "mean", "-o", tmp_path / "x")
+    assert r.exit_code == 2 and "mean" in r.output

@@ -1,0 +1,318 @@
+"""LeaPRR at realistic scale: the Flickr30K caption-proxy protocol (``../shared/data/f30k_xenc``).
+
+Protocol (hyper-parameters, normaliser choice, fusion weights and model selection never look at
+an evaluated item):
+
+* training side: the cached ``f30k_train`` minus its last ``holdout`` items; its first
+  ``train_items`` items (and their captions) are used (the data-size curve varies this);
+* held-out test: the last ``holdout`` items of ``f30k_train`` and their captions; across domains:
+  COCO 5K (``../shared/data/caption_xenc`` ``coco5k_test``);
+* model selection and fusion weights of LeaPRR: ``f30k_dev`` (1,014 x 4,056);
+* every training-free method tuned per direction on the training side (its first ``tune_items``
+  items, split into an evaluated half and a bank half), applied with the whole training side as
+  its bank; the best non-transductive one (by the tuning RSUM) is "the best normaliser";
+* LeaPRR alone, after the best normaliser and after DSL (transductive), each trained once; each
+  model is reported with the score fusion (default) and with the reference's overwrite.
+
+Run one configuration directly: ``python -m benchmarks.leaprr_f30k --train-items 4000 --epochs 4
+--out benchmarks/results/leaprr_f30k_cpu.json``; the registered benchmark is
+``python -m benchmarks run --suite accuracy --only leaprr_f30k``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import BenchmarkSkipped
+from benchmarks.leaprr_accuracy import KEYS, REDUCED
+
+logger = logging.getLogger(__name__)
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "leaprr_f30k.json"
+TRANSDUCTIVE_COMPOSITION = "dsl"
+
+
+def _round(m: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(m[k]), 2) for k in KEYS}
+
+
+def load_sides(*, train_items: int, holdout: int, cache: str | None, f30k_root: str | None,
+               coco_root: str | None):
+    """(train, dev, {name: test set}) of the protocol; skipped when the training cache is absent."""
+    from pillar_rerank.datasets import load_coco_proxy, load_f30k_proxy
+    from pillar_rerank.exceptions import InputFileError
+
+    try:
+        full = load_f30k_proxy("f30k_train", cache=cache, min_images=holdout + 2)
+    except InputFileError as exc:
+        raise BenchmarkSkipped(str(exc)) from exc
+    n = full.n_images
+    n_train = min(int(train_items), n - holdout)
+    train = full.subset_images(np.arange(n_train), name=f"f30k_train[:{n_train}]")
+    held = full.subset_images(np.arange(n - holdout, n), name=f"f30k_train[{n - holdout}:]")
+    tests = {"f30k_holdout": held}
+    dev = load_f30k_proxy("f30k_dev", f30k_root)
+    tests["coco5k_test"] = load_coco_proxy("coco5k_test", coco_root)
+    return train, dev, tests
+
+
+def coco_sides(root: str | None):
+    """Protocol a of :mod:`benchmarks.leaprr_accuracy` (coco1k_dev 0-799 train, 800-999 dev -> COCO 5K)."""
+    from benchmarks.leaprr_accuracy import protocol_sets
+
+    train, dev, test = protocol_sets("a", root)
+    return train, dev, {"coco5k_test": test}
+
+
+def tune_methods(train, methods: list[str], *, tune_items: int, seed: int) -> dict[str, Any]:
+    """Each method tuned per direction on the first ``tune_items`` training items."""
+    from pillar_rerank.baselines import describe
+    from pillar_rerank.baselines.tuning import tune
+
+    side = train.subset_images(np.arange(min(tune_items, train.n_images)), name="tuning side")
+    out = {}
+    for name in methods:
+        t0 = time.perf_counter()
+        res = tune(name, side, seed=seed)
+        out[name] = {
+            "params_i2t": dict(res.best_params_i2t), "params_t2i": dict(res.best_params_t2i),
+            # what the per-direction choice scores on the tuning side: the best of each direction
+            "tuning_rsum": round(max(t["i2t_sum"] for t in res.trials)
+                                 + max(t["t2i_sum"] for t in res.trials), 2),
+            "transductive": bool(describe(name)["transductive"]),
+            "protocol": res.protocol, "time_s": round(time.perf_counter() - t0, 1),
+        }
+        logger.info("tuned %s: %s", name, out[name])
+    return out
+
+
+def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
+    """One network pass on ``test``; the fused and the overwrite result, and the model's input."""
+    from pillar_rerank.fusion import fuse_shard, list_lengths
+    from pillar_rerank.metrics.recall import recall_metrics
+    from pillar_rerank.reranker import _bases
+    from pillar_rerank.sharding import apply_updates
+
+    raw = copy.copy(model)
+    raw.fusion_ = None
+    t0 = time.perf_counter()
+    shard = raw.rerank(test, shard=(0, 1))
+    bases = _bases(model._normalized(test, model.config_))
+    weights = {d: model.fusion_[f"w_{d}"] for d in ("i2t", "t2i")}
+    fused = apply_updates(*bases, [fuse_shard(shard, *bases, weights, list_lengths(model.config_))])
+    rerank_s = time.perf_counter() - t0
+    rows = {
+        "fused": recall_metrics(fused, test.relevance),
+        "overwrite": recall_metrics(apply_updates(*bases, [shard]), test.relevance),
+        # w = 1 in both directions: the input values, combined into one matrix as LeaPRR does
+        "input_as_one_matrix": recall_metrics(apply_updates(
+            *bases, [fuse_shard(shard, *bases, {"i2t": 1.0, "t2i": 1.0}, list_lengths(model.config_))]),
+            test.relevance),
+    }
+    out = {k: {**_round(v), "delta_RSUM": round(v["RSUM"] - base_rsum, 2)} for k, v in rows.items()}
+    out["rerank_s"] = round(rerank_s, 1)
+    return out
+
+
+def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config: dict | None = None,
+        methods: list[str] | None = None, tune_items: int = 2000, variants: list[str] | None = None,
+        cache: str | None = None, f30k_root: str | None = None, root: str | None = None,
+        sides: str = "f30k", progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The whole protocol for one training-set size and one seed; returns the figures.
+
+    ``config`` overrides fields of the reduced CPU configuration of
+    :mod:`benchmarks.leaprr_accuracy` (embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6,
+    8 epochs). ``variants``: any of ``"alone"``, ``"best"`` (after the best normaliser),
+    ``"dsl"``; default all three. ``root`` is the caption_xenc folder (COCO 5K). ``sides="coco_a"``
+    runs the same comparison on the COCO protocol a of :mod:`benchmarks.leaprr_accuracy` instead
+    (``train_items`` then ignored): a check of the fusion where no F30K training cache exists.
+    ``progress`` is called with the figures so far after each stage (e.g. to save them).
+    """
+    from benchmarks.baselines_accuracy import _measure
+    from pillar_rerank.baselines import BASELINES, bank_from_embeddings
+    from pillar_rerank.config import LeaPRRConfig
+    from pillar_rerank.metrics.recall import recall_metrics
+    from pillar_rerank.reranker import PillarReranker
+
+    started = time.perf_counter()
+    if sides == "coco_a":
+        train, dev, tests = coco_sides(root)
+    else:
+        train, dev, tests = load_sides(train_items=train_items, holdout=holdout, cache=cache,
+                                       f30k_root=f30k_root, coco_root=root)
+    methods = list(methods or BASELINES)
+    variants = list(variants or ("alone", "best", "dsl"))
+    wall: dict[str, float] = {"load_s": round(time.perf_counter() - started, 1)}
+    t0 = time.perf_counter()
+    tuning = tune_methods(train, methods, tune_items=tune_items, seed=0)
+    wall["tuning_s"] = round(time.perf_counter() - t0, 1)
+    inductive = [m for m in methods if not tuning[m]["transductive"]]
+    best = max(inductive, key=lambda m: tuning[m]["tuning_rsum"]) if inductive else None
+    result: dict[str, Any] = {
+        "protocol": __doc__.split("Run one")[0].strip() if sides == "f30k" else coco_sides.__doc__,
+        "sides": sides,
+        "seed": seed, "train_items": train.n_images,
+        "sizes": {"train": [train.n_images, train.n_texts], "dev": [dev.n_images, dev.n_texts],
+                  **{k: [t.n_images, t.n_texts] for k, t in tests.items()}},
+        "tuning": tuning, "best_normaliser": best, "evaluation": {}, "leaprr": {},
+    }
+    evals = {}
+    for tname, test in tests.items():
+        t0 = time.perf_counter()
+        data = test.with_scores(test.similarity())
+        base = recall_metrics(data.scores, data.relevance)
+        bank = bank_from_embeddings(train, data, dtype=np.float16)
+        rows = {}
+        for m in methods:
+            row = _measure(m, tuning[m]["params_i2t"], data, bank, tuning[m]["params_t2i"])
+            rows[m] = {**row, "delta_RSUM": round(row["RSUM"] - base["RSUM"], 2),
+                       "transductive": tuning[m]["transductive"]}
+        del bank
+        evals[tname] = base["RSUM"]
+        result["evaluation"][tname] = {"base": _round(base), "methods": rows,
+                                       "wall_s": round(time.perf_counter() - t0, 1)}
+        if progress is not None:
+            progress(result)
+    normalisers = {"alone": None, "best": best, "dsl": TRANSDUCTIVE_COMPOSITION}
+    for variant in variants:
+        name = normalisers[variant]
+        if variant != "alone" and (name is None or name not in tuning):
+            result["leaprr"][variant] = {"skipped": f"normaliser {name!r} not among the tuned methods"}
+            continue
+        params = {} if name is None else {d: tuning[name][f"params_{d}"] for d in ("i2t", "t2i")}
+        cfg = LeaPRRConfig.from_dict({**REDUCED, **(config or {}), "seed": seed, "normalize": name,
+                                      "normalize_params": params})
+        t0 = time.perf_counter()
+        model = PillarReranker(cfg).fit(train, dev, verbose=False)
+        fit_s = time.perf_counter() - t0
+        entry = {"normalize": name, "normalize_params": params, "config": cfg.to_dict(),
+                 "fit_s": round(fit_s, 1),
+                 "train_items_per_s": round(train.n_texts * cfg.epochs / fit_s, 1),
+                 "best_dev_rsum": model.history_.get("best_rsum"),
+                 "dev_curve": [(v["step"], round(v["RSUM"], 2)) for v in model.history_["validations"]],
+                 "fusion": model.fusion_, "tests": {}}
+        for tname, test in tests.items():
+            entry["tests"][tname] = _leaprr_rows(model, test, evals[tname])
+        result["leaprr"][variant] = entry
+        if progress is not None:
+            progress(result)
+        logger.info("LeaPRR %s: %s", variant, json.dumps(entry["tests"]))
+    wall["total_s"] = round(time.perf_counter() - started, 1)
+    result["wall_s"] = wall
+    result["torch_threads"] = _torch_threads()
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["process_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+TEST_NAMES = {"f30k_holdout": "F30K held-out 1,000", "coco5k_test": "COCO 5K (other domain)"}
+
+
+def _rows(figs: list[dict[str, Any]], test: str) -> list[tuple[str, str, list[dict[str, float]]]]:
+    """(method, kind, per-seed recall dicts) of one test set, in table order."""
+    ev = [f["evaluation"][test] for f in figs]
+    rows = [("base", "input", [e["base"] for e in ev])]
+    for m in ev[0]["methods"]:
+        kind = "transductive" if ev[0]["methods"][m]["transductive"] else "training-free"
+        rows.append((f"{m} (tuned per direction)", kind, [e["methods"][m] for e in ev]))
+    for variant, label in (("alone", "LeaPRR"), ("best", "{n} -> LeaPRR"), ("dsl", "{n} -> LeaPRR")):
+        entries = [f["leaprr"].get(variant) for f in figs]
+        if not entries[0] or "tests" not in entries[0]:
+            continue
+        name = label.format(n=entries[0]["normalize"])
+        for mode, suffix in (("overwrite", " (overwrite, reference)"), ("fused", " + fusion")):
+            rows.append((name + suffix, "learned", [e["tests"][test][mode] for e in entries]))
+    return rows
+
+
+def _note(size: int, figs: list[dict[str, Any]]) -> str:
+    """The protocol and training configuration behind one size's tables."""
+    from benchmarks.summaries import mean_spread
+
+    trained = {v: e for v, e in figs[0]["leaprr"].items() if "config" in e}
+    cfg = next(iter(trained.values()))["config"] if trained else {}
+    keys = ("embed_dim", "depth", "num_heads", "epochs", "batch_size", "lr", "list_len_i2t", "list_len_t2i")
+    fit = ", ".join(f"{v}: {mean_spread([f['leaprr'][v]['fit_s'] for f in figs])}" for v in trained)
+    return (f"Training side: first {size} items of f30k_train (held-out: its last 1,000); model "
+            "selection and fusion weights on f30k_dev; training-free methods tuned on the training "
+            "side, banks from it. LeaPRR: " + ", ".join(f"{k}={cfg.get(k)}" for k in keys)
+            + f"; seeds {sorted(f['seed'] for f in figs)}; fit seconds per variant: {fit}.")
+
+
+def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
+    """One table per training-set size and test set (mean ± std over seeds) and a headline."""
+    from benchmarks.summaries import mean_spread
+    from pillar_rerank.report.tables import Table
+
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_size.setdefault(r["figures"]["train_items"], []).append(r["figures"])
+    tables, headline = [], []
+    for size, figs in sorted(by_size.items()):
+        note = _note(size, figs)
+        for test in figs[0]["evaluation"]:
+            base = [f["evaluation"][test]["base"]["RSUM"] for f in figs]
+            records = []
+            for method, kind, vals in _rows(figs, test):
+                records.append({"method": method, "kind": kind, "seeds": len(vals),
+                                **{k.replace("_", " "): mean_spread([v[k] for v in vals]) for k in KEYS},
+                                "ΔRSUM": mean_spread([v["RSUM"] - b for v, b in zip(vals, base)])})
+                headline.append({"train items": size, "test": TEST_NAMES.get(test, test), "method": method,
+                                 "RSUM": records[-1]["RSUM"], "ΔRSUM": records[-1]["ΔRSUM"]})
+            tables.append(Table.from_records(f"{TEST_NAMES.get(test, test)}, trained on {size} items",
+                                             records, notes=note))
+    tables.insert(0, Table.from_records("LeaPRR on the Flickr30K caption proxy (RSUM, mean ± std over seeds)",
+                                        headline, headline=True))
+    return {"tables": [t.to_dict() for t in tables]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-items", type=int, default=29_000)
+    p.add_argument("--holdout", type=int, default=1000)
+    p.add_argument("--tune-items", type=int, default=2000)
+    p.add_argument("--config", default="{}", help="JSON overrides of the reduced CPU configuration")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--methods", default=None, help="comma-separated training-free methods (default: all)")
+    p.add_argument("--variants", default=None, help="comma-separated: alone,best,dsl")
+    p.add_argument("--cache", default=None)
+    p.add_argument("--root", default=None, help="caption_xenc folder (COCO 5K)")
+    p.add_argument("--sides", choices=["f30k", "coco_a"], default="f30k")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = json.loads(a.config)
+    if a.epochs is not None:
+        config["epochs"] = a.epochs
+    split = (lambda s: s.split(",") if s else None)  # noqa: E731
+    from pillar_rerank.io import save_json
+
+    partial = a.out.with_name(a.out.stem + ".partial.json")
+    result = run(seed=a.seed, train_items=a.train_items, holdout=a.holdout, config=config,
+                 methods=split(a.methods), tune_items=a.tune_items, variants=split(a.variants),
+                 cache=a.cache, root=a.root, sides=a.sides,
+                 progress=lambda r: save_json(partial, {**r, "partial": True}, overwrite=True))
+    save_json(a.out, result, overwrite=True)
+    partial.unlink(missing_ok=True)
+    print(json.dumps({k: result[k] for k in ("best_normaliser", "wall_s")}))
+
+
+if __name__ == "__main__":
+    main()
