@@ -11,7 +11,11 @@ It is written into a temporary sibling folder and renamed into place (or atomica
 with the previous model directory), so a crash never leaves a half-written model, and only a
 folder that is a model directory of ours is ever replaced: never one holding inputs or other
 files. Loading verifies the manifest first: a tampered, truncated or swapped file raises
-:class:`~pillar_rerank.exceptions.CheckpointError` naming it. Commands that read a model refuse
+:class:`~pillar_rerank.exceptions.CheckpointError` naming it. Every field of the manifest and of a
+PillarReranker ``config.json`` is then validated, and the tensor shapes in the weights file's
+header are compared with those the config implies, before any tensor is read or model built (a
+model too large for the machine is refused with the memory it needs). Files are byte-identical
+across identical runs (safetensors metadata is written with sorted keys). Commands that read a model refuse
 outputs inside its directory (:func:`check_output_outside_model_dir`).
 
 A **training checkpoint** (see :class:`TrainingCheckpoint`) is a pair: a safetensors file of
