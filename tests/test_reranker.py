@@ -210,12 +210,15 @@ def test_fit_improves_dev_rsum_over_the_untrained_network(data):
     train, dev = data
     cfg = CFG.replace(epochs=6, lr=0.1, batch_size=32, eval_every=1000)
     trained = PillarReranker(cfg).fit(train, dev, verbose=False)
+    from pillar_rerank.model_state import network_from_state
+
     untrained = PillarReranker(cfg)
-    untrained._install(
+    untrained.model_ = network_from_state(
         cfg,
         MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(cfg.seed)).state_dict(),
         source="test",
     )
+    untrained.config_, untrained.input_ = cfg, {}
     before = recall_metrics(untrained.rerank(dev), dev.relevance)["RSUM"]
     after = recall_metrics(trained.rerank(dev), dev.relevance)["RSUM"]
     assert after > before
