@@ -12,16 +12,15 @@ an evaluated item):
   items, split into an evaluated half and a bank half), applied with the whole training side as
   its bank; the best non-transductive one (by the tuning RSUM) is "the best normaliser";
 * LeaPRR alone, after the best normaliser and after DSL (transductive), each trained once; each
-  model is reported with the score fusion (default) and with the reference's overwrite.
+  model is reported with the dev-chosen score fusion and with the reference's overwrite.
 
-Run one configuration directly: ``python -m benchmarks.leaprr_f30k --train-items 4000 --epochs 4
---out benchmarks/results/leaprr_f30k_cpu.json``; the registered benchmark is
-``python -m benchmarks run --suite accuracy --only leaprr_f30k``.
+Run it with ``python -m benchmarks run --suite accuracy --only leaprr_f30k`` (one point per
+training-set size, seeds 0-1-2); ``accuracy/leaprr_fusion_coco_a`` runs the same comparison on COCO
+protocol a.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -29,7 +28,6 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +36,6 @@ from benchmarks import BenchmarkSkipped
 from benchmarks.leaprr_accuracy import KEYS, REDUCED
 
 logger = logging.getLogger(__name__)
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "leaprr_f30k.json"
 TRANSDUCTIVE_COMPOSITION = "dsl"
 
 
@@ -280,39 +277,3 @@ def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
     tables.insert(0, Table.from_records("LeaPRR on the Flickr30K caption proxy (RSUM, mean ± std over seeds)",
                                         headline, headline=True))
     return {"tables": [t.to_dict() for t in tables]}
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-items", type=int, default=29_000)
-    p.add_argument("--holdout", type=int, default=1000)
-    p.add_argument("--tune-items", type=int, default=2000)
-    p.add_argument("--config", default="{}", help="JSON overrides of the reduced CPU configuration")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--methods", default=None, help="comma-separated training-free methods (default: all)")
-    p.add_argument("--variants", default=None, help="comma-separated: alone,best,dsl")
-    p.add_argument("--cache", default=None)
-    p.add_argument("--root", default=None, help="caption_xenc folder (COCO 5K)")
-    p.add_argument("--sides", choices=["f30k", "coco_a"], default="f30k")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = json.loads(a.config)
-    if a.epochs is not None:
-        config["epochs"] = a.epochs
-    split = (lambda s: s.split(",") if s else None)  # noqa: E731
-    from pillar_rerank.io import save_json
-
-    partial = a.out.with_name(a.out.stem + ".partial.json")
-    result = run(seed=a.seed, train_items=a.train_items, holdout=a.holdout, config=config,
-                 methods=split(a.methods), tune_items=a.tune_items, variants=split(a.variants),
-                 cache=a.cache, root=a.root, sides=a.sides,
-                 progress=lambda r: save_json(partial, {**r, "partial": True}, overwrite=True))
-    save_json(a.out, result, overwrite=True)
-    partial.unlink(missing_ok=True)
-    print(json.dumps({k: result[k] for k in ("best_normaliser", "wall_s")}))
-
-
-if __name__ == "__main__":
-    main()

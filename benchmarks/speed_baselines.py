@@ -474,37 +474,3 @@ def sinkhorn_large_bank(*, n_bank: int = 100_000, n_gallery: int = 5000, n_extra
                          "converged": m.converged_, "last_change": m.last_change_}
             logger.info("%s: %s", name, out[name])
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.speed_baselines {originals,large-bank} -o FILE``: one JSON per run."""
-    import argparse
-    import json
-    import os
-
-    from pillar_rerank.io import save_json
-
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed_baselines")
-    p.add_argument("what", choices=("originals", "large-bank"))
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                                  "data", "caption_xenc"))
-    p.add_argument("--methods", default=",".join(ORIGINALS))
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--n-bank", type=int, default=100_000)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.what == "originals":
-        result = versus_originals(data_dir=args.data, methods=tuple(args.methods.split(",")),
-                                  repeats=args.repeats, threads=args.threads)
-    else:
-        result = sinkhorn_large_bank(n_bank=args.n_bank, threads=args.threads)
-    result["loadavg_at_end"] = os.getloadavg()
-    save_json(args.output, result, overwrite=True)
-    print(json.dumps(result, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

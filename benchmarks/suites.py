@@ -258,6 +258,25 @@ SUITES: dict[str, list[Benchmark]] = {
             data_files=COCO_FILES + ECCV_FILES,
             summarize="benchmarks.coco_extended:summarize",
         ),
+        Benchmark(
+            "accuracy",
+            "leaprr_fusion_coco_a",
+            "Score fusion vs overwrite on COCO protocol a (reduced configuration, 1 epoch)",
+            "benchmarks.leaprr_f30k:run",
+            description="The leaprr_f30k comparison on COCO protocol a (training side coco1k_dev items "
+            "0-799, dev 800-999, test COCO 5K): base, NNN tuned per direction, LeaPRR with the "
+            "reference's overwrite and with the dev-chosen score fusion. Reduced configuration "
+            "(embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6) for 1 epoch, seed 0.",
+            params={"sides": "coco_a", "config": {"epochs": 1}, "variants": ["alone"], "methods": ["nnn"]},
+            quick_params={"sides": "coco_a", "config": {"epochs": 1, "embed_dim": 32, "num_heads": 2},
+                          "variants": ["alone"], "methods": ["nnn"]},
+            seeds=(0,),
+            quick_seeds=(0,),
+            requires=("benchmarks.leaprr_f30k", "pillar_rerank.fusion"),
+            data_files=COCO_FILES,
+            data_param="root",
+            timeout_s=3600.0,
+        ),
     ],
     "speed": [
         Benchmark(
@@ -320,6 +339,22 @@ SUITES: dict[str, list[Benchmark]] = {
             requires=("pillar_rerank.baselines",),
             summarize="benchmarks.speed_baselines:summarize",
             timeout_s=1800.0,
+        ),
+        Benchmark(
+            "speed",
+            "baselines_vs_originals",
+            "Training-free methods vs their original formulas (COCO 5K proxy)",
+            "benchmarks.speed_baselines:versus_originals",
+            description="The originals' own case: COCO 5K proxy (5,000 x 20,000) from embeddings, banks from "
+            "coco1k_dev, both directions, 2 threads. Ours (bank_from_embeddings + apply_both) and the "
+            "original formula as dense numpy alternate in one process; fastest of the repeats, extra "
+            "peak RSS, RSUM of both and the largest score difference.",
+            params={"repeats": 2, "threads": 2},
+            quick_params={"repeats": 1, "threads": 2, "methods": ["inverted_softmax", "dsl"]},
+            requires=("benchmarks.speed_baselines", "pillar_rerank.baselines"),
+            data_files=COCO_FILES,
+            data_param="data_dir",
+            timeout_s=3600.0,
         ),
         Benchmark(
             "speed",

@@ -198,7 +198,9 @@ FIELD_TAMPERING = {
     "config lacks a config field (+manifest)": (_drop("config", "depth"), "config lacks the field 'depth'"),
     "config extra top-level field (+manifest)": (_set("surprise", 1), "unknown field 'surprise'"),
     "config format_version a string (+manifest)": (_set("format_version", "1"), "format_version"),
-    "config embed_dim 1e9 (+manifest)": (_set("config", "embed_dim", 10**9), "GiB"),
+    "config embed_dim 1e9 (+manifest)": (_set("config", "embed_dim", 10**9), "in the range [1, 16384]"),
+    "config a model too large for memory (+manifest)": (
+        lambda doc: (_set("config", "embed_dim", 16384)(doc), _set("config", "depth", 64)(doc)), "GiB"),
     "manifest entry not an object": (_set("files", "config.json", "x"), "files['config.json']"),
     "manifest entry with an extra key": (_set("files", "config.json", "x", 1), "files['config.json']"),
     "manifest bytes not a number": (_set("files", "config.json", "bytes", "12"), "['config.json'].bytes"),
@@ -316,6 +318,12 @@ def test_fit_refuses_an_absurd_model_size(trained, tmp_path):
     args[args.index("--num-heads") + 1] = 1
     res = invoke("fit", "--sims", trained / "sims.npy", "--captions-per-image", 2, "-o", tmp_path / "m",
                  *args)
+    assert_clean_error(res, codes=(2,))
+    assert "--embed-dim" in res.output and "1<=x<=16384" in res.output  # beyond any useful size
+    # within the bounds but beyond this machine's memory: refused with the memory it needs
+    args[args.index("--embed-dim") + 1] = 16384
+    res = invoke("fit", "--sims", trained / "sims.npy", "--captions-per-image", 2, "-o", tmp_path / "m",
+                 *args, "--depth", 64)
     assert_clean_error(res, codes=(2,))
     assert "GiB of float32 weights" in res.output and "--embed-dim" in res.output
     assert not (tmp_path / "m").exists()
