@@ -271,14 +271,14 @@ class SinkhornNorm(GalleryBias):
     tau : float, default=0.01
     n_iter : int, default=10
         Iteration limit (the paper's setting, as in the reference).
-    tol : float, default=1e-6
-        Stop early once no ``h(g)`` moved by more than ``tol`` (score units) in one iteration;
-        0 runs exactly ``n_iter`` iterations. (The float32 exponent arithmetic puts a floor of
-        about ``tau * |log u| * 6e-8`` on the change it can resolve, ~1e-7 at ``tau = 0.01``.)
-        Stopping at ``n_iter`` with a larger last change emits a
-        :class:`~pillar_rerank.exceptions.ConvergenceWarning` naming that change: the result is
-        then the truncated iteration (what the reference returns at ``n_iter``), not the
-        converged scaling; raise ``n_iter`` (or ``tau``) for that.
+    tol : float or None, default=None
+        None runs exactly ``n_iter`` iterations: the paper's truncated iteration, what the
+        reference returns, with no warning. A float asks for convergence: stop early once no
+        ``h(g)`` moved by more than ``tol`` (score units) in one iteration, and emit a
+        :class:`~pillar_rerank.exceptions.ConvergenceWarning` naming the last change when
+        ``n_iter`` ends above it (raise ``n_iter`` or ``tau`` then). (The float32 exponent
+        arithmetic puts a floor of about ``tau * |log u| * 6e-8`` on the change it can resolve,
+        ~1e-7 at ``tau = 0.01``.)
     kernel_bytes : int, default=2 GiB
         Memory for keeping the float32 kernel (n_bank x (n_gallery [+ n_bank_gallery]) x 4
         bytes) between iterations: each iteration is then two matrix-vector products. A larger
@@ -309,10 +309,10 @@ class SinkhornNorm(GalleryBias):
     summary = "Sinkhorn normalisation (stabilised, streamed), s + tau log u_g"
     tuning_grid = {"tau": [0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2]}
     _parameter_constraints = {"tau": [_POSITIVE], "n_iter": [Interval(int, 1, None)],
-                              "tol": [Interval(float, 0.0, None)],
+                              "tol": [None, Interval(float, 0.0, None)],
                               "kernel_bytes": [Interval(int, 0, None)], **_COMMON}
 
-    def __init__(self, *, tau: float = 0.01, n_iter: int = 10, tol: float = 1e-6,
+    def __init__(self, *, tau: float = 0.01, n_iter: int = 10, tol: float | None = None,
                  kernel_bytes: int = 2 * 2**30, block_bytes: int = DEFAULT_BLOCK_BYTES,
                  device: str | None = None) -> None:
         self.tau = tau
@@ -323,11 +323,12 @@ class SinkhornNorm(GalleryBias):
         self.device = device
 
     def _estimate(self, bank: Any, device: torch.device, bank_gallery: Any = None) -> torch.Tensor:
-        res = sinkhorn_potential(bank, tau=float(self.tau), n_iter=int(self.n_iter), tol=float(self.tol),
+        tol = 0.0 if self.tol is None else float(self.tol)
+        res = sinkhorn_potential(bank, tau=float(self.tau), n_iter=int(self.n_iter), tol=tol,
                                  device=device, extra=bank_gallery, budget_bytes=self._budget(),
                                  kernel_bytes=int(self.kernel_bytes))
         self.n_iter_, self.last_change_, self.converged_ = res.n_iter, res.last_change, res.converged
-        if not res.converged:
+        if self.tol is not None and not res.converged:
             warnings.warn(
                 f"{type(self).__name__}: stopped at n_iter={res.n_iter} with h still moving by "
                 f"{res.last_change:.3g} (score units) in the last iteration, above tol={self.tol:g}; "

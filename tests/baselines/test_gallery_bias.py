@@ -262,10 +262,14 @@ def test_sinkhorn_warns_when_not_converged_and_stops_early_when_it_is(cosine_cas
 
     bank, scores = cosine_case
     with pytest.warns(ConvergenceWarning, match=r"n_iter=2 .* above tol=1e-06"):
-        m = SinkhornNorm(tau=0.05, n_iter=2).fit(bank)
+        m = SinkhornNorm(tau=0.05, n_iter=2, tol=1e-6).fit(bank)
     assert m.n_iter_ == 2 and not m.converged_ and m.last_change_ > 1e-7
     with pytest.warns(ConvergenceWarning, match="DualBankSinkhorn"):
-        DualBankSinkhorn(tau=0.05, n_iter=2).fit(bank, bank_gallery=bank[:, :7])
+        DualBankSinkhorn(tau=0.05, n_iter=2, tol=1e-6).fit(bank, bank_gallery=bank[:, :7])
+    with warnings.catch_warnings():  # the default (tol None) is the paper's truncated iteration
+        warnings.simplefilter("error")
+        m = SinkhornNorm(tau=0.05, n_iter=2).fit(bank)
+    assert m.n_iter_ == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m = SinkhornNorm(tau=0.3, n_iter=500, tol=1e-6).fit(bank)
