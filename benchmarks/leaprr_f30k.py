@@ -96,15 +96,15 @@ def tune_methods(train, methods: list[str], *, tune_items: int, seed: int) -> di
 def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
     """One network pass on ``test``; the fused and the overwrite result, and the model's input."""
     from pillar_rerank.fusion import fuse_shard, list_lengths
+    from pillar_rerank.inference import base_matrices
     from pillar_rerank.metrics.recall import recall_metrics
-    from pillar_rerank.reranker import _bases
     from pillar_rerank.sharding import apply_updates
 
     raw = copy.copy(model)
     raw.fusion_ = None
     t0 = time.perf_counter()
-    shard = raw.rerank(test, shard=(0, 1))
-    bases = _bases(model._normalized(test, model.config_))
+    shard = raw.rerank_shard(test, 0, 1)
+    bases = base_matrices(model._normalized(test, model.config_))
     weights = {d: model.fusion_[f"w_{d}"] for d in ("i2t", "t2i")}
     fused = apply_updates(*bases, [fuse_shard(shard, *bases, weights, list_lengths(model.config_))])
     rerank_s = time.perf_counter() - t0
@@ -187,8 +187,9 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
             result["leaprr"][variant] = {"skipped": f"normaliser {name!r} not among the tuned methods"}
             continue
         params = {} if name is None else {d: tuning[name][f"params_{d}"] for d in ("i2t", "t2i")}
+        # fitted with the fusion so that both the fused and the overwrite result come from one model
         cfg = LeaPRRConfig.from_dict({**REDUCED, **(config or {}), "seed": seed, "normalize": name,
-                                      "normalize_params": params})
+                                      "normalize_params": params, "score_fusion": "zscore"})
         t0 = time.perf_counter()
         model = PillarReranker(cfg).fit(train, dev, verbose=False)
         fit_s = time.perf_counter() - t0
