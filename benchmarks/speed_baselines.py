@@ -326,26 +326,20 @@ def _to_score_units(method: str, out: np.ndarray, params: dict[str, Any]) -> np.
     return np.log(out) / params["beta"] if method == "inverted_softmax" else out
 
 
-def _proc_mb(field: str) -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _measure(fn):
     """(result, (wall s, CPU s of all threads), extra peak RSS MB); the high-water mark is reset
     first (Linux clear_refs)."""
     import gc
 
+    from benchmarks.memory import current_rss_mb, peak_rss_mb, reset_peak_rss
+
     gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _proc_mb("VmRSS")
+    reset_peak_rss()
+    before = current_rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     result = fn()
     seconds = (time.perf_counter() - t0, time.process_time() - c0)
-    return result, seconds, _proc_mb("VmHWM") - before
+    return result, seconds, peak_rss_mb() - before
 
 
 def _load_proxy(data_dir: str, split: str):

@@ -47,6 +47,7 @@ def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
     help="Re-rank only share i of n of the queries (i/n); join shards with `rerank merge`.",
 )
 @click.option("--device", type=str, default=None, help="cpu, cuda or cuda:N.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (one is drawn on a terminal only).")
 @input_building_options
 @overwrite_option
 def apply(
@@ -54,6 +55,7 @@ def apply(
     output: str,
     shard: tuple[int, int] | None,
     device: str | None,
+    quiet: bool,
     max_memory: str | None,
     cache_dir: str | None,
     overwrite: bool,
@@ -73,11 +75,12 @@ def apply(
     start = time.perf_counter()
     with echo_warnings():
         if shard is None:
-            scores = model.rerank(test, max_memory=max_memory, cache_dir=cache_dir)
+            scores = model.rerank(test, max_memory=max_memory, cache_dir=cache_dir, show_progress=not quiet)
             save_array(output, scores, inputs=inputs, overwrite=overwrite)
             what = f"{test.n_images} image and {test.n_texts} text queries"
         else:
-            result = model.rerank_shard(test, *shard, max_memory=max_memory, cache_dir=cache_dir)
+            result = model.rerank_shard(test, *shard, max_memory=max_memory, cache_dir=cache_dir,
+                                        show_progress=not quiet)
             result.save(output, overwrite=overwrite, inputs=inputs)
             what = (
                 f"shard {shard[0]}/{shard[1]}: {len(set(result.i2t_rows.tolist()))} image and "

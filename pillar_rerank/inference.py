@@ -19,6 +19,7 @@ from pillar_rerank.lists.contract import ListSource
 from pillar_rerank.model.network import MutualRerankNetwork
 from pillar_rerank.sharding import ShardResult, apply_updates
 from pillar_rerank.utils.device import autocast
+from pillar_rerank.utils.progress import progress
 
 #: Nodes per forward pass at inference (bounds activation memory, not results).
 INFERENCE_NODES = 16384
@@ -40,8 +41,10 @@ DIRECTIONS = (Direction("i2t", "image_lists", "i2t", "list_len_i2t", True),
 
 
 def rescore(src: ListSource, model: MutualRerankNetwork, ids: dict[str, torch.Tensor], *, lists,
-            precision: str, device: torch.device) -> dict[str, np.ndarray]:
+            precision: str, device: torch.device, show_progress: bool = False) -> dict[str, np.ndarray]:
     """New scores of every candidate of the queries ``ids`` (``{"i2t": image ids, "t2i": text ids}``).
+
+    ``show_progress``: a progress bar per direction on stderr (on a terminal only).
 
     Returns the six ``{d}_rows``, ``{d}_cols``, ``{d}_values`` arrays of a ShardResult: int64
     image/text ids and float32 cosines of the re-scored (image, text) entries per direction.
@@ -54,7 +57,9 @@ def rescore(src: ListSource, model: MutualRerankNetwork, ids: dict[str, torch.Te
             queries = ids[d.name]
             block = max(1, INFERENCE_NODES // getattr(lists, d.list_len))
             rows, cols, values = [], [], []
-            for s in range(0, queries.shape[0], block):
+            starts = range(0, queries.shape[0], block)
+            for s in progress(starts, desc=f"re-ranking ({d.name})", disable=not show_progress,
+                              unit="block"):
                 batch = read(queries[s:s + block]).to(device)
                 new = net.score_lists(batch)[:, 1:].float().cpu()
                 cand = batch.candidates.cpu()

@@ -272,22 +272,23 @@ class PillarReranker(BaseReranker):
 
     # ------------------------------------------------------------------ inference
     def rerank(self, test: RetrievalSet, *, max_memory: str | int | None = None,
-               cache_dir: PathLikeStr | None = None) -> np.ndarray:
+               cache_dir: PathLikeStr | None = None, show_progress: bool = False) -> np.ndarray:
         """Re-ranked image x text score matrix of ``test`` (float32; the input is not modified).
 
         Every image query's candidates get the i2t network's cosines in a copy of the i2t
         matrix, every text query's candidates the t2i network's in a copy of the t2i matrix,
         and the result is their mean (spec §6.4), used for both directions. ``max_memory`` and
-        ``cache_dir`` are as in :meth:`fit`. To split the work over processes, use
-        :meth:`rerank_shard` and :meth:`merge`.
+        ``cache_dir`` are as in :meth:`fit`; ``show_progress`` draws a progress bar on stderr
+        (on a terminal only). To split the work over processes, use :meth:`rerank_shard` and
+        :meth:`merge`.
         """
         return scores_with_updates(*self._rerank_part(test, 0, 1, max_memory=max_memory,
-                                                      cache_dir=cache_dir),
+                                                      cache_dir=cache_dir, show_progress=show_progress),
                                    fp16=self.config_.reference_fp16)
 
     def rerank_shard(self, test: RetrievalSet, index: int, count: int, *,
                      max_memory: str | int | None = None,
-                     cache_dir: PathLikeStr | None = None) -> ShardResult:
+                     cache_dir: PathLikeStr | None = None, show_progress: bool = False) -> ShardResult:
         """Re-rank only the contiguous share ``index`` of ``count`` of the image and text queries.
 
         Returns a :class:`~pillar_rerank.sharding.ShardResult` (the entries it re-scored, their
@@ -297,10 +298,11 @@ class PillarReranker(BaseReranker):
         :meth:`cache_inputs`, ``rerank cache`` or an unsharded :meth:`rerank`): concurrent shards
         must not build the same cache.
         """
-        return self._rerank_part(test, index, count, max_memory=max_memory, cache_dir=cache_dir)[1][0]
+        return self._rerank_part(test, index, count, max_memory=max_memory, cache_dir=cache_dir,
+                                 show_progress=show_progress)[1][0]
 
-    def _rerank_part(self, test: RetrievalSet, index: int, count: int, *, max_memory, cache_dir
-                     ) -> tuple[RetrievalSet, list[ShardResult]]:
+    def _rerank_part(self, test: RetrievalSet, index: int, count: int, *, max_memory, cache_dir,
+                     show_progress: bool = False) -> tuple[RetrievalSet, list[ShardResult]]:
         """The normalised test side and the one-element shard list of share ``index``/``count``."""
         self._check_is_fitted()
         cfg = self.config_
@@ -312,7 +314,8 @@ class PillarReranker(BaseReranker):
                             require_cache=count > 1)
         ids = {"i2t": torch.arange(test.n_images)[shard_range(test.n_images, index, count)],
                "t2i": torch.arange(test.n_texts)[shard_range(test.n_texts, index, count)]}
-        upd = rescore(src, self.model_, ids, lists=cfg.lists, precision=cfg.precision, device=device)
+        upd = rescore(src, self.model_, ids, lists=cfg.lists, precision=cfg.precision, device=device,
+                      show_progress=show_progress)
         shard = ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)
         return data, [self._fused(data, shard)]
 

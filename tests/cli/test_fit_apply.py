@@ -523,3 +523,25 @@ def test_fit_score_fusion_option_is_saved(workspace, tmp_path):
     assert "score fusion:" in r.output
     r = run("fit", *train, "--config", root / "cfg.json", "--score-fusion", "mean", "-o", tmp_path / "x")
     assert r.exit_code == 2 and "mean" in r.output
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_apply_draws_a_progress_bar_on_a_terminal_only(workspace, tmp_path, monkeypatch, capsys, tty):
+    """Issue 15 item 27: re-ranking shows its progress (stderr, a terminal only); -q keeps it quiet."""
+    import sys
+
+    from pillar_rerank.inputs import load_retrieval_set
+    from pillar_rerank.reranker import PillarReranker
+
+    root, *_ = workspace
+    model = PillarReranker.load(root / "model")
+    test = load_retrieval_set(sims=root / "test_sims.npy", txt_to_img=root / "test_t2i.npy")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    shown = model.rerank(test, show_progress=True)
+    assert ("re-ranking (i2t)" in capsys.readouterr().err) == tty
+    quiet = model.rerank(test)
+    assert "re-ranking" not in capsys.readouterr().err
+    np.testing.assert_array_equal(shown, quiet)
+    r = run("apply", root / "model", "--sims", root / "test_sims.npy", "--txt2img", root / "test_t2i.npy",
+            "-q", "-o", tmp_path / "q.npy")
+    assert r.exit_code == 0, r.output
