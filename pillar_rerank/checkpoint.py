@@ -330,19 +330,8 @@ def _check_manifest(manifest: Any, root: Path) -> dict[str, dict[str, Any]]:
     where = f"model dir ({root}): {MANIFEST_FILE}"
     if not isinstance(manifest, dict):
         raise CheckpointError(f"{where} is corrupt (a JSON {type(manifest).__name__}, not an object).")
-    keys = {"format_version", "files"}
-    if set(manifest) != keys:
-        missing, extra = sorted(keys - set(manifest)), sorted(set(manifest) - keys)
-        what = f"lacks {missing[0]!r}" if missing else f"has the unknown field {extra[0]!r}"
-        raise CheckpointError(f"{where} is corrupt: it {what} (fields: format_version, files).")
-    version = manifest["format_version"]
-    if not _is_count(version):
-        raise CheckpointError(f"{where} is corrupt: format_version must be an integer; got {version!r}.")
-    if version != MODEL_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{where}: format version {version!r} is not supported "
-            f"(this pillar_rerank {__version__} reads version {MODEL_FORMAT_VERSION})."
-        )
+    _check_fields(manifest, ("format_version", "files"), where=f"{where} is corrupt: it")
+    _check_format_version(manifest["format_version"], where=where)
     files = manifest["files"]
     if not isinstance(files, dict):
         raise CheckpointError(f"{where} is corrupt: field 'files' is not a table of file names.")
@@ -483,19 +472,8 @@ def check_reranker_document(doc: Any, *, source: str):
     where = f"{source}: {CONFIG_FILE}"
     if not isinstance(doc, dict):
         raise CheckpointError(f"{where} must hold a JSON object; got a {type(doc).__name__}.")
-    missing = [k for k in _RERANKER_DOC_KEYS if k not in doc]
-    extra = sorted(set(doc) - set(_RERANKER_DOC_KEYS))
-    if missing or extra:
-        what = f"lacks the field {missing[0]!r}" if missing else f"has the unknown field {extra[0]!r}"
-        raise CheckpointError(f"{where} {what} (fields: {', '.join(_RERANKER_DOC_KEYS)}).")
-    version = doc["format_version"]
-    if not _is_count(version):
-        raise CheckpointError(f"{where}: format_version must be an integer; got {version!r}.")
-    if version != MODEL_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{where}: format_version {version!r} is not supported (this pillar_rerank {__version__} "
-            f"reads version {MODEL_FORMAT_VERSION})."
-        )
+    _check_fields(doc, _RERANKER_DOC_KEYS, where=where)
+    _check_format_version(doc["format_version"], where=where)
     if not isinstance(doc["package_version"], str):
         raise CheckpointError(f"{where}: package_version must be a string; got {doc['package_version']!r}.")
     if doc["estimator"] != "PillarReranker":
@@ -513,11 +491,7 @@ def check_reranker_document(doc: Any, *, source: str):
     fitted = doc["fitted"]
     if not isinstance(fitted, dict):
         raise CheckpointError(f"{where}: field 'fitted' must be an object; got a {type(fitted).__name__}.")
-    missing = [k for k in _FITTED_KEYS if k not in fitted]
-    extra = sorted(set(fitted) - set(_FITTED_KEYS) - set(_OPTIONAL_FITTED_KEYS))
-    if missing or extra:
-        what = f"lacks {missing[0]!r}" if missing else f"has the unknown field {extra[0]!r}"
-        raise CheckpointError(f"{where}: field 'fitted' {what} (fields: {', '.join(_FITTED_KEYS)}).")
+    _check_fields(fitted, _FITTED_KEYS, optional=_OPTIONAL_FITTED_KEYS, where=f"{where}: field 'fitted'")
     try:
         validate_params(
             fitted,
@@ -527,6 +501,26 @@ def check_reranker_document(doc: Any, *, source: str):
     except InvalidInputError as exc:
         raise CheckpointError(str(exc)) from exc
     return cfg
+
+
+def _check_fields(obj: dict, required: tuple[str, ...], *, where: str,
+                  optional: tuple[str, ...] = ()) -> None:
+    """Refuse a JSON object lacking one of ``required`` or holding a key outside required + optional."""
+    missing = [k for k in required if k not in obj]
+    extra = sorted(set(obj) - set(required) - set(optional))
+    if missing or extra:
+        what = f"lacks the field {missing[0]!r}" if missing else f"has the unknown field {extra[0]!r}"
+        raise CheckpointError(f"{where} {what} (fields: {', '.join(required)}).")
+
+
+def _check_format_version(version: Any, *, where: str) -> None:
+    if not _is_count(version):
+        raise CheckpointError(f"{where}: format_version must be an integer; got {version!r}.")
+    if version != MODEL_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where}: format_version {version!r} is not supported (this pillar_rerank {__version__} "
+            f"reads version {MODEL_FORMAT_VERSION})."
+        )
 
 
 def check_weights_match_config(cfg, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:

@@ -193,7 +193,7 @@ FIELD_TAMPERING = {
     "config count not a number (+manifest)": (_set("fitted", "n_images_in", "abc"), "'n_images_in'"),
     "config count a float (+manifest)": (_set("fitted", "n_texts_in", 1.5), "'n_texts_in'"),
     "config count negative (+manifest)": (_set("fitted", "n_images_in", -3), "'n_images_in'"),
-    "config fitted lacks a count (+manifest)": (_drop("fitted", "n_texts_in"), "lacks 'n_texts_in'"),
+    "config fitted lacks a count (+manifest)": (_drop("fitted", "n_texts_in"), "lacks the field 'n_texts_in'"),
     "config history not an object (+manifest)": (_set("fitted", "history", [1]), "'history'"),
     "config lacks a config field (+manifest)": (_drop("config", "depth"), "config lacks the field 'depth'"),
     "config extra top-level field (+manifest)": (_set("surprise", 1), "unknown field 'surprise'"),
