@@ -354,6 +354,7 @@ SUITES: dict[str, list[Benchmark]] = {
             requires=("benchmarks.speed_baselines", "pillar_rerank.baselines"),
             data_files=COCO_FILES,
             data_param="data_dir",
+            summarize="benchmarks.speed_baselines:summarize_originals",
             timeout_s=3600.0,
         ),
         Benchmark(
