@@ -19,7 +19,7 @@ from pillar_rerank.adapters.trainers import (
 from pillar_rerank.adapters.trainers.folders import LEGACY_CONFIG_FILE, LEGACY_MODEL_FILE, check_replaceable
 from pillar_rerank.checkpoint import check_model_dir_target
 from pillar_rerank.exceptions import InputFileError, InvalidParameterError
-from pillar_rerank.io import _same_file
+from pillar_rerank.io import _same_file, check_writable_folder
 
 #: every ``--loss`` name: the two-tower losses, SelfAlign and score distillation from a teacher
 TRAINING_LOSSES = (*sorted(LOSSES), "selfalign", "distill")
@@ -166,6 +166,7 @@ def train_backbone(
     if export_train_dev:
         score_dirs += ["scores_train"] + (["scores_dev"] if dev else [])
     check_run_outputs(model_dir, score_dirs, inputs)
+    check_writable_folder(model_dir, name="run folder")  # before any input is read or any training
     model_folder = model_dir / RUN_MODEL_DIR
     legacy = [model_dir / name for name in LEGACY_FILES if (model_dir / name).is_file()]
     if (model_folder.exists() or legacy) and not overwrite:

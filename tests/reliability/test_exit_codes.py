@@ -325,15 +325,8 @@ def test_demo_refuses_a_non_empty_output_folder_before_training(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-_OUTPUT_PROBE_PENDING = {
-    "train-backbone": "cli/train_backbone.py (adapters) does not probe its run folder yet: it should call "
-                      "pillar_rerank.io.check_writable_folder(out, name=...) before training",
-}
-
-
 @pytest.mark.parametrize("location", ["/proc", "/sys"])
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=_OUTPUT_PROBE_PENDING[n]))
-                                  if n in _OUTPUT_PROBE_PENDING else n for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_unwritable_output_location_exits_3_before_any_work(name, location, inputs, monkeypatch):
     """Issue 15 item 11: an unwritable output folder gave a traceback and exit 1, after the work.
 
