@@ -5,6 +5,8 @@ missing), runs every point/seed as ``python -m benchmarks.worker`` so peak RSS i
 the figures with the machine, versions, commit, configuration, seed and date, derives the
 tables with the benchmark's summariser, validates the result against
 :data:`pillar_rerank.report.results.RESULT_SCHEMA` and writes it atomically.
+
+Slightly over ~400 lines: running, storing and checking result files in one place.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ An entry names its function as ``"module:function"`` so nothing is imported unti
 lists the modules and shared-data files it needs; when one is missing the runner records the
 benchmark as skipped with that reason instead of failing. Each *point* (and each seed) runs in
 its own fresh process so the peak RSS reported is that run's alone.
+
+Over ~400 lines: the registry, one declaration per benchmark.
 """
 
 from __future__ import annotations

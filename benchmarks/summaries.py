@@ -3,6 +3,8 @@
 Each function here takes the runs of one benchmark (see :mod:`benchmarks.runner`) and returns
 ``{"tables": [...], "plots": [...], "notes": [...]}``; the figures themselves are stored
 unchanged in the result JSON, so a table can always be re-derived from them.
+
+Over ~400 lines: one table builder per benchmark kind.
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ tensors (model, optimiser buffers, best weights, RNG state, data order) and ``st
 everything else plus the tensors file's checksum. The tensors file gets a fresh name each time
 and ``state.json`` is replaced atomically last, so the pair on disk is always consistent.
 Temporaries left by a run killed mid-write are removed by the next save or resume.
+
+Longer than the ~400 lines aimed at: the one model-folder format (atomic writer, checked reader,
+field validation) and the resumable training checkpoint that uses the same safetensors and manifest
+rules; keeping them together keeps the format's rules in one place (a split into writer/validation
+modules is the next step).
 """
 
 from __future__ import annotations

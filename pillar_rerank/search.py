@@ -21,6 +21,10 @@ gallery of modality B, with a reference set R of modality A):
   searcher was built with ``reference_lists=True``, the gallery items whose lists contain ``j``
   give it their re-scored values. With R and the gallery equal to a test set's texts and
   images (or images and texts), the result equals ``PillarReranker.rerank(test)``'s ranking.
+
+Longer than the ~400 lines aimed at: one estimator whose build, search, save and load share the same
+private tables (indexes, frozen gallery lists, overwrite lists); split, each part would reach into
+the others' state.
 """
 
 from __future__ import annotations

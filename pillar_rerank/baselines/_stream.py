@@ -5,6 +5,9 @@ ndarray, a read-only memory map, or :class:`EmbeddingScores` (the product of two
 matrices, computed one block at a time and never stored). Every kernel here reads it in row
 blocks sized from a memory budget, so memory is O(block * n_gallery + n_gallery) whatever the
 number of rows (a 100k-row bank never has to be exponentiated, or even held, in full).
+
+Slightly over ~400 lines: the streamed reductions and both Sinkhorn paths (stored and streamed
+kernel), which share the absorption and exact-fallback steps.
 """
 
 from __future__ import annotations
