@@ -61,6 +61,9 @@ class PillarReranker(BaseReranker):
     history_ : dict
         ``"validations"``: one entry per dev evaluation (step, epoch, RSUM and recalls);
         ``"epochs"``: mean loss terms per epoch; ``"selected"``: which weights were kept.
+    fusion_ : dict or None
+        With ``score_fusion="zscore"``: the per-direction weights chosen on dev and the dev RSUMs
+        behind the choice (:mod:`pillar_rerank.fusion`); None with the paper's overwrite.
     n_images_in_, n_texts_in_ : int
         Size of the training set.
     input_ : dict
@@ -280,7 +283,9 @@ class PillarReranker(BaseReranker):
 
         Every image query's candidates get the i2t network's cosines in a copy of the i2t
         matrix, every text query's candidates the t2i network's in a copy of the t2i matrix,
-        and the result is their mean (spec §6.4), used for both directions. ``max_memory`` and
+        and the result is their mean (spec §6.4), used for both directions (with
+        ``score_fusion="zscore"`` the candidates' input values are re-ordered by the fused score
+        instead, see :mod:`pillar_rerank.fusion`). ``max_memory`` and
         ``cache_dir`` are as in :meth:`fit`; ``show_progress`` draws a progress bar on stderr
         (on a terminal only). To split the work over processes, use :meth:`rerank_shard` and
         :meth:`merge`.
