@@ -14,8 +14,10 @@ from .options import data_options, input_building_options, load_side, prepare_ca
 @data_options(help_side="test side")
 @input_building_options
 @click.option("--device", type=str, default=None, help="cpu, cuda or cuda:N (of the neighbour searches).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (one is drawn on a terminal only).")
 def cache(
-    model_dir: str, max_memory: str | None, cache_dir: str | None, device: str | None, **kwargs
+    model_dir: str, max_memory: str | None, cache_dir: str | None, device: str | None, quiet: bool,
+    **kwargs,
 ) -> None:
     """Search neighbours and build every list of the test side with MODEL_DIR's settings, into --cache.
 
@@ -31,7 +33,7 @@ def cache(
     test = load_side(kwargs, name="test")
     model = PillarReranker.load(model_dir, device=device)
     start = time.perf_counter()
-    lists = model.cache_inputs(test, cache_dir, max_memory=max_memory)
+    lists = model.cache_inputs(test, cache_dir, max_memory=max_memory, show_progress=not quiet)
     size = sum(rec["bytes"] for rec in lists.manifest["files"].values())
     click.echo(
         f"cached the lists of {lists.n_images} image and {lists.n_texts} text queries in "

@@ -121,7 +121,7 @@ class PillarReranker(BaseReranker):
 
     def _builder(self, data: RetrievalSet, cfg: LeaPRRConfig, *, role: str = "data",
                  max_memory: str | int | None = None, cache_dir: PathLikeStr | None = None,
-                 require_cache: bool = False):
+                 require_cache: bool = False, show_progress: bool = False):
         """Lists of ``data``: searched now (under ``max_memory``), or read from / written to a cache.
 
         With ``cache_dir`` the lists live in ``cache_dir/<role>-<key>``, ``key`` a hash of what
@@ -145,7 +145,8 @@ class PillarReranker(BaseReranker):
                 "PillarReranker.cache_inputs), or drop the cache."
             )
         budget = max_memory if max_memory is not None else "4GB"
-        return distributed.main_first(lambda: build_cache(data, cfg, path, max_memory=budget))
+        return distributed.main_first(lambda: build_cache(data, cfg, path, max_memory=budget,
+                                                          show_progress=show_progress))
 
     def model_digest(self) -> str:
         """SHA-256 over the fitted weights (names, shapes, bytes): identifies the model in shards."""
@@ -338,17 +339,20 @@ class PillarReranker(BaseReranker):
         return fuse_shard(shard, *base_matrices(data), weights, list_lengths(self.config_))
 
     def cache_inputs(
-        self, test: RetrievalSet, cache_dir: PathLikeStr, *, max_memory: str | int | None = None
+        self, test: RetrievalSet, cache_dir: PathLikeStr, *, max_memory: str | int | None = None,
+        show_progress: bool = False,
     ):
         """Build (or reuse) the cache of ``test``'s lists that ``rerank(test, cache_dir=...)`` reads.
 
         The step to run once before sharded re-ranking with a cache. Returns the
-        :class:`~pillar_rerank.lists.cached.CachedLists`.
+        :class:`~pillar_rerank.lists.cached.CachedLists`. ``show_progress``: a bar per list kind
+        on stderr (on a terminal only).
         """
         self._check_is_fitted()
         self._check_sizes(test, self.config_, role="test")
         data = self._normalized(test, self.config_)
-        return self._builder(data, self.config_, role="test", max_memory=max_memory, cache_dir=cache_dir)
+        return self._builder(data, self.config_, role="test", max_memory=max_memory, cache_dir=cache_dir,
+                             show_progress=show_progress)
 
     def merge(self, test: RetrievalSet, shards: list[ShardResult | PathLikeStr]) -> np.ndarray:
         """Join the shards of :meth:`rerank_shard` (all present once, all from this model)."""

@@ -32,6 +32,7 @@ from pillar_rerank.lists.fingerprint import cache_meta, meta_diff
 from pillar_rerank.lists.tensorfile import FORMAT, FORMAT_VERSION, save_lists
 from pillar_rerank.neighbors import neighbor_memory_plan
 from pillar_rerank.typing import PathLikeStr
+from pillar_rerank.utils.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def build_cache(data: RetrievalSet, config: LeaPRRConfig, path: PathLikeStr, *,
                 max_memory: str | int = "4GB", device: str | torch.device | None = None,
                 index: str | None = None, index_params: dict | None = None, power_iterations: int = 1,
                 fingerprint: str = "sampled", overwrite: bool = False, shard_queries: int | None = None,
-                _crash_after: int | None = None) -> CachedLists:
+                show_progress: bool = False, _crash_after: int | None = None) -> CachedLists:
     """Search, build and write every image- and text-query list of ``data`` under ``max_memory``.
 
     Parameters
@@ -86,6 +87,8 @@ def build_cache(data: RetrievalSet, config: LeaPRRConfig, path: PathLikeStr, *,
         Replace an existing cache built for other inputs or settings.
     shard_queries : int, optional
         Queries per shard file (default: as many as half the working budget holds).
+    show_progress : bool, default=False
+        A bar per list kind on stderr while shards are written (on a terminal only).
 
     Returns
     -------
@@ -156,7 +159,9 @@ def build_cache(data: RetrievalSet, config: LeaPRRConfig, path: PathLikeStr, *,
     for kind, fn, n in (("image", builder.image_lists, data.n_images),
                         ("text", builder.text_lists, data.n_texts)):
         step = shard_queries or plan.shard_queries[kind]
-        for number, start in enumerate(range(0, n, step)):
+        starts = progress_bar(enumerate(range(0, n, step)), desc=f"caching {kind} lists", unit="shard",
+                          total=-(-n // step), disable=not show_progress)
+        for number, start in starts:
             stop = min(n, start + step)
             name = f"{kind}-{number:05d}.safetensors"
             layout.add(name)

@@ -545,3 +545,9 @@ def test_apply_draws_a_progress_bar_on_a_terminal_only(workspace, tmp_path, monk
     r = run("apply", root / "model", "--sims", root / "test_sims.npy", "--txt2img", root / "test_t2i.npy",
             "-q", "-o", tmp_path / "q.npy")
     assert r.exit_code == 0, r.output
+    (tmp_path / "cache").mkdir()
+    model.cache_inputs(test, tmp_path / "cache", show_progress=True)
+    assert ("caching image lists" in capsys.readouterr().err) == tty
+    r = run("cache", root / "model", "--sims", root / "test_sims.npy", "--txt2img", root / "test_t2i.npy",
+            "-q", "--cache", tmp_path / "cache2")
+    assert r.exit_code == 0, r.output
