@@ -93,30 +93,38 @@ def tune_methods(train, methods: list[str], *, tune_items: int, seed: int) -> di
     return out
 
 
+#: How the network's scores enter the result: (output, rule) -> row label suffix.
+LEAPRR_MODES = {
+    ("mean", "overwrite"): "one matrix, overwrite: the paper's",
+    ("mean", "fused"): "one matrix, dev-chosen rules",
+    ("per_direction", "overwrite"): "per direction, overwrite",
+    ("per_direction", "fused"): "per direction, dev-chosen rules",
+}
+
+
 def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
-    """One network pass on ``test``; the fused and the overwrite result, and the model's input."""
-    from pillar_rerank.fusion import fuse_shard, list_lengths
+    """One network pass on ``test``; both outputs (one matrix / per direction) under the overwrite,
+    the dev-chosen rules and the input itself (w = 1)."""
+    from pillar_rerank.fusion import OUTPUTS, combine, fuse_shard, list_lengths, rules_of
     from pillar_rerank.inference import base_matrices
     from pillar_rerank.metrics.recall import recall_metrics
-    from pillar_rerank.sharding import apply_updates
 
     raw = copy.copy(model)
     raw.fusion_ = None
     t0 = time.perf_counter()
     shard = raw.rerank_shard(test, 0, 1)
-    bases = base_matrices(model._normalized(test, model.config_))
-    weights = {d: model.fusion_[f"w_{d}"] for d in ("i2t", "t2i")}
-    fused = apply_updates(*bases, [fuse_shard(shard, *bases, weights, list_lengths(model.config_))])
     rerank_s = time.perf_counter() - t0
-    rows = {
-        "fused": recall_metrics(fused, test.relevance),
-        "overwrite": recall_metrics(apply_updates(*bases, [shard]), test.relevance),
-        # w = 1 in both directions: the input values, combined into one matrix as LeaPRR does
-        "input_as_one_matrix": recall_metrics(apply_updates(
-            *bases, [fuse_shard(shard, *bases, {"i2t": 1.0, "t2i": 1.0}, list_lengths(model.config_))]),
-            test.relevance),
-    }
-    out = {k: {**_round(v), "delta_RSUM": round(v["RSUM"] - base_rsum, 2)} for k, v in rows.items()}
+    bases = base_matrices(model._normalized(test, model.config_))
+    lens = list_lengths(model.config_)
+    out: dict[str, Any] = {}
+    for output in OUTPUTS:
+        for rule, rules in (("overwrite", None), ("fused", rules_of(model.fusion_, output)),
+                            ("input", {"i2t": 1.0, "t2i": 1.0})):
+            fused = shard if rules is None else fuse_shard(shard, *bases, rules, lens)
+            result = combine(fused, *bases, output)
+            m = (recall_metrics(result, test.relevance) if output == "mean"
+                 else recall_metrics(result[0], test.relevance, t2i_scores=result[1]))
+            out[f"{output}/{rule}"] = {**_round(m), "delta_RSUM": round(m["RSUM"] - base_rsum, 2)}
     out["rerank_s"] = round(rerank_s, 1)
     return out
 
@@ -148,7 +156,7 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
         train, dev, tests = load_sides(train_items=train_items, holdout=holdout, cache=cache,
                                        f30k_root=f30k_root, coco_root=root)
     methods = list(methods or BASELINES)
-    variants = list(variants or ("alone", "best", "dsl"))
+    variants = list(variants or ("alone", "dsl", "best"))
     wall: dict[str, float] = {"load_s": round(time.perf_counter() - started, 1)}
     t0 = time.perf_counter()
     tuning = tune_methods(train, methods, tune_items=tune_items, seed=0)
@@ -234,8 +242,9 @@ def _rows(figs: list[dict[str, Any]], test: str) -> list[tuple[str, str, list[di
         if not entries[0] or "tests" not in entries[0]:
             continue
         name = label.format(n=entries[0]["normalize"])
-        for mode, suffix in (("overwrite", " (overwrite, reference)"), ("fused", " + fusion")):
-            rows.append((name + suffix, "learned", [e["tests"][test][mode] for e in entries]))
+        for (output, rule), suffix in LEAPRR_MODES.items():
+            rows.append((f"{name} ({suffix})", "learned",
+                         [e["tests"][test][f"{output}/{rule}"] for e in entries]))
     return rows
 
 

@@ -30,6 +30,22 @@ def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
     return index, count
 
 
+def write_scores(model, test, output: str, *, inputs, overwrite: bool, shards=None, **rerank_options) -> None:
+    """``model``'s re-ranked ``test`` (or its merged ``shards``) written as ``output``'s suffix says:
+    ``.npz`` one matrix per direction, otherwise one matrix (the mean of both directions)."""
+    from pathlib import Path
+
+    from pillar_rerank.io import save_array, save_direction_pair
+
+    if Path(output).suffix == ".npz":
+        both = (model.rerank_both(test, **rerank_options) if shards is None
+                else model.merge_both(test, shards))
+        save_direction_pair(output, both.scores, both.t2i_scores, inputs=inputs, overwrite=overwrite)
+    else:
+        scores = model.rerank(test, **rerank_options) if shards is None else model.merge(test, shards)
+        save_array(output, scores, inputs=inputs, overwrite=overwrite)
+
+
 @click.command("apply")
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @data_options(help_side="test side")
@@ -38,7 +54,9 @@ def parse_shard(ctx, param, value: str | None) -> tuple[int, int] | None:
     "--output",
     required=True,
     type=click.Path(dir_okay=False),
-    help="Re-ranked image x text scores (.npy), or with --shard a shard file (.npz).",
+    help="Re-ranked scores: .npy, one image x text matrix (the mean of the two directions, the "
+    "paper's); .npz, one matrix per direction (i2t, t2i, as `rerank baseline` writes: keeps a "
+    "normaliser's directions apart). With --shard: the shard file (.npz).",
 )
 @click.option(
     "--shard",
@@ -61,9 +79,13 @@ def apply(
     overwrite: bool,
     **kwargs,
 ) -> None:
-    """Re-rank the test side with MODEL_DIR; write the new score matrix atomically."""
+    """Re-rank the test side with MODEL_DIR; write the new scores atomically.
+
+    The output's suffix chooses the form: ``.npy`` one matrix (mean of both directions),
+    ``.npz`` one matrix per direction (``rerank eval`` reads both).
+    """
     from pillar_rerank.checkpoint import check_output_outside_model_dir, model_dir_files
-    from pillar_rerank.io import check_output_path, save_array
+    from pillar_rerank.io import check_output_path
     from pillar_rerank.reranker import PillarReranker
 
     inputs = [*(v for v in kwargs.values() if isinstance(v, str)), *model_dir_files(model_dir)]
@@ -75,8 +97,8 @@ def apply(
     start = time.perf_counter()
     with echo_warnings():
         if shard is None:
-            scores = model.rerank(test, max_memory=max_memory, cache_dir=cache_dir, show_progress=not quiet)
-            save_array(output, scores, inputs=inputs, overwrite=overwrite)
+            write_scores(model, test, output, inputs=inputs, overwrite=overwrite, max_memory=max_memory,
+                         cache_dir=cache_dir, show_progress=not quiet)
             what = f"{test.n_images} image and {test.n_texts} text queries"
         else:
             result = model.rerank_shard(test, *shard, max_memory=max_memory, cache_dir=cache_dir,

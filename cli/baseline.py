@@ -18,7 +18,7 @@ from pillar_rerank.baselines.bank import assemble_bank
 from pillar_rerank.baselines.tuning import choice_params, load_choice
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import RetrievalSet
-from pillar_rerank.io import atomic_path, check_output_path, load_array, save_array
+from pillar_rerank.io import check_output_path, load_array, save_array, save_direction_pair
 
 from .options import EXISTING_FILE, data_options, key_values, load_side, overwrite_option
 
@@ -136,10 +136,8 @@ def baseline(name, list_methods, params, t2i_params, params_from, per_direction,
         )
     result = apply_both(method, data, bank, t2i_method=t2i_method, show_progress=not quiet)
     if direction == "both":
-        out = check_output_path(output, inputs=inputs + bank_files, overwrite=overwrite)
-        with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, i2t=np.asarray(result.scores, dtype=np.float32),
-                     t2i=np.asarray(result.t2i_scores, dtype=np.float32))
+        save_direction_pair(output, result.scores, result.t2i_scores, inputs=inputs + bank_files,
+                            overwrite=overwrite)
     else:
         matrix = result.scores if direction == "i2t" else result.t2i_scores
         save_array(output, np.asarray(matrix, dtype=np.float32), inputs=inputs + bank_files,

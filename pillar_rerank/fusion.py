@@ -7,15 +7,19 @@ worse than the ranking it was given. Here, per list of ``K`` candidates of one q
 
 1. both score vectors are standardised within the list: ``z(x) = (x - mean(x)) / std(x)``
    (a constant list gives ``z = 0``);
-2. they are mixed, ``f = w * z(input) + (1 - w) * z(network)``, with one weight ``w`` per
-   direction chosen on the dev side after training (:func:`choose_weights`; the grid contains
-   ``w = 1``, the input ranking itself, so the dev RSUM is never below the input's);
+2. they are mixed, ``f = w * z(input) + (1 - w) * z(network)``;
 3. the list's own input values are handed out again in the order of ``f`` (rank calibration):
    the candidate ranked first by ``f`` gets the list's largest input value, and so on.
 
 Step 3 keeps every entry on the input's scale, so candidates outside the list keep their order
-below the list, and ``w = 1`` returns the input values unchanged (bit for bit). The two
-directions are then combined as before (mean of the i2t and t2i matrices, spec §6.4).
+below the list, and ``w = 1`` returns the input values unchanged (bit for bit).
+
+The rule of each direction is chosen on the dev side after training (:func:`choose_rules`)
+among the weights ``0, 0.1, ..., 1`` and ``"overwrite"`` (the network's cosines written over the
+entries, the paper's combination). ``w = 1`` (the input) and the overwrite are both candidates,
+so on dev the chosen result is never below either. The rules are chosen separately for the two
+outputs of the re-ranker: the mean of the two direction matrices (``"mean"``, spec §6.4, what
+``rerank`` returns) and one matrix per direction (``"per_direction"``, ``rerank_both``).
 """
 
 from __future__ import annotations
@@ -29,13 +33,20 @@ import numpy as np
 from pillar_rerank.exceptions import CheckpointError
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.metrics.recall import recall_metrics
-from pillar_rerank.sharding import ShardResult, apply_updates
+from pillar_rerank.sharding import ShardResult, apply_updates, direction_matrices
 
 logger = logging.getLogger(__name__)
 
 #: Fusion weights tried per direction (``1.0``: the input ranking; ``0.0``: the network's order).
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+#: The rule that writes the network's cosines over the re-scored entries (the reference's).
+OVERWRITE = "overwrite"
 DIRECTIONS = ("i2t", "t2i")
+#: The re-ranker's two outputs: the mean of the direction matrices, or one matrix per direction.
+OUTPUTS = ("mean", "per_direction")
+RECORD_FORMAT = 2
+
+Rule = float | str
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -87,16 +98,19 @@ def _direction_lists(shard: ShardResult, direction: str, base: np.ndarray, k: in
 
 
 def fuse_shard(shard: ShardResult, base_i2t: np.ndarray, base_t2i: np.ndarray | None,
-               weights: dict[str, float], list_lens: dict[str, int]) -> ShardResult:
-    """A copy of ``shard`` whose re-scored values are fused with the input (see module doc).
+               rules: dict[str, Rule], list_lens: dict[str, int]) -> ShardResult:
+    """A copy of ``shard`` whose re-scored values follow each direction's rule (see module doc).
 
-    ``list_lens`` gives the candidates per list of each direction (``list_len - 1``).
+    ``rules`` maps each direction to a weight in [0, 1] or :data:`OVERWRITE` (values kept as
+    they are); ``list_lens`` gives the candidates per list of each direction (``list_len - 1``).
     """
     bases = {"i2t": base_i2t, "t2i": base_i2t if base_t2i is None else base_t2i}
     new = {}
     for d in DIRECTIONS:
+        if rules[d] == OVERWRITE:
+            continue
         base, net = _direction_lists(shard, d, bases[d], list_lens[d])
-        new[f"{d}_values"] = fuse_lists(base, net, float(weights[d])).reshape(-1)
+        new[f"{d}_values"] = fuse_lists(base, net, float(rules[d])).reshape(-1)
     return dataclasses.replace(shard, **new)
 
 
@@ -105,60 +119,118 @@ def list_lengths(config: Any) -> dict[str, int]:
     return {"i2t": config.list_len_i2t - 1, "t2i": config.list_len_t2i - 1}
 
 
-def choose_weights(shard: ShardResult | None, dev: RetrievalSet | None, config: Any,
-                   grid: tuple[float, ...] = WEIGHT_GRID) -> dict[str, Any]:
-    """Pick ``(w_i2t, w_t2i)`` on the dev side by the RSUM of the combined matrix (joint grid).
+def combine(shard: ShardResult, base_i2t: np.ndarray, base_t2i: np.ndarray | None, output: str,
+            *, fp16: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The re-ranker's ``output`` from the bases and (already fused) shard values."""
+    if output == "mean":
+        return apply_updates(base_i2t, base_t2i, [shard], fp16=fp16)
+    return direction_matrices(base_i2t, base_t2i, [shard], fp16=fp16)
 
-    ``shard`` holds the network's scores of every dev query (one :class:`ShardResult`). Ties go
-    to the larger weights (closer to the input). Without a dev side nothing can be chosen: the
-    network's order is used (``w = 0``) on the input's values, and the record says so.
 
-    Returns the record stored with the model: ``{"w_i2t", "w_t2i", "grid", "selected",
-    "dev_rsum", "dev_rsum_input", "dev_rsum_network", "dev_rsum_overwrite"}``.
+def _preference(rule: Rule) -> float:
+    """Tie-break among rules of equal dev RSUM: the input first, then closer to it, overwrite last."""
+    return -1.0 if rule == OVERWRITE else float(rule)
+
+
+def choose_rules(shard: ShardResult | None, dev: RetrievalSet | None, config: Any,
+                 grid: tuple[float, ...] = WEIGHT_GRID) -> dict[str, Any]:
+    """Pick each direction's rule on the dev side, for both outputs, by dev RSUM.
+
+    ``shard`` holds the network's scores of every dev query (one :class:`ShardResult`), ``dev``
+    the (normalised) dev side. For the ``"mean"`` output the two directions' rules are chosen
+    jointly (each direction's matrix enters both directions' rankings); for ``"per_direction"``
+    each direction by its own three recalls. Ties go to the rule closer to the input. Without a
+    dev side nothing can be chosen: the overwrite (the paper's) is kept, and the record says so.
+
+    Returns the record stored with the model: ``{"format", "grid", "selected", "mean": {...},
+    "per_direction": {...}}``; each output holds ``i2t`` and ``t2i`` (a weight or
+    ``"overwrite"``), ``dev_rsum`` of the choice and ``dev_rsum_input``, ``dev_rsum_overwrite``,
+    ``dev_rsum_network`` (w = 0) for comparison.
     """
+    record: dict[str, Any] = {"format": RECORD_FORMAT, "grid": list(grid)}
     if shard is None or dev is None:
-        logger.warning("score fusion: no dev side, so no weight can be chosen; using the network's order "
-                       "(w = 0) on the input's values")
-        return {"w_i2t": 0.0, "w_t2i": 0.0, "grid": list(grid), "selected": "no dev side (w = 0)"}
+        logger.warning("score fusion: no dev side, so no rule can be chosen; keeping the overwrite")
+        record["selected"] = "no dev side (overwrite)"
+        for output in OUTPUTS:
+            record[output] = {d: OVERWRITE for d in DIRECTIONS}
+        return record
     if 1.0 not in grid:
-        raise ValueError("choose_weights: the grid must contain 1.0 (the input ranking).")
+        raise ValueError("choose_rules: the grid must contain 1.0 (the input ranking).")
     from pillar_rerank.inference import base_matrices
 
     bases = base_matrices(dev)
     lens = list_lengths(config)
-    fused = {w: fuse_shard(shard, *bases, {"i2t": w, "t2i": w}, lens) for w in grid}
-    trials = []
-    for w_i in grid:
-        for w_t in grid:
-            mixed = dataclasses.replace(shard, i2t_values=fused[w_i].i2t_values,
-                                        t2i_values=fused[w_t].t2i_values)
-            rsum = recall_metrics(apply_updates(*bases, [mixed]), dev.relevance)["RSUM"]
-            trials.append((rsum, w_i + w_t, w_i, w_t))
-    best = max(trials)
-    at = {(w_i, w_t): r for r, _, w_i, w_t in trials}
-    overwrite = recall_metrics(apply_updates(*bases, [shard]), dev.relevance)["RSUM"]
-    record = {
-        "w_i2t": float(best[2]), "w_t2i": float(best[3]), "grid": list(grid),
-        "selected": f"dev RSUM on {dev.name} ({dev.n_images} x {dev.n_texts})",
-        "dev_rsum": round(float(best[0]), 4), "dev_rsum_input": round(float(at[(1.0, 1.0)]), 4),
-        "dev_rsum_network": round(float(at[(0.0, 0.0)]), 4), "dev_rsum_overwrite": round(float(overwrite), 4),
+    rules: list[Rule] = [*grid, OVERWRITE]
+    fused = {r: fuse_shard(shard, *bases, {"i2t": r, "t2i": r}, lens) for r in rules}
+
+    def mixed(r_i2t: Rule, r_t2i: Rule) -> ShardResult:
+        return dataclasses.replace(shard, i2t_values=fused[r_i2t].i2t_values,
+                                   t2i_values=fused[r_t2i].t2i_values)
+
+    # per direction: each direction's recalls on its own matrix, independent of the other's rule
+    halves = {}
+    for r in rules:
+        i2t, t2i = combine(fused[r], *bases, "per_direction")
+        m = recall_metrics(i2t, dev.relevance, t2i_scores=t2i)
+        halves[r] = {d: sum(v for k, v in m.items() if k.startswith(f"{d}_R@")) for d in DIRECTIONS}
+    best = {d: max(rules, key=lambda r, d=d: (halves[r][d], _preference(r))) for d in DIRECTIONS}
+    record["per_direction"] = {
+        **best, "dev_rsum": _round(halves[best["i2t"]]["i2t"] + halves[best["t2i"]]["t2i"]),
+        **{f"dev_rsum_{name}": _round(sum(halves[r].values()))
+           for name, r in (("input", 1.0), ("overwrite", OVERWRITE), ("network", 0.0))},
     }
-    logger.info("score fusion: w_i2t=%.1f w_t2i=%.1f, dev RSUM %.2f (input %.2f, network order %.2f, "
-                "overwrite %.2f)", record["w_i2t"], record["w_t2i"], record["dev_rsum"],
-                record["dev_rsum_input"], record["dev_rsum_network"], record["dev_rsum_overwrite"])
+    # mean: the joint grid over both directions' rules
+    joint = {(a, b): recall_metrics(combine(mixed(a, b), *bases, "mean"), dev.relevance)["RSUM"]
+             for a in rules for b in rules}
+    a, b = max(joint, key=lambda ab: (joint[ab], _preference(ab[0]) + _preference(ab[1])))
+    record["mean"] = {
+        "i2t": a, "t2i": b, "dev_rsum": _round(joint[(a, b)]),
+        **{f"dev_rsum_{name}": _round(joint[(r, r)])
+           for name, r in (("input", 1.0), ("overwrite", OVERWRITE), ("network", 0.0))},
+    }
+    record["selected"] = f"dev RSUM on {dev.name} ({dev.n_images} x {dev.n_texts})"
+    for output in OUTPUTS:
+        o = record[output]
+        logger.info("score fusion (%s output): i2t %s, t2i %s; dev RSUM %.2f (input %.2f, overwrite %.2f, "
+                    "network order %.2f)", output, o["i2t"], o["t2i"], o["dev_rsum"], o["dev_rsum_input"],
+                    o["dev_rsum_overwrite"], o["dev_rsum_network"])
     return record
+
+
+def _round(x: float) -> float:
+    return round(float(x), 4)
+
+
+def _valid_rule(rule: Any) -> bool:
+    return rule == OVERWRITE or (isinstance(rule, (int, float)) and not isinstance(rule, bool)
+                                 and 0.0 <= float(rule) <= 1.0)
 
 
 def check_record(record: Any, *, source: str) -> dict[str, Any] | None:
-    """Validate a fusion record read from a model directory (``None``: overwrite, as saved)."""
+    """Validate a fusion record read from a model directory (``None``: overwrite, as saved).
+
+    A record of the first format (``w_i2t``/``w_t2i``, one weight per direction for the mean
+    output, no overwrite candidate) is read as the same weights for both outputs.
+    """
     if record is None:
         return None
+    if isinstance(record, dict) and "format" not in record and "w_i2t" in record:
+        rules = {d: record.get(f"w_{d}") for d in DIRECTIONS}
+        record = {**record, "format": 1, **{o: dict(rules) for o in OUTPUTS}}
     ok = isinstance(record, dict) and all(
-        isinstance(record.get(f"w_{d}"), (int, float)) and 0.0 <= float(record[f"w_{d}"]) <= 1.0
-        for d in DIRECTIONS
+        isinstance(record.get(o), dict) and all(_valid_rule(record[o].get(d)) for d in DIRECTIONS)
+        for o in OUTPUTS
     )
     if not ok:
         raise CheckpointError(
-            f"{source}: the score-fusion record must hold weights w_i2t and w_t2i in [0, 1]; got {record!r}."
+            f"{source}: the score-fusion record must hold, for the outputs 'mean' and 'per_direction', "
+            f"a rule per direction (i2t, t2i): a weight in [0, 1] or 'overwrite'; got {record!r}."
         )
     return record
+
+
+def rules_of(record: dict[str, Any] | None, output: str) -> dict[str, Rule] | None:
+    """The per-direction rules of ``output`` in a (checked) record; ``None``: overwrite both."""
+    if record is None:
+        return None
+    return {d: record[output][d] for d in DIRECTIONS}

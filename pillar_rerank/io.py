@@ -307,6 +307,20 @@ def save_array(path: PathLikeStr, array: np.ndarray, *, inputs: Iterable[PathLik
     return out
 
 
+def save_direction_pair(path: PathLikeStr, i2t: np.ndarray, t2i: np.ndarray, *,
+                        inputs: Iterable[PathLikeStr] = (), overwrite: bool = False,
+                        name: str = "output") -> Path:
+    """Write direction-specific scores as the ``.npz`` :func:`load_direction_pair` reads, atomically.
+
+    Both arrays are image x text float32: rank rows of ``i2t`` for image -> text and columns of
+    ``t2i`` for text -> image.
+    """
+    out = check_output_path(path, inputs=inputs, overwrite=overwrite, name=name)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, i2t=np.asarray(i2t, dtype=np.float32), t2i=np.asarray(t2i, dtype=np.float32))
+    return out
+
+
 def save_json(path: PathLikeStr, obj: Any, *, inputs: Iterable[PathLikeStr] = (),
               overwrite: bool = False, name: str = "output") -> Path:
     """Write ``obj`` as indented JSON atomically."""

@@ -24,7 +24,7 @@ from pillar_rerank.baselines.compose import BankSource, normalize_side, training
 from pillar_rerank.checkpoint import load_model_dir, load_model_extra, save_model_dir
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InputFileError, InvalidInputError, InvalidParameterError
-from pillar_rerank.inference import base_matrices, base_scores, rerank_all, rescore, scores_with_updates
+from pillar_rerank.inference import base_matrices, base_scores, rerank_all, rescore
 from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.lists.memory import MemoryLists
 from pillar_rerank.metrics.recall import recall_metrics
@@ -62,8 +62,10 @@ class PillarReranker(BaseReranker):
         ``"validations"``: one entry per dev evaluation (step, epoch, RSUM and recalls);
         ``"epochs"``: mean loss terms per epoch; ``"selected"``: which weights were kept.
     fusion_ : dict or None
-        With ``score_fusion="zscore"``: the per-direction weights chosen on dev and the dev RSUMs
-        behind the choice (:mod:`pillar_rerank.fusion`); None with the paper's overwrite.
+        With ``score_fusion="zscore"``: each direction's rule (a fusion weight or the overwrite)
+        chosen on dev for each output (``"mean"``: :meth:`rerank`; ``"per_direction"``:
+        :meth:`rerank_both`) and the dev RSUMs behind the choice (:mod:`pillar_rerank.fusion`);
+        None with the paper's overwrite.
     n_images_in_, n_texts_in_ : int
         Size of the training set.
     input_ : dict
@@ -260,7 +262,7 @@ class PillarReranker(BaseReranker):
         self.model_ = model.eval()
         self.fusion_ = None
         if cfg.score_fusion == "zscore":  # weights of the input/network mix, chosen on dev
-            from pillar_rerank.fusion import choose_weights
+            from pillar_rerank.fusion import choose_rules
 
             dev_shard = None
             if dev_n is not None:
@@ -268,7 +270,7 @@ class PillarReranker(BaseReranker):
                 upd = rescore(dev_src, self.model_, ids, lists=cfg.lists, precision=cfg.precision,
                               device=device)
                 dev_shard = ShardResult(0, 1, dev_n.n_images, dev_n.n_texts, "", **upd)
-            self.fusion_ = choose_weights(dev_shard, dev_n, cfg)
+            self.fusion_ = choose_rules(dev_shard, dev_n, cfg)
         self.bank_ = bank_source
         self.config_ = cfg
         self.history_ = history
@@ -285,15 +287,31 @@ class PillarReranker(BaseReranker):
         Every image query's candidates get the i2t network's cosines in a copy of the i2t
         matrix, every text query's candidates the t2i network's in a copy of the t2i matrix,
         and the result is their mean (spec §6.4), used for both directions (with
-        ``score_fusion="zscore"`` the candidates' input values are re-ordered by the fused score
-        instead, see :mod:`pillar_rerank.fusion`). ``max_memory`` and
-        ``cache_dir`` are as in :meth:`fit`; ``show_progress`` draws a progress bar on stderr
-        (on a terminal only). To split the work over processes, use :meth:`rerank_shard` and
-        :meth:`merge`.
+        ``score_fusion="zscore"`` each direction follows the rule chosen on dev, see
+        :mod:`pillar_rerank.fusion`). ``max_memory`` and ``cache_dir`` are as in :meth:`fit`;
+        ``show_progress`` draws a progress bar on stderr (on a terminal only). To split the work
+        over processes, use :meth:`rerank_shard` and :meth:`merge`; for one matrix per
+        direction, :meth:`rerank_both`.
         """
-        return scores_with_updates(*self._rerank_part(test, 0, 1, max_memory=max_memory,
-                                                      cache_dir=cache_dir, show_progress=show_progress),
-                                   fp16=self.config_.reference_fp16)
+        data, shards = self._rerank_part(test, 0, 1, max_memory=max_memory, cache_dir=cache_dir,
+                                         show_progress=show_progress)
+        return self._combine(data, shards, "mean")
+
+    def rerank_both(self, test: RetrievalSet, *, max_memory: str | int | None = None,
+                    cache_dir: PathLikeStr | None = None, show_progress: bool = False) -> RetrievalSet:
+        """One re-ranked matrix per direction, like the training-free methods' ``apply_both``.
+
+        ``scores``: the i2t input with the image queries' candidates re-scored (rank image
+        queries by it); ``t2i_scores``: the t2i input with the text queries' candidates re-scored
+        (rank text queries by it), both image x text float32. Nothing is averaged across
+        directions, so a normaliser that produced a matrix per direction keeps them apart
+        (``recall_metrics(out.scores, out.relevance, t2i_scores=out.t2i_scores)`` evaluates it).
+        Arguments as in :meth:`rerank`.
+        """
+        data, shards = self._rerank_part(test, 0, 1, max_memory=max_memory, cache_dir=cache_dir,
+                                         show_progress=show_progress)
+        i2t, t2i = self._combine(data, shards, "per_direction")
+        return test.with_scores(i2t, t2i_scores=t2i)
 
     def rerank_shard(self, test: RetrievalSet, index: int, count: int, *,
                      max_memory: str | int | None = None,
@@ -325,18 +343,26 @@ class PillarReranker(BaseReranker):
                "t2i": torch.arange(test.n_texts)[shard_range(test.n_texts, index, count)]}
         upd = rescore(src, self.model_, ids, lists=cfg.lists, precision=cfg.precision, device=device,
                       show_progress=show_progress)
-        shard = ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)
-        return data, [self._fused(data, shard)]
+        return data, [ShardResult(index, count, test.n_images, test.n_texts, self.model_digest(), **upd)]
 
-    def _fused(self, data: RetrievalSet, shard: ShardResult) -> ShardResult:
-        """``shard`` with its network scores fused with ``data``'s (``fusion_``), or as it is."""
-        fusion = getattr(self, "fusion_", None)
-        if fusion is None:
-            return shard
-        from pillar_rerank.fusion import fuse_shard, list_lengths
+    def _combine(self, data: RetrievalSet, shards: list[ShardResult], output: str):
+        """The network's scores of ``shards`` entered into ``data``'s matrices as ``output`` says.
 
-        weights = {d: fusion[f"w_{d}"] for d in ("i2t", "t2i")}
-        return fuse_shard(shard, *base_matrices(data), weights, list_lengths(self.config_))
+        ``"mean"``: one matrix (spec §6.4); ``"per_direction"``: ``(i2t, t2i)``. With a fusion
+        record the candidates follow its rules for that output, else the network's cosines
+        overwrite them (the reference's).
+        """
+        from pillar_rerank.fusion import fuse_shard, list_lengths, rules_of
+        from pillar_rerank.sharding import apply_updates, direction_matrices
+
+        bases = base_matrices(data)
+        rules = rules_of(getattr(self, "fusion_", None), output)
+        if rules is not None:
+            lens = list_lengths(self.config_)
+            shards = [fuse_shard(s, *bases, rules, lens) for s in shards]
+        if output == "mean":
+            return apply_updates(*bases, shards, fp16=self.config_.reference_fp16)
+        return direction_matrices(*bases, shards, fp16=self.config_.reference_fp16)
 
     def cache_inputs(
         self, test: RetrievalSet, cache_dir: PathLikeStr, *, max_memory: str | int | None = None,
@@ -355,19 +381,29 @@ class PillarReranker(BaseReranker):
                              show_progress=show_progress)
 
     def merge(self, test: RetrievalSet, shards: list[ShardResult | PathLikeStr]) -> np.ndarray:
-        """Join the shards of :meth:`rerank_shard` (all present once, all from this model)."""
+        """Join the shards of :meth:`rerank_shard` (all present once, all from this model): the
+        matrix :meth:`rerank` returns."""
+        return self._combine(self._normalized(test, self.config_), self._checked_shards(test, shards), "mean")
+
+    def merge_both(self, test: RetrievalSet, shards: list[ShardResult | PathLikeStr]) -> RetrievalSet:
+        """Join the shards of :meth:`rerank_shard` into what :meth:`rerank_both` returns."""
+        i2t, t2i = self._combine(self._normalized(test, self.config_), self._checked_shards(test, shards),
+                                 "per_direction")
+        return test.with_scores(i2t, t2i_scores=t2i)
+
+    def _checked_shards(self, test: RetrievalSet,
+                        shards: list[ShardResult | PathLikeStr]) -> list[ShardResult]:
+        """Every shard of one run of this model on ``test``, loaded and checked."""
         self._check_is_fitted()
         names = [str(s) if not isinstance(s, ShardResult) else f"shard {s.index}" for s in shards]
         loaded = [s if isinstance(s, ShardResult) else ShardResult.load(s) for s in shards]
-        loaded = check_shard_set(
+        return check_shard_set(
             loaded,
             n_images=test.n_images,
             n_texts=test.n_texts,
             model_digest=self.model_digest(),
             names=names,
         )
-        return scores_with_updates(self._normalized(test, self.config_), loaded,
-                                   fp16=self.config_.reference_fp16)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: PathLikeStr, *, overwrite: bool = False, inputs=()) -> Path:

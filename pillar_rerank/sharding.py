@@ -219,6 +219,36 @@ def apply_updates(
     return out
 
 
+def direction_matrices(
+    base_i2t: np.ndarray,
+    base_t2i: np.ndarray | None,
+    shards: list[ShardResult],
+    *,
+    budget_bytes: int = 256 * 2**20,
+    fp16: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(S_i2t', S_t2i')``: each direction's base with only its own re-scored entries.
+
+    The alternative to :func:`apply_updates`'s mean: image queries are ranked by the first matrix,
+    text queries by the second (both image x text), so a normaliser that produced a matrix per
+    direction keeps them apart. Each direction's entries are disjoint across shards, so the
+    result does not depend on their order. ``fp16`` rounds both results to float16 values.
+    """
+    n_img, n_txt = base_i2t.shape
+    out = []
+    for d, base in (("i2t", base_i2t), ("t2i", base_i2t if base_t2i is None else base_t2i)):
+        matrix = np.empty((n_img, n_txt), dtype=np.float32)
+        for rows in iter_blocks(n_img, block_rows(n_txt, budget_bytes=budget_bytes)):
+            matrix[rows] = base[rows]
+        r = np.concatenate([getattr(s, f"{d}_rows") for s in shards]).astype(np.int64)
+        c = np.concatenate([getattr(s, f"{d}_cols") for s in shards]).astype(np.int64)
+        matrix[r, c] = np.concatenate([getattr(s, f"{d}_values") for s in shards]).astype(np.float32)
+        if fp16:
+            matrix = matrix.astype(np.float16).astype(np.float32)
+        out.append(matrix)
+    return out[0], out[1]
+
+
 def check_shard_set(
     shards: list[ShardResult],
     *,

@@ -92,6 +92,34 @@ def test_apply_matches_the_api_and_shards_merge(workspace):
     assert not (root / "merged2.npy").exists()
 
 
+def test_an_npz_output_holds_one_matrix_per_direction(workspace):
+    """apply/merge -o X.npz write rerank_both's two matrices, which `rerank eval` reads."""
+    from pillar_rerank.inputs import load_retrieval_set
+    from pillar_rerank.reranker import PillarReranker
+
+    root, _, _, test = workspace
+    r = run("apply", root / "model", *test, "-o", root / "both.npz")
+    assert r.exit_code == 0, r.output
+    with np.load(root / "both.npz", allow_pickle=False) as f:
+        assert sorted(f.files) == ["i2t", "t2i"]
+        i2t, t2i = f["i2t"], f["t2i"]
+    data = load_retrieval_set(sims=root / "test_sims.npy", txt_to_img=root / "test_t2i.npy")
+    want = PillarReranker.load(root / "model").rerank_both(data)
+    np.testing.assert_allclose(i2t, want.scores, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(t2i, want.t2i_scores, rtol=0, atol=1e-6)
+    assert not np.array_equal(i2t, t2i)
+    for i in range(2):
+        r = run("apply", root / "model", *test, "--shard", f"{i}/2", "-o", root / f"bpart{i}.npz")
+        assert r.exit_code == 0, r.output
+    parts = [root / "bpart1.npz", root / "bpart0.npz"]
+    r = run("merge", root / "model", *parts, *test, "-o", root / "bmerged.npz")
+    assert r.exit_code == 0, r.output
+    with np.load(root / "bmerged.npz", allow_pickle=False) as f:
+        np.testing.assert_allclose(f["i2t"], i2t, rtol=0, atol=1e-6)
+    r = run("eval", root / "both.npz", "--txt2img", root / "test_t2i.npy")
+    assert r.exit_code == 0, r.output
+
+
 def test_refuses_to_overwrite(workspace):
     root, train, _, test = workspace
     r = run("fit", *train, "--config", root / "cfg.json", "-o", root / "model")
