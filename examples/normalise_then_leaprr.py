@@ -2,7 +2,9 @@
 
 With ``LeaPRRConfig(normalize="nnn")`` the model normalises every score matrix it sees with NNN
 first (its query bank: the training side's embeddings, stored with the model) and learns to
-re-rank the normalised scores; ``rerank`` then applies both steps.
+re-rank the normalised scores; ``rerank`` then applies both steps. NNN gives each direction its
+own matrix: ``rerank_both`` keeps them apart (one re-ranked matrix per direction, like
+``apply_both``), where ``rerank`` returns their mean (the paper's single matrix).
 
 Run from the repository root::
 
@@ -25,7 +27,7 @@ KEYS = ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "RSUM")
 
 
 def show(name: str, metrics: dict[str, float]) -> None:
-    print(f"{name:<14}" + " ".join(f"{k} {metrics[k]:6.2f}" for k in KEYS))
+    print(f"{name:<30}" + " ".join(f"{k} {metrics[k]:6.2f}" for k in KEYS))
 
 
 def main() -> None:
@@ -47,7 +49,11 @@ def main() -> None:
                            batch_size=256, eval_every=10_000, seed=0, device="cpu", normalize=normalize,
                            normalize_params=nnn if normalize else {})
         model = PillarReranker(cfg).fit(train, verbose=False)
-        show("NNN -> LeaPRR" if normalize else "LeaPRR", recall_metrics(model.rerank(test), test.relevance))
+        name = "NNN -> LeaPRR" if normalize else "LeaPRR"
+        show(name, recall_metrics(model.rerank(test), test.relevance))
+        both = model.rerank_both(test)
+        per_direction = recall_metrics(both.scores, both.relevance, t2i_scores=both.t2i_scores)
+        show(f"{name} (per direction)", per_direction)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ QUICK = ["--epochs", "1", "--train-images", "150"]
 RUNS = {
     "normalise_two_tower.py": (["--methods", "nnn", "csls"], ["nnn", "csls", "RSUM"]),
     "fit_and_rerank.py": (QUICK, ["LeaPRR", "RSUM"]),
-    "normalise_then_leaprr.py": (QUICK, ["NNN -> LeaPRR", "RSUM"]),
+    "normalise_then_leaprr.py": (QUICK, ["NNN -> LeaPRR", "NNN -> LeaPRR (per direction)", "RSUM"]),
     "live_search.py": (QUICK, ["NNN -> LeaPRR", "R@10", "top-5"]),
     "sharded_rerank.py": ([*QUICK, "--shards", "3"], ["merged == one rerank call: True"]),
 }
