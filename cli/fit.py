@@ -49,7 +49,8 @@ CONFIG_HELP = {
     "precision": "auto: bf16 autocast on a CUDA GPU with bf16 and on CPUs with native bf16, fp32 elsewhere.",
     "normalize": "Training-free normaliser applied before LeaPRR (e.g. nnn, dsl).",
     "score_fusion": "overwrite: the network's cosines replace the re-ranked entries (the paper's); zscore: "
-                    "per-list mix of input and network scores, weights chosen on the dev side.",
+                    "each direction's rule chosen on the dev side among the input, per-list mixes of "
+                    "input and network scores, and the overwrite (never below either on dev).",
     "neighbor_index": "FAISS index of the neighbour searches from embeddings: exact flat or "
                       "approximate IVF/HNSW for very large galleries; saved with the model.",
 }
@@ -262,6 +263,7 @@ def fit(
     else:
         click.echo("no dev side given: kept the last weights")
     if model.fusion_ is not None:
-        f = model.fusion_
-        click.echo(f"score fusion: w_i2t={f['w_i2t']:g}, w_t2i={f['w_t2i']:g} ({f['selected']})")
+        from pillar_rerank.fusion import describe_record
+
+        click.echo(describe_record(model.fusion_))
     click.echo(f"wrote {out} (training checkpoint in {ckpt})")

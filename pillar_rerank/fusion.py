@@ -229,6 +229,17 @@ def check_record(record: Any, *, source: str) -> dict[str, Any] | None:
     return record
 
 
+def describe_record(record: dict[str, Any]) -> str:
+    """One line per output: the chosen rules and the dev RSUMs behind them (for the CLI)."""
+    lines = []
+    for output, what in (("mean", "one matrix (rerank, .npy)"), ("per_direction", "per direction (.npz)")):
+        o = record[output]
+        dev = (f"; dev RSUM {o['dev_rsum']:.2f} (input {o['dev_rsum_input']:.2f}, overwrite "
+               f"{o['dev_rsum_overwrite']:.2f})" if "dev_rsum" in o else "")
+        lines.append(f"score fusion, {what}: i2t {o['i2t']}, t2i {o['t2i']}{dev}")
+    return "\n".join(lines) + f"\n  ({record.get('selected', 'chosen on dev')})"
+
+
 def rules_of(record: dict[str, Any] | None, output: str) -> dict[str, Rule] | None:
     """The per-direction rules of ``output`` in a (checked) record; ``None``: overwrite both."""
     if record is None:

@@ -15,7 +15,9 @@ def _figures(seed, shift):
     tests = ("f30k_holdout", "coco5k_test")
     leaprr = {
         v: {"normalize": n, "config": {"embed_dim": 64, "epochs": 4}, "fit_s": 10.0,
-            "tests": {t: {"fused": _rec(310 + shift), "overwrite": _rec(290 + shift)} for t in tests}}
+            "tests": {t: {f"{o}/{r}": _rec(290 + shift + 10 * (r == "fused") + (o == "mean"))
+                          for o in ("mean", "per_direction") for r in ("fused", "overwrite", "input")}
+                      for t in tests}}
         for v, n in (("alone", None), ("best", "nnn"), ("dsl", "dsl"))
     }
     return {
@@ -26,18 +28,24 @@ def _figures(seed, shift):
     }
 
 
-def test_summary_lists_every_method_and_both_combinations():
+def test_summary_lists_every_method_and_every_combination():
     runs = [{"figures": _figures(0, 0.0)}, {"figures": _figures(1, 2.0)}]
     tables = summarize(runs, None)["tables"]
-    assert tables[0]["headline"]
-    detail = tables[1]
+    headline, detail = tables[0], tables[1]
+    assert headline["headline"] and not detail["headline"]
+    modes = ["one matrix, overwrite: the paper's", "one matrix, dev-chosen rules",
+             "per direction, overwrite", "per direction, dev-chosen rules"]
     methods = [r[0] for r in detail["rows"]]
-    assert methods == ["base", "nnn (tuned per direction)", "dsl (tuned per direction)",
-                       "LeaPRR (overwrite, reference)", "LeaPRR + fusion",
-                       "nnn -> LeaPRR (overwrite, reference)", "nnn -> LeaPRR + fusion",
-                       "dsl -> LeaPRR (overwrite, reference)", "dsl -> LeaPRR + fusion"]
+    learned = [f"{who} ({m})" for who in ("LeaPRR", "nnn -> LeaPRR", "dsl -> LeaPRR") for m in modes]
+    assert methods == ["base", "nnn (tuned per direction)", "dsl (tuned per direction)", *learned]
     assert "embed_dim=64" in detail["notes"] and "seeds [0, 1]" in detail["notes"]
     assert len(tables) == 3  # headline + one per test set
+    # the headline: one row per method, both test sets side by side, mean over the two seeds
+    assert [r[0] for r in headline["rows"]] == methods
+    cols = headline["columns"]
+    row = dict(zip(cols, headline["rows"][methods.index("LeaPRR (one matrix, dev-chosen rules)")]))
+    assert row["F30K held-out 1,000 RSUM"]["mean"] == pytest.approx(302.0)
+    assert row["COCO 5K (other domain) ΔRSUM"]["mean"] == pytest.approx(2.0)
 
 
 def test_missing_training_cache_skips_with_the_build_command(tmp_path):
@@ -45,7 +53,8 @@ def test_missing_training_cache_skips_with_the_build_command(tmp_path):
         load_sides(train_items=10, holdout=2, cache=str(tmp_path), f30k_root=None, coco_root=None)
 
 
-def test_registered_with_the_data_size_points():
-    (bench,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k"]
-    assert [r["train_items"] for r in bench.runs()][::3] == [1000, 4000, 16_000, 29_000]
-    assert {r["seed"] for r in bench.runs()} == {0, 1, 2}
+def test_registered_with_the_largest_size_and_a_seed_spread():
+    (big,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k"]
+    assert [(r["train_items"], r["seed"]) for r in big.runs()] == [(28_000, 0)]
+    (seeds,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k_seeds"]
+    assert [(r["train_items"], r["seed"]) for r in seeds.runs()] == [(4000, 0), (4000, 1), (4000, 2)]

@@ -548,7 +548,7 @@ def test_fit_score_fusion_option_is_saved(workspace, tmp_path):
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
     assert doc["config"]["score_fusion"] == "zscore"
     assert doc["fitted"]["fusion"]["selected"].startswith("dev RSUM")
-    assert "score fusion:" in r.output
+    assert "score fusion, one matrix (rerank, .npy): i2t " in r.output and "per direction (.npz)" in r.output
     r = run("fit", *train, "--config", root / "cfg.json", "--score-fusion", "mean", "-o", tmp_path / "x")
     assert r.exit_code == 2 and "mean" in r.output
 
