@@ -4,7 +4,8 @@ LeaPRR re-scores, for every image query, the entries ``(i, candidates of i)`` of
 and, for every text query, the entries ``(candidates of j, j)`` of the t2i matrix; the result is
 ``S_final = (S_i2t' + S_t2i') / 2`` (spec §6.4). Both overwrites are local, so the queries can be
 split into contiguous shares re-ranked on different machines: a shard stores the entries it
-touched and their new values, and :func:`merge_shards` applies them to the base matrices.
+touched and their new values, and :func:`merge_shards` applies them to the base matrices
+(:func:`direction_matrices` keeps one matrix per direction instead of their mean).
 
 Shard file (``.npz``, no pickle): ``format_version``, ``index``, ``count``, ``n_images``,
 ``n_texts``, ``model_digest`` (SHA-256 of the model's weights) and, per direction ``d`` in
