@@ -59,6 +59,7 @@ def normalize_side(data: RetrievalSet, name: str | None, params: dict[str, Any],
     """
     if name is None:
         return data
+    check_normalize_memory(data, name)
     method, t2i_method = normalizer_pair(name, params)
     built = None
     if method.needs_bank:
@@ -69,10 +70,38 @@ def normalize_side(data: RetrievalSet, name: str | None, params: dict[str, Any],
                 "(--emb-images/--emb-texts and the test side's).")
         built = bank_from_embedding_arrays(bank["images"].numpy(), bank["texts"].numpy(),
                                            data.image_embeddings, data.text_embeddings)
-    return on_cosine_scale(apply_both(method, data, built, t2i_method=t2i_method))
+    inputs = tuple(m for m in (data.scores, data.t2i_scores) if isinstance(m, np.ndarray))
+    return on_cosine_scale(apply_both(method, data, built, t2i_method=t2i_method), in_place=True,
+                           protected=inputs)
 
 
-def on_cosine_scale(data: RetrievalSet) -> RetrievalSet:
+#: Image x text float32 matrices alive at once while a side is normalised: the input scores and
+#: the two direction outputs (rescaled in place by :func:`on_cosine_scale`).
+NORMALIZE_MATRICES = 3
+
+
+def check_normalize_memory(data: RetrievalSet, name: str) -> None:
+    """Refuse, with the figures, a side whose normalisation cannot fit in this machine's memory.
+
+    A normaliser in front of LeaPRR produces whole image x text matrices per direction (the
+    lists are built from them), so its peak is :data:`NORMALIZE_MATRICES` float32 matrices; at
+    Flickr30K-train scale (29,000 x 145,000) that is 50 GB. Without this check the process is
+    killed by the kernel's OOM killer, with no message, after any work done before.
+    """
+    from pillar_rerank.utils.memory import _fmt, physical_memory_bytes
+
+    need = NORMALIZE_MATRICES * 4 * data.n_images * data.n_texts
+    have = physical_memory_bytes()
+    if have is not None and need > have:
+        raise InvalidInputError(
+            f"PillarReranker: normalize={name!r} on {data.name} ({data.n_images} x {data.n_texts}) "
+            "needs about "
+            f"{_fmt(need)} ({NORMALIZE_MATRICES} float32 score matrices of that size) and this machine has "
+            f"{_fmt(have)}: train on fewer items, re-rank the test side in parts, or drop the normaliser.")
+
+
+def on_cosine_scale(data: RetrievalSet, *, in_place: bool = False,
+                    protected: tuple[np.ndarray, ...] = ()) -> RetrievalSet:
     """Divide normalised scores by their largest magnitude when it exceeds 1 (rankings kept).
 
     The re-scored candidates get the network's cosines, in [-1, 1], while the other entries keep
@@ -80,7 +109,9 @@ def on_cosine_scale(data: RetrievalSet) -> RetrievalSet:
     ``n_queries * softmax``: values in the thousands) would otherwise leave the untouched entries
     above every re-scored candidate. Scores already within [-1, 1] (NNN, CSLS, ... on cosines)
     are returned unchanged. Division by a positive constant is monotone: no order flips, though
-    float32 rounding can tie entries that were already within one ulp.
+    float32 rounding can tie entries that were already within one ulp. With ``in_place`` a
+    float32 matrix that shares no memory with ``protected`` (the caller's inputs) is divided in
+    place, so the peak holds no second copy of it.
     """
     matrices = {"scores": data.scores, "t2i_scores": data.t2i_scores}
     largest = max(max(float(m.max()), -float(m.min())) for m in matrices.values() if m is not None)
@@ -88,9 +119,18 @@ def on_cosine_scale(data: RetrievalSet) -> RetrievalSet:
         return data
     logger.info("normalised scores reach |s| = %.4g; dividing both directions by it (rankings unchanged)",
                 largest)
-    scaled = {k: None if m is None else (np.asarray(m, dtype=np.float32) / np.float32(largest))
-              for k, m in matrices.items()}
+    scale = np.float32(largest)
+    scaled = {}
+    for k, m in matrices.items():
+        if m is None:
+            scaled[k] = None
+        elif (in_place and isinstance(m, np.ndarray) and m.dtype == np.float32 and m.flags.writeable
+              and not any(np.shares_memory(m, p) for p in protected)):
+            scaled[k] = np.divide(m, scale, out=m)
+        else:
+            scaled[k] = np.asarray(m, dtype=np.float32) / scale
     return data.with_scores(scaled["scores"], t2i_scores=scaled["t2i_scores"], name=data.name)
 
 
-__all__ = ["bank_source", "normalize_side", "normalizer_pair", "on_cosine_scale", "training_banks"]
+__all__ = ["bank_source", "check_normalize_memory", "normalize_side", "normalizer_pair", "on_cosine_scale",
+           "training_banks"]

@@ -1,10 +1,12 @@
 """Composition of a training-free normaliser with LeaPRR: banks and per-direction parameters."""
 
 import numpy as np
+import pytest
 
 from pillar_rerank.baselines import apply_both, get_baseline
-from pillar_rerank.baselines.compose import normalizer_pair, on_cosine_scale
+from pillar_rerank.baselines.compose import normalize_side, normalizer_pair, on_cosine_scale
 from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.reranker import PillarReranker
 
@@ -65,6 +67,29 @@ def test_scale_changing_normalisers_are_brought_to_the_cosine_scale():
             assert (np.diff(np.take_along_axis(b, order, axis=axis), axis=axis) <= 0).all()
     within = data.with_scores(np.clip(data.similarity(), -1, 1) * 0.5)
     assert on_cosine_scale(within) is within
+
+
+def test_in_place_rescaling_never_touches_the_callers_arrays():
+    data = _side(20, 3, "d")
+    raw = apply_both(get_baseline("dsl", temperature=0.05), data)
+    kept = raw.scores.copy()
+    protected = on_cosine_scale(raw, in_place=True, protected=(raw.scores,))
+    np.testing.assert_array_equal(raw.scores, kept)  # protected: copied, not divided in place
+    assert np.abs(protected.scores).max() <= 1.0
+    fresh = on_cosine_scale(raw, in_place=True)
+    assert fresh.t2i_scores is raw.t2i_scores and np.abs(raw.t2i_scores).max() <= 1.0  # no second copy
+
+
+def test_a_normaliser_that_cannot_fit_in_memory_is_refused_before_it_starts(monkeypatch):
+    import pillar_rerank.utils.memory as memory
+
+    data = _side(20, 3, "big side")
+    monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 3 * 4 * data.n_images * data.n_texts - 1)
+    with pytest.raises(InvalidInputError, match=r"normalize='dsl' on big side \(20 x 40\) needs about .* "
+                                                r"this machine has .*train on fewer items"):
+        normalize_side(data, "dsl", {"temperature": 0.05}, None)
+    monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 3 * 4 * data.n_images * data.n_texts)
+    assert normalize_side(data, "dsl", {"temperature": 0.05}, None).t2i_scores is not None
 
 
 def test_composition_with_dsl_works_on_the_cosine_scale():
