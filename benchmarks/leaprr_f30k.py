@@ -256,10 +256,20 @@ def _note(size: int, figs: list[dict[str, Any]]) -> str:
     cfg = next(iter(trained.values()))["config"] if trained else {}
     keys = ("embed_dim", "depth", "num_heads", "epochs", "batch_size", "lr", "list_len_i2t", "list_len_t2i")
     fit = ", ".join(f"{v}: {mean_spread([f['leaprr'][v]['fit_s'] for f in figs])}" for v in trained)
-    return (f"Training side: first {size} items of f30k_train (held-out: its last 1,000); model "
-            "selection and fusion weights on f30k_dev; training-free methods tuned on the training "
-            "side, banks from it. LeaPRR: " + ", ".join(f"{k}={cfg.get(k)}" for k in keys)
+    sides = (f"Training side: first {size} items of f30k_train (held-out: its last 1,000); model "
+             "selection and fusion weights on f30k_dev" if figs[0].get("sides", "f30k") == "f30k" else
+             "COCO protocol a: training side coco1k_dev items 0-799, model selection and fusion "
+             "weights on items 800-999 (200 x 800)")
+    rules = "; ".join(f"{v}: " + ", ".join(_rules_text(figs[0]["leaprr"][v]["fusion"], o)
+                                          for o in ("mean", "per_direction")) for v in trained)
+    return (sides + "; training-free methods tuned on the training side, banks from it. Rules of the "
+            f"dev-chosen rows (seed {figs[0]['seed']}): {rules}. LeaPRR: "
+            + ", ".join(f"{k}={cfg.get(k)}" for k in keys)
             + f"; seeds {sorted(f['seed'] for f in figs)}; fit seconds per variant: {fit}.")
+
+
+def _rules_text(record: dict[str, Any], output: str) -> str:
+    return f"{output} i2t {record[output]['i2t']} t2i {record[output]['t2i']}"
 
 
 def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
@@ -289,8 +299,10 @@ def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
                 row[f"{label} ΔRSUM"] = delta
             tables.append(Table.from_records(f"{label}, trained on {size:,} items", records, notes=note))
         seeds = len(figs)
+        where = ("Flickr30K-proxy items: RSUM on the F30K held-out 1,000 and COCO 5K"
+                 if figs[0].get("sides", "f30k") == "f30k" else "COCO items (protocol a): RSUM on COCO 5K")
         headlines.append(Table.from_records(
-            f"LeaPRR trained on {size:,} Flickr30K-proxy items: RSUM on the F30K held-out 1,000 and COCO 5K "
+            f"LeaPRR trained on {size:,} {where} "
             f"({'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'})",
             list(summary.values()), notes=note, headline=True))
     return {"tables": [t.to_dict() for t in headlines + tables]}

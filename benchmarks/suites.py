@@ -306,6 +306,7 @@ SUITES: dict[str, list[Benchmark]] = {
             requires=("benchmarks.leaprr_f30k", "pillar_rerank.fusion"),
             data_files=COCO_FILES,
             data_param="root",
+            summarize="benchmarks.leaprr_f30k:summarize",
             timeout_s=3600.0,
         ),
     ],
