@@ -15,6 +15,7 @@ def _figures(seed, shift):
     tests = ("f30k_holdout", "coco5k_test")
     leaprr = {
         v: {"normalize": n, "config": {"embed_dim": 64, "epochs": 4}, "fit_s": 10.0,
+            "fusion": {o: {"i2t": 0.3, "t2i": "overwrite"} for o in ("mean", "per_direction")},
             "tests": {t: {f"{o}/{r}": _rec(290 + shift + 10 * (r == "fused") + (o == "mean"))
                           for o in ("mean", "per_direction") for r in ("fused", "overwrite", "input")}
                       for t in tests}}
@@ -39,6 +40,7 @@ def test_summary_lists_every_method_and_every_combination():
     learned = [f"{who} ({m})" for who in ("LeaPRR", "nnn -> LeaPRR", "dsl -> LeaPRR") for m in modes]
     assert methods == ["base", "nnn (tuned per direction)", "dsl (tuned per direction)", *learned]
     assert "embed_dim=64" in detail["notes"] and "seeds [0, 1]" in detail["notes"]
+    assert "dsl: mean i2t 0.3 t2i overwrite, per_direction i2t 0.3 t2i overwrite" in detail["notes"]
     assert len(tables) == 3  # headline + one per test set
     # the headline: one row per method, both test sets side by side, mean over the two seeds
     assert [r[0] for r in headline["rows"]] == methods
