@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import datetime as _dt
 import importlib
 import importlib.metadata
@@ -378,12 +379,27 @@ def run_benchmark(
                     "start_rss_mb": record["start_rss_mb"],
                 }
             )
+            done = len(result["runs"]) + len(problems["failed"]) + len(problems["skipped"])
+            if done < len(run_params):
+                # hours-long suites: what has finished is on disk if the rest is stopped
+                progress = copy.deepcopy(result)
+                progress["notes"].append(
+                    f"Written while running: {done} of {len(run_params)} runs finished when this file was "
+                    "saved; the runner rewrites it after each run, so a file that still carries this note "
+                    "comes from a run that was stopped before the rest finished.")
+                _summarize_and_save(bench, progress, None, results_dir)
         if problems["failed"]:
             result["status"], reason = "failed", problems["failed"][0]
         elif not result["runs"]:
             result["status"], reason = "skipped", problems["skipped"][0]
     else:
         result["status"] = "skipped"
+    return _summarize_and_save(bench, result, reason, results_dir)
+
+
+def _summarize_and_save(bench: Benchmark, result: dict[str, Any], reason: str | None,
+                        results_dir: Path) -> dict[str, Any]:
+    """Tables of ``result``'s runs, then the validated result JSON written atomically; returns it."""
     if result["runs"]:
         result["diagnostics"] = take_diagnostics(result["runs"])
         try:

@@ -35,6 +35,18 @@ TARGETS = textwrap.dedent("""
         return [1, 2]
 
 
+    def read_own_result(*, path, mb):
+        # what the runner has written for this benchmark by the time this run starts
+        import json
+        import os
+
+        if not os.path.exists(path):
+            return {"runs_on_disk": 0, "notes": []}
+        with open(path) as fh:
+            data = json.load(fh)
+        return {"runs_on_disk": len(data["runs"]), "notes": data["notes"]}
+
+
     def sleep(**kwargs):
         import time
 

@@ -94,6 +94,20 @@ def test_a_skipped_point_is_noted_and_the_others_kept(targets, tmp_path):
     assert any('"mb": "x"' in n for n in res["notes"])
 
 
+def test_the_result_file_is_rewritten_after_each_run(targets, tmp_path):
+    """A suite stopped after some runs keeps them on disk, with a note saying it was stopped."""
+    path = tmp_path / "results" / "speed" / "steps.json"
+    bench = Benchmark("speed", "steps", "Steps", f"{targets}:read_own_result", params={"path": str(path)},
+                      points=({"mb": 1}, {"mb": 2}, {"mb": 3}))
+    res = run(bench, tmp_path)
+    seen = [r["figures"]["runs_on_disk"] for r in res["runs"]]
+    assert seen == [0, 1, 2]
+    assert any("1 of 3 runs finished" in n for n in res["runs"][1]["figures"]["notes"])
+    final = load_json(path)
+    assert final["status"] == "ok" and len(final["runs"]) == 3
+    assert not any("Written while running" in n for n in final["notes"])
+
+
 def test_a_run_past_its_limit_is_killed(targets, tmp_path):
     res = run(Benchmark("speed", "slow", "Slow", f"{targets}:sleep", timeout_s=2), tmp_path)
     assert res["status"] == "failed" and res["reason"] == "timed out after 2 s."
