@@ -118,6 +118,13 @@ def _remember_finite(arr: np.ndarray) -> None:
         pass
 
 
+def mark_finite(arr: np.ndarray) -> None:
+    """Record that the read-only ``arr`` holds only finite values, which its caller has just
+    established, so :func:`check_finite` does not scan it again (a writeable array is not
+    recorded: it could change)."""
+    _remember_finite(arr)
+
+
 def check_finite(arr: np.ndarray, *, name: str, source: str | None = None) -> None:
     """Raise if ``arr`` holds NaN or inf, naming the count and the first offending entry.
 

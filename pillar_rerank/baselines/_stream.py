@@ -57,12 +57,13 @@ class EmbeddingScores:
         self.cache = bool(cache)
         self._dense: np.ndarray | None = None
 
-    def _product(self, rows: slice, gallery32: np.ndarray | None = None) -> np.ndarray:
+    def _product(self, rows: slice, gallery32: np.ndarray | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
         if gallery32 is None:
             if self._gallery32 is None:
                 self._gallery32 = np.ascontiguousarray(self.gallery, dtype=np.float32)
             gallery32 = self._gallery32
-        return np.asarray(self.queries[rows], dtype=np.float32) @ gallery32.T
+        return np.matmul(np.asarray(self.queries[rows], dtype=np.float32), gallery32.T, out=out)
 
     def dense(self) -> np.ndarray:
         """The whole product as one read-only array (computed once when ``cache``, else anew)."""
@@ -71,7 +72,10 @@ class EmbeddingScores:
         out = np.empty(self.shape, dtype=self.dtype)
         g32 = np.ascontiguousarray(self.gallery, dtype=np.float32) if self.cache else None
         for rows in iter_blocks(self.shape[0], block_rows(self.shape[1])):
-            out[rows] = self._product(rows, g32)
+            if out.dtype == np.float32:  # straight into the result: no temporary block
+                self._product(rows, g32, out=out[rows])
+            else:
+                out[rows] = self._product(rows, g32)
         if self.cache:
             out.flags.writeable = False
             check_finite(out, name=self.name)  # read-only: remembered, never scanned again
