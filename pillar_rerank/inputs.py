@@ -23,6 +23,8 @@ from pillar_rerank._validation import (
     check_float_matrix,
     check_int,
     check_item_map,
+    max_row_norm,
+    product_is_finite,
 )
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.io import load_array
@@ -223,15 +225,21 @@ class RetrievalSet:
         with np.errstate(over="ignore"):
             txt = np.asarray(self.text_embeddings, dtype=np.float32)
         out = np.empty((self.n_images, self.n_texts), dtype=dtype)
+        img_norm = 0.0
         # finite embeddings of huge magnitude can overflow in the product (or the float16 cast)
         with np.errstate(over="ignore", invalid="ignore"):
             for rows in iter_blocks(self.n_images, block_rows(self.n_texts, budget_bytes=budget_bytes)):
                 block = np.asarray(img[rows], dtype=np.float32)
+                img_norm = max(img_norm, max_row_norm(block))
                 if out.dtype == np.float32:  # straight into the result: no temporary block
                     np.matmul(block, txt.T, out=out[rows])
                 else:
                     out[rows] = block @ txt.T
-        check_finite(out, name=f"{self.name} image_embeddings @ text_embeddings.T (overflow; rescale them)")
+        # the embeddings are finite (checked when this set was built); the scan for an overflow
+        # is needed only where the norms allow one
+        if not product_is_finite(img_norm, max_row_norm(txt), txt.shape[1], out.dtype):
+            check_finite(out, name=f"{self.name} image_embeddings @ text_embeddings.T (overflow; "
+                         "rescale them)")
         return out
 
     def subset_images(self, images: np.ndarray, *, name: str | None = None) -> RetrievalSet:

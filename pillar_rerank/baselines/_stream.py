@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pillar_rerank._validation import check_finite, check_float_matrix
+from pillar_rerank._validation import (
+    check_finite,
+    check_float_matrix,
+    mark_finite,
+    max_row_norm,
+    product_is_finite,
+)
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES, block_rows, iter_blocks
 
@@ -56,6 +62,7 @@ class EmbeddingScores:
         self.name = name
         self.cache = bool(cache)
         self._dense: np.ndarray | None = None
+        self._bounded: bool | None = None
 
     def _product(self, rows: slice, gallery32: np.ndarray | None = None,
                  out: np.ndarray | None = None) -> np.ndarray:
@@ -78,9 +85,25 @@ class EmbeddingScores:
                 out[rows] = self._product(rows, g32)
         if self.cache:
             out.flags.writeable = False
-            check_finite(out, name=self.name)  # read-only: remembered, never scanned again
+            if self.bounded:
+                mark_finite(out)
+            else:
+                check_finite(out, name=self.name)  # read-only: remembered, never scanned again
             self._dense = out
         return out
+
+    @property
+    def bounded(self) -> bool:
+        """True when the embeddings' norms prove every entry finite (no scan needed; computed once).
+
+        Both embedding matrices are finite (checked on construction); their product can still
+        overflow where their norms are huge, and then each computed block is scanned.
+        """
+        if self._bounded is None:
+            self._bounded = product_is_finite(max_row_norm(np.asarray(self.queries)),
+                                              max_row_norm(np.asarray(self.gallery)),
+                                              self.queries.shape[1], self.dtype)
+        return self._bounded
 
     @property
     def is_checked(self) -> bool:
@@ -148,7 +171,7 @@ def iter_torch_blocks(matrix: Any, *, device: torch.device, budget_bytes: int = 
 
 def _unchecked(matrix: Any) -> bool:
     """True for a lazy product whose values no one has checked for NaN/inf yet."""
-    if not isinstance(matrix, EmbeddingScores):
+    if not isinstance(matrix, EmbeddingScores) or matrix.bounded:
         return False
     if matrix.cache:
         matrix.dense()  # computes (and checks) it once

@@ -59,16 +59,72 @@ def test_apply_both_scans_the_test_scores_once(sides, scans, method):
     bank = bank_from_embeddings(bank_side, test)
     apply_both(method, test, bank)
     shape = (test.n_images, test.n_texts)
-    # once, when similarity() builds them; not again per direction nor in the returned set
+    # at most once, when similarity() builds them (not even then: the embeddings' norms rule an
+    # overflow out); never again per direction nor in the returned set
+    assert scans.count(shape) + scans.count(shape[::-1]) == 0
+
+
+def _huge(data: RetrievalSet, scale: float) -> RetrievalSet:
+    return RetrievalSet(relevance=data.relevance, image_embeddings=data.image_embeddings * scale,
+                        text_embeddings=data.text_embeddings * scale, name=data.name)
+
+
+def test_apply_both_scans_once_where_norms_allow_an_overflow(sides, scans):
+    """Norms whose product nears float32's limit: the scores could overflow (they do not), so
+    they are scanned, once."""
+    bank_side, test = sides
+    arrays = (bank_side.image_embeddings, bank_side.text_embeddings, test.image_embeddings,
+              test.text_embeddings)
+    norm = max(float(np.linalg.norm(a, axis=1).max()) for a in arrays)
+    scale = float(np.sqrt(3e38) / norm)
+    bank_side, test = _huge(bank_side, scale), _huge(test, scale)
+    for q, g in ((test.image_embeddings, test.text_embeddings),
+                 (bank_side.image_embeddings, test.text_embeddings),
+                 (bank_side.text_embeddings, test.image_embeddings)):
+        bound = np.linalg.norm(q.astype(np.float64), axis=1).max() * \
+            np.linalg.norm(g.astype(np.float64), axis=1).max()
+        assert np.finfo(np.float32).max / 4 < bound < np.finfo(np.float32).max
+    apply_both(NNN(k=2), test, bank_from_embeddings(bank_side, test))
+    shape = (test.n_images, test.n_texts)
     assert scans.count(shape) + scans.count(shape[::-1]) == 1
+    assert scans.count((bank_side.n_images, test.n_texts)) == 1        # bank.i2t, once
+    assert scans.count((bank_side.n_texts, test.n_images)) == 1        # bank.t2i, once
 
 
-def test_apply_both_scans_each_bank_product_once(sides, scans):
+def test_apply_both_scans_no_bank_product_with_bounded_norms(sides, scans):
     bank_side, test = sides
     bank = bank_from_embeddings(bank_side, test)
     apply_both(InvertedSoftmax(beta=5.0), test, bank)
-    assert scans.count((bank_side.n_images, test.n_texts)) == 1        # bank.i2t
-    assert scans.count((bank_side.n_texts, test.n_images)) == 1        # bank.t2i
+    assert scans.count((bank_side.n_images, test.n_texts)) == 0
+    assert scans.count((bank_side.n_texts, test.n_images)) == 0
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+def test_products_that_overflow_are_still_rejected(sides, materialize):
+    """Finite embeddings whose products overflow float32: similarity() and the banks raise."""
+    bank_side, test = sides
+    bank_side, test = _huge(bank_side, 1e20), _huge(test, 1e20)
+    with pytest.raises(InvalidInputError, match="finite"):
+        test.similarity()
+    bank = bank_from_embeddings(bank_side, test, materialize=materialize)
+    with pytest.raises(InvalidInputError, match="finite"):
+        InvertedSoftmax(beta=5.0).fit(bank.i2t)
+    with pytest.raises(InvalidInputError, match="finite"):
+        NNN(k=2).fit(bank.t2i)
+    with pytest.raises(InvalidInputError, match="finite"):
+        SinkhornNorm(tau=0.1).fit(bank.t2i)
+
+
+def test_float16_bank_checks_against_float16_range(sides):
+    """Stored as float16, a product is finite only below 65504: a norm bound for float32 is not enough."""
+    from pillar_rerank.baselines import EmbeddingScores
+
+    bank_side, test = sides
+    q, g = bank_side.image_embeddings * 200, test.text_embeddings * 200
+    assert np.abs(q @ g.T).max() > 65504
+    with pytest.raises(InvalidInputError, match="finite"):
+        EmbeddingScores(q, g, cache=True, dtype=np.float16).dense()
+    assert np.isfinite(EmbeddingScores(q, g, cache=True).dense()).all()
 
 
 def test_bank_from_embeddings_does_not_rescan_checked_sets(sides, scans):
