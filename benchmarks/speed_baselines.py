@@ -66,7 +66,7 @@ def _ref_dn(S, B, *, lam=0.5, **_):
 
 
 def _sinkhorn_h(M, n_gallery, tau, n_iter):
-    K = M.T / np.float32(tau)  # (gallery [+ extra], bank)
+    K = M.T / M.dtype.type(tau)  # (gallery [+ extra], bank), in M's precision
     log_a, log_b = -np.log(K.shape[0]), -np.log(K.shape[1])
     log_u = np.full(K.shape[0], log_a)
     for _ in range(n_iter):
@@ -329,6 +329,25 @@ def _to_score_units(method: str, out: np.ndarray, params: dict[str, Any]) -> np.
     return np.log(out) / params["beta"] if method == "inverted_softmax" else out
 
 
+def _exact(method: str, S: np.ndarray, B: np.ndarray | None, dual: np.ndarray | None,
+           params: dict[str, Any]) -> np.ndarray:
+    """The method's formula in float64 on the same float32 products both sides start from: what
+    both should return up to their own float32 arithmetic (Sinkhorn: log-domain iterations,
+    which the original's scaling iterations equal in exact arithmetic)."""
+    S = S.astype(np.float64)
+    B = None if B is None else B.astype(np.float64)
+    if method == "dbsn":
+        return _ref_dbsn(S, B, bank_gallery=dual.astype(np.float64), **params)
+    return REFERENCES[method](S, B, **params)
+
+
+def _max_err(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Largest absolute difference; None where either side is not finite (JSON has no inf)."""
+    with np.errstate(invalid="ignore"):
+        m = float(np.max(np.abs(a - b)))
+    return m if np.isfinite(m) else None
+
+
 def _measure(fn):
     """(result, (wall s, CPU s of all threads), extra peak RSS MB); the high-water mark is reset
     first (Linux clear_refs)."""
@@ -365,7 +384,9 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
     ``bank_from_embeddings`` + ``apply_both``; the original computes the products it needs and
     its dense formula. They alternate (original, ours) ``repeats`` times in this one process;
     the table keeps each side's fastest run and its extra peak RSS (the high-water mark reset
-    before each run). Agreement: RSUM of both and the largest absolute difference in score units.
+    before each run). Agreement: RSUM of both, the largest absolute difference in score units,
+    and each side's largest error against the formula in float64 on the same float32 products
+    (both sides round in float32; this says which one the difference comes from).
     """
     import torch
 
@@ -415,6 +436,16 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
                                         t2i_scores=np.ascontiguousarray(o["t2i"].T))["RSUM"]
             outs[side] = o
         diff = float(max(np.max(np.abs(outs["ours"][d] - outs["original"][d])) for d in ("i2t", "t2i")))
+        # each side against the formula in float64 on the same float32 products (not timed)
+        S = img @ txt.T
+        err: dict[str, list[float | None]] = {"original": [], "ours": []}
+        for d, m, q, g in (("i2t", S, b_img, txt), ("t2i", S.T, b_txt, img)):
+            dual = (q @ (b_txt if d == "i2t" else b_img).T) if method == "dbsn" else None
+            exact = _exact(method, m, q @ g.T if method != "dsl" else None, dual, params)
+            for side in err:
+                err[side].append(_max_err(outs[side][d], exact))
+            del exact
+        del S
         rows.append({
             "method": method, "params": params,
             "original_s": best["original"][0][0], "ours_s": best["ours"][0][0],
@@ -424,6 +455,8 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
             "original_peak_extra_mb": best["original"][1], "ours_peak_extra_mb": best["ours"][1],
             "memory_ratio_ours_over_original": best["ours"][1] / max(best["original"][1], 1e-9),
             "rsum_original": rsum["original"], "rsum_ours": rsum["ours"], "max_abs_diff": diff,
+            "original_max_err_vs_float64": None if None in err["original"] else max(err["original"]),
+            "ours_max_err_vs_float64": None if None in err["ours"] else max(err["ours"]),
         })
         logger.info("%s: %s", method, rows[-1])
         outs.clear()
@@ -487,6 +520,8 @@ def summarize_originals(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any
             "RSUM original": row["rsum_original"],
             "RSUM ours": row["rsum_ours"],
             "max |diff|": row["max_abs_diff"],
+            "original err vs float64": row.get("original_max_err_vs_float64"),
+            "ours err vs float64": row.get("ours_max_err_vs_float64"),
         }
         for row in f["rows"]
     ]
@@ -497,6 +532,8 @@ def summarize_originals(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any
         headline=bench is not None and getattr(bench, "suite", "") == "speed",
         notes=f"{f['case']}; {f['threads']} threads, fastest of {f['repeats']} alternating runs in one "
         "process. Originals: each method's formula as dense numpy, written from the spec; > 1 in the "
-        "ratio columns means ours is faster, < 1 in the memory column that ours needs less.",
+        "ratio columns means ours is faster, < 1 in the memory column that ours needs less. Err vs "
+        "float64: largest absolute difference from the same formula in float64 on the same float32 "
+        "score matrices (empty: the original overflowed or underflowed).",
     )
     return {"tables": [table.to_dict()]}
