@@ -227,7 +227,8 @@ def _column_logsumexp_numpy(matrix: Any, *, scale: float, budget_bytes: int,
     run_max = np.full(n_cols, -np.inf)
     run_sum = np.zeros(n_cols)
     weights = None if row_log_weights is None else row_log_weights.cpu().numpy().astype(np.float32)
-    step = max(1, min(budget_bytes, _CACHE_BYTES) // (4 * n_cols))
+    # a column subset of a wide (or lazy) bank reads whole rows: size blocks by what is read
+    step = max(1, min(budget_bytes, _CACHE_BYTES) // (4 * getattr(matrix, "read_width", n_cols)))
     s32 = np.float32(scale)
     for rows in iter_blocks(matrix.shape[0], step):
         z = np.multiply(_rows_numpy(matrix, rows), s32, dtype=np.float32)
@@ -267,12 +268,13 @@ def column_topk_mean(matrix: Any, *, k: int, device: torch.device,
     top: np.ndarray | None = None            # (n_cols, <= k): the running top-k of every column
     step = block_rows(matrix.shape[1], bytes_per_item=8, budget_bytes=budget_bytes)
     for rows in iter_blocks(matrix.shape[0], step):
-        block = np.asarray(matrix[rows], dtype=np.float32)
-        if _unchecked(matrix):
-            check_finite(block, name=getattr(matrix, "name", "bank"))
-        pool = block.T if top is None else np.concatenate([top, block.T], axis=1)
+        block = _rows_numpy(matrix, rows)
+        # our own C-order copy, each column's values contiguous: partitioned in place (np.partition
+        # of the transposed view copies it again and selects along strided rows, ~30% slower)
+        pool = np.array(block.T, order="C") if top is None else np.concatenate([top, block.T], axis=1)
         kk = min(k, pool.shape[1])
-        top = np.partition(pool, pool.shape[1] - kk, axis=1)[:, pool.shape[1] - kk:]
+        pool.partition(pool.shape[1] - kk, axis=1)
+        top = pool[:, pool.shape[1] - kk:]
     return torch.from_numpy(top.mean(axis=1, dtype=np.float64))  # type: ignore[union-attr]
 
 
@@ -295,6 +297,7 @@ class _ColumnSubset:
         self.picks = [(k, cols[(cols >= widths[k]) & (cols < widths[k + 1])] - widths[k])
                       for k in range(len(parts))]
         self.shape = (parts[0].shape[0], int(cols.size))
+        self.read_width = int(widths[-1])   # a row block reads (or computes) whole rows of the parts
         self.name = getattr(parts[0], "name", "bank")
 
     def __getitem__(self, rows: slice) -> np.ndarray:
@@ -379,21 +382,12 @@ def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, devi
         log_u32 = log_u.float()
         offsets = np.cumsum([0] + widths)
         acc = torch.zeros(n_all, dtype=torch.float64, device=device)
-        for rows in iter_blocks(n_bank, step):
-            exps = []
-            for k, part in enumerate(parts):
-                x = _torch_rows(part, rows, device)
-                exps.append(torch.add(log_u32[offsets[k]:offsets[k + 1]], x, alpha=inv_tau))
-            row_max = exps[0].amax(1) if len(exps) == 1 else \
-                torch.maximum(*(e.amax(1) for e in exps))
-            row_sum = torch.zeros_like(row_max)
-            for e in exps:
-                e.sub_(row_max[:, None]).exp_()
-                row_sum += e.sum(1)
-            log_v[rows] = log_b - row_max.double() - torch.log(row_sum.double())
-            weight = (math.exp(log_b) / row_sum)
-            for k, e in enumerate(exps):
-                acc[offsets[k]:offsets[k + 1]] += torch.mv(e.T, weight).double()
+        if device.type == "cpu":
+            _streamed_pass_numpy(parts, offsets, log_u32.numpy(), inv_tau=inv_tau, log_b=log_b, step=step,
+                                 log_v=log_v.numpy(), acc=acc.numpy())
+        else:
+            _streamed_pass_torch(parts, offsets, log_u32, inv_tau=inv_tau, log_b=log_b, step=step,
+                                 log_v=log_v, acc=acc, device=device)
         new = log_a + log_u - torch.log(acc)
         low = (acc < threshold).nonzero().flatten()
         if low.numel():  # exact log-sum-exp for the columns float32 may have lost mass in
@@ -407,6 +401,57 @@ def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, devi
             break
     return SinkhornResult(log_u=log_u[:widths[0]], n_iter=done, last_change=change,
                           converged=change <= tol, n_fallback_columns=n_fallback)
+
+
+def _streamed_pass_torch(parts: list[Any], offsets: np.ndarray, log_u32: torch.Tensor, *, inv_tau: float,
+                         log_b: float, step: int, log_v: torch.Tensor, acc: torch.Tensor,
+                         device: torch.device) -> None:
+    """:func:`_streamed_pass_numpy` in torch, for accelerators."""
+    for rows in iter_blocks(parts[0].shape[0], step):
+        exps = []
+        for k, part in enumerate(parts):
+            x = _torch_rows(part, rows, device)
+            exps.append(torch.add(log_u32[offsets[k]:offsets[k + 1]], x, alpha=inv_tau))
+        row_max = exps[0].amax(1) if len(exps) == 1 else torch.maximum(*(e.amax(1) for e in exps))
+        row_sum = torch.zeros_like(row_max)
+        for e in exps:
+            e.sub_(row_max[:, None]).exp_()
+            row_sum += e.sum(1)
+        log_v[rows] = log_b - row_max.double() - torch.log(row_sum.double())
+        weight = (math.exp(log_b) / row_sum)
+        for k, e in enumerate(exps):
+            acc[offsets[k]:offsets[k + 1]] += torch.mv(e.T, weight).double()
+
+
+def _streamed_pass_numpy(parts: list[Any], offsets: np.ndarray, log_u32: np.ndarray, *, inv_tau: float,
+                         log_b: float, step: int, log_v: np.ndarray, acc: np.ndarray) -> None:
+    """One pass of the streamed Sinkhorn iteration on the CPU, in numpy (one thread per step).
+
+    Fills ``log_v`` (float64, per bank row) and adds ``E.T @ (b / rowsum)`` into ``acc`` (float64,
+    per gallery column), block by block: the arithmetic of the torch loop in
+    :func:`sinkhorn_potential`, without torch's thread hand-off on every small cached block
+    (which on a loaded machine made each step ~5x slower than numpy's single thread).
+    """
+    inv32 = np.float32(inv_tau)
+    b32 = np.float32(math.exp(log_b))
+    for rows in iter_blocks(parts[0].shape[0], step):
+        exps = []
+        for k, part in enumerate(parts):
+            e = np.multiply(_rows_numpy(part, rows), inv32, dtype=np.float32)
+            e += log_u32[offsets[k]:offsets[k + 1]]
+            exps.append(e)
+        row_max = exps[0].max(axis=1)
+        for e in exps[1:]:
+            np.maximum(row_max, e.max(axis=1), out=row_max)
+        row_sum = np.zeros(row_max.shape, dtype=np.float32)
+        for e in exps:
+            e -= row_max[:, None]
+            np.exp(e, out=e)
+            row_sum += e.sum(axis=1)
+        log_v[rows] = log_b - row_max.astype(np.float64) - np.log(row_sum.astype(np.float64))
+        weight = b32 / row_sum
+        for k, e in enumerate(exps):
+            acc[offsets[k]:offsets[k + 1]] += weight @ e
 
 
 # scalings are absorbed into the log-potentials once one exceeds exp(+-_ABSORB) (float32 keeps
