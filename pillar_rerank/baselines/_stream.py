@@ -205,6 +205,8 @@ def column_logsumexp(matrix: Any, *, scale: float, device: torch.device,
 
 # a block and its exponent stay in a large L2 / L3 cache through their 4 numpy steps
 _CACHE_BYTES = 4 * 2**20
+# rows of a wide bank read at once for a few of its columns (a lazy bank computes them all)
+_READ_BYTES = 64 * 2**20
 
 
 def _rows_numpy(matrix: Any, rows: slice) -> np.ndarray:
@@ -227,8 +229,10 @@ def _column_logsumexp_numpy(matrix: Any, *, scale: float, budget_bytes: int,
     run_max = np.full(n_cols, -np.inf)
     run_sum = np.zeros(n_cols)
     weights = None if row_log_weights is None else row_log_weights.cpu().numpy().astype(np.float32)
-    # a column subset of a wide (or lazy) bank reads whole rows: size blocks by what is read
-    step = max(1, min(budget_bytes, _CACHE_BYTES) // (4 * getattr(matrix, "read_width", n_cols)))
+    # a column subset of a wide (or lazy) bank reads whole rows: blocks bounded by what is read
+    read_width = getattr(matrix, "read_width", n_cols)
+    step = max(1, min(min(budget_bytes, _CACHE_BYTES) // (4 * n_cols),
+                      min(budget_bytes, _READ_BYTES) // (4 * read_width)))
     s32 = np.float32(scale)
     for rows in iter_blocks(matrix.shape[0], step):
         z = np.multiply(_rows_numpy(matrix, rows), s32, dtype=np.float32)
@@ -371,6 +375,9 @@ def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, devi
     # blocks small enough that the passes after the first read hit the cache, large enough
     # that the per-block float64 accumulation stays a small fraction of the work
     step = max(64, min(block_rows(n_all, budget_bytes=budget_bytes), 8 * 2**20 // (4 * n_all)))
+    # rows read (lazy parts: computed) at once on the CPU: a matrix product over ~600 rows runs at
+    # ~2x the rate of one over a cache-sized block (measured: 81 vs 35 GFLOP/s at d=256)
+    chunk = max(step, min(block_rows(n_all, budget_bytes=budget_bytes), 8 * step))
     # every term of acc is E * b / rowsum with sum_b b / rowsum <= 1, so the mass float32 can
     # flush (terms below its normal range, 1.2e-38) is < 1.2e-38 per column: a column whose acc
     # is below 1e-29 could be off by 1e-9 relative, and is recomputed exactly
@@ -384,7 +391,7 @@ def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, devi
         acc = torch.zeros(n_all, dtype=torch.float64, device=device)
         if device.type == "cpu":
             _streamed_pass_numpy(parts, offsets, log_u32.numpy(), inv_tau=inv_tau, log_b=log_b, step=step,
-                                 log_v=log_v.numpy(), acc=acc.numpy())
+                                 log_v=log_v.numpy(), acc=acc.numpy(), chunk=chunk)
         else:
             _streamed_pass_torch(parts, offsets, log_u32, inv_tau=inv_tau, log_b=log_b, step=step,
                                  log_v=log_v, acc=acc, device=device)
@@ -424,7 +431,8 @@ def _streamed_pass_torch(parts: list[Any], offsets: np.ndarray, log_u32: torch.T
 
 
 def _streamed_pass_numpy(parts: list[Any], offsets: np.ndarray, log_u32: np.ndarray, *, inv_tau: float,
-                         log_b: float, step: int, log_v: np.ndarray, acc: np.ndarray) -> None:
+                         log_b: float, step: int, log_v: np.ndarray, acc: np.ndarray,
+                         chunk: int | None = None) -> None:
     """One pass of the streamed Sinkhorn iteration on the CPU, in numpy (one thread per step).
 
     Fills ``log_v`` (float64, per bank row) and adds ``E.T @ (b / rowsum)`` into ``acc`` (float64,
@@ -434,24 +442,38 @@ def _streamed_pass_numpy(parts: list[Any], offsets: np.ndarray, log_u32: np.ndar
     """
     inv32 = np.float32(inv_tau)
     b32 = np.float32(math.exp(log_b))
-    for rows in iter_blocks(parts[0].shape[0], step):
-        exps = []
-        for k, part in enumerate(parts):
-            e = np.multiply(_rows_numpy(part, rows), inv32, dtype=np.float32)
-            e += log_u32[offsets[k]:offsets[k + 1]]
-            exps.append(e)
-        row_max = exps[0].max(axis=1)
-        for e in exps[1:]:
-            np.maximum(row_max, e.max(axis=1), out=row_max)
-        row_sum = np.zeros(row_max.shape, dtype=np.float32)
-        for e in exps:
-            e -= row_max[:, None]
-            np.exp(e, out=e)
-            row_sum += e.sum(axis=1)
-        log_v[rows] = log_b - row_max.astype(np.float64) - np.log(row_sum.astype(np.float64))
-        weight = b32 / row_sum
-        for k, e in enumerate(exps):
-            acc[offsets[k]:offsets[k + 1]] += weight @ e
+    n_bank = parts[0].shape[0]
+    for outer in iter_blocks(n_bank, max(step, chunk or step)):
+        # rows read (a lazy part: computed) a chunk at a time, for an efficient matrix product
+        # (~2x the throughput of a cache-sized block), then worked through in cached blocks
+        sources = [_rows_numpy(part, outer) for part in parts]
+        for inner in iter_blocks(outer.stop - outer.start, step):
+            rows = slice(outer.start + inner.start, outer.start + inner.stop)
+            _streamed_block_numpy(sources, inner, rows, offsets, log_u32, inv32=inv32, b32=b32,
+                                  log_b=log_b, log_v=log_v, acc=acc)
+
+
+def _streamed_block_numpy(sources: list[np.ndarray], inner: slice, rows: slice, offsets: np.ndarray,
+                          log_u32: np.ndarray, *, inv32: np.float32, b32: np.float32, log_b: float,
+                          log_v: np.ndarray, acc: np.ndarray) -> None:
+    """One cache-sized block of :func:`_streamed_pass_numpy` (``inner``: its rows in ``sources``)."""
+    exps = []
+    for k, src in enumerate(sources):
+        e = np.multiply(src[inner], inv32, dtype=np.float32)
+        e += log_u32[offsets[k]:offsets[k + 1]]
+        exps.append(e)
+    row_max = exps[0].max(axis=1)
+    for e in exps[1:]:
+        np.maximum(row_max, e.max(axis=1), out=row_max)
+    row_sum = np.zeros(row_max.shape, dtype=np.float32)
+    for e in exps:
+        e -= row_max[:, None]
+        np.exp(e, out=e)
+        row_sum += e.sum(axis=1)
+    log_v[rows] = log_b - row_max.astype(np.float64) - np.log(row_sum.astype(np.float64))
+    weight = b32 / row_sum
+    for k, e in enumerate(exps):
+        acc[offsets[k]:offsets[k + 1]] += weight @ e
 
 
 # scalings are absorbed into the log-potentials once one exceeds exp(+-_ABSORB) (float32 keeps
