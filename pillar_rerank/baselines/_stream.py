@@ -188,7 +188,7 @@ def column_logsumexp(matrix: Any, *, scale: float, device: torch.device,
     scale (no overflow with logit-scale scores). Returns float64 of shape (n_cols,).
     """
     n_cols = matrix.shape[1]
-    if device.type == "cpu":
+    if _numpy_on(device):
         return torch.from_numpy(_column_logsumexp_numpy(matrix, scale=scale, budget_bytes=budget_bytes,
                                                         row_log_weights=row_log_weights))
     run_max = torch.full((n_cols,), -math.inf, dtype=torch.float64, device=device)
@@ -201,6 +201,16 @@ def column_logsumexp(matrix: Any, *, scale: float, device: torch.device,
         run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(block - new_max.float()).sum(0).double()
         run_max = new_max
     return run_max + torch.log(run_sum)
+
+
+# The CPU runs the streamed kernels in numpy: one thread per step, no torch thread hand-off per
+# small block (on a loaded 2-core machine each hand-off cost milliseconds). Accelerators use torch.
+# Tests set this to False to run the torch code on the CPU and compare.
+NUMPY_ON_CPU = True
+
+
+def _numpy_on(device: torch.device) -> bool:
+    return NUMPY_ON_CPU and device.type == "cpu"
 
 
 # a block and its exponent stay in a large L2 / L3 cache through their 4 numpy steps
@@ -389,7 +399,7 @@ def sinkhorn_potential(matrix: Any, *, tau: float, n_iter: int, tol: float, devi
         log_u32 = log_u.float()
         offsets = np.cumsum([0] + widths)
         acc = torch.zeros(n_all, dtype=torch.float64, device=device)
-        if device.type == "cpu":
+        if _numpy_on(device):
             _streamed_pass_numpy(parts, offsets, log_u32.numpy(), inv_tau=inv_tau, log_b=log_b, step=step,
                                  log_v=log_v.numpy(), acc=acc.numpy(), chunk=chunk)
         else:

@@ -231,11 +231,16 @@ def test_sinkhorn_correct_where_float32_reference_underflows(cosine_case):
     assert not np.array_equal(np.argsort(-out, 1), np.argsort(-scores, 1))
 
 
+@pytest.mark.parametrize("numpy_on_cpu", [True, False], ids=["numpy", "torch"])
 @pytest.mark.parametrize("kernel_bytes", [0, 2**30], ids=["streamed", "stored"])
 @pytest.mark.parametrize("tau", [0.005, 0.05, 0.3])
-def test_stabilised_sinkhorn_equals_log_domain(cosine_case, tau, kernel_bytes):
-    """Scaling domain with absorption = dense log-domain Sinkhorn within 1e-6, single and dual bank."""
+def test_stabilised_sinkhorn_equals_log_domain(cosine_case, tau, kernel_bytes, numpy_on_cpu, monkeypatch):
+    """Scaling domain with absorption = dense log-domain Sinkhorn within 1e-6, single and dual bank;
+    the CPU's numpy kernels and the torch kernels accelerators run (here on the CPU) alike."""
+    from pillar_rerank.baselines import _stream
     from pillar_rerank.baselines._stream import sinkhorn_potential
+
+    monkeypatch.setattr(_stream, "NUMPY_ON_CPU", numpy_on_cpu)
 
     bank, scores = cosine_case
     extra = bank[:, ::-1][:, :17].copy()
@@ -278,13 +283,17 @@ def test_sinkhorn_warns_when_not_converged_and_stops_early_when_it_is(cosine_cas
     np.testing.assert_allclose(m.bias_, full.bias_, atol=1e-5)
 
 
+@pytest.mark.parametrize("numpy_on_cpu", [True, False], ids=["numpy", "torch"])
 @pytest.mark.parametrize("block_bytes", [2**16, 2**28])
-def test_column_logsumexp_cpu_path_equals_float64(rng, block_bytes):
-    """The numpy CPU kernel (cache-sized row blocks, float64 running sums) against scipy in float64:
-    many blocks or one, logit-scale scores, row weights, a read-only lazy product."""
+def test_column_logsumexp_cpu_path_equals_float64(rng, block_bytes, numpy_on_cpu, monkeypatch):
+    """The numpy CPU kernel (cache-sized row blocks, float64 running sums) and the torch kernel
+    against scipy in float64: many blocks or one, logit-scale scores, row weights, a lazy product."""
     import torch
 
+    from pillar_rerank.baselines import _stream
     from pillar_rerank.baselines._stream import column_logsumexp
+
+    monkeypatch.setattr(_stream, "NUMPY_ON_CPU", numpy_on_cpu)
 
     m = (rng.standard_normal((700, 90)) * 30).astype(np.float32)
     m.flags.writeable = False
