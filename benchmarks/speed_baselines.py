@@ -320,8 +320,16 @@ def _orig_dbsn(S, B, *, dual, tau, n_iter, **_):
     return S - _orig_sinkhorn_h(np.concatenate([B, dual], axis=1), S.shape[1], tau, n_iter)
 
 
+def _orig_nnn(S, B, *, k, alpha, **_):
+    """NNN's retriever: s - alpha * mean of the k largest bank scores (torch.topk on float32
+    tensors there; float32 here too, so its output is float32 like ours)."""
+    n = B.shape[0]
+    top = np.partition(B, n - k, axis=0)[n - k:]
+    return S - np.float32(alpha) * top.mean(axis=0)
+
+
 ORIGINALS = {"inverted_softmax": _orig_is, "dsl": _orig_dsl, "sinkhorn": _orig_sinkhorn,
-             "dbsn": _orig_dbsn, "nnn": _ref_nnn}  # NNN's own formula is already dense numpy
+             "dbsn": _orig_dbsn, "nnn": _orig_nnn}
 
 
 def _to_score_units(method: str, out: np.ndarray, params: dict[str, Any]) -> np.ndarray:
