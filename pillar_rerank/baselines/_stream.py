@@ -279,6 +279,8 @@ def column_topk_mean(matrix: Any, *, k: int, device: torch.device,
             pool = block if best is None else torch.cat([best, block], dim=0)
             best = torch.topk(pool, min(k, pool.shape[0]), dim=0, sorted=False).values
         return best.double().mean(0)  # type: ignore[union-attr]  # matrix has >= 1 row (validated)
+    if isinstance(matrix, EmbeddingScores) and not matrix.is_checked:
+        return torch.from_numpy(_topk_mean_from_embeddings(matrix, k=k, budget_bytes=budget_bytes))
     top: np.ndarray | None = None            # (n_cols, <= k): the running top-k of every column
     step = block_rows(matrix.shape[1], bytes_per_item=8, budget_bytes=budget_bytes)
     for rows in iter_blocks(matrix.shape[0], step):
@@ -290,6 +292,27 @@ def column_topk_mean(matrix: Any, *, k: int, device: torch.device,
         pool.partition(pool.shape[1] - kk, axis=1)
         top = pool[:, pool.shape[1] - kk:]
     return torch.from_numpy(top.mean(axis=1, dtype=np.float64))  # type: ignore[union-attr]
+
+
+def _topk_mean_from_embeddings(matrix: EmbeddingScores, *, k: int, budget_bytes: int) -> np.ndarray:
+    """:func:`column_topk_mean` of a product not computed yet, computed gallery-major.
+
+    ``gallery_block @ queries.T`` gives each gallery item's scores against the whole bank as one
+    contiguous row of a fresh array, which is partitioned in place: no bank-major product to
+    store, transpose and copy (the product's entries are the same dot products, summed in
+    another order by the BLAS: equal up to float32 rounding).
+    """
+    n_bank, n_gallery = matrix.shape
+    queries = np.ascontiguousarray(matrix.queries, dtype=np.float32)
+    step = max(1, min(budget_bytes, _READ_BYTES) // (4 * n_bank))
+    out = np.empty(n_gallery)
+    for cols in iter_blocks(n_gallery, step):
+        block = np.asarray(matrix.gallery[cols], dtype=np.float32) @ queries.T   # (cols, n_bank)
+        if not matrix.bounded:
+            check_finite(block, name=matrix.name)
+        block.partition(n_bank - k, axis=1)
+        out[cols] = block[:, n_bank - k:].mean(axis=1, dtype=np.float64)
+    return out
 
 
 def row_argmax_mask(matrix: Any, *, k: int, device: torch.device,

@@ -366,3 +366,19 @@ def test_nnn_top_k_leaves_any_layout_of_the_bank_unchanged(rng):
         got = NNN(k=7, alpha=1.0, block_bytes=2**16).fit(b).bias_
         np.testing.assert_allclose(got, want, rtol=1e-12)
         np.testing.assert_array_equal(b, before)
+
+
+def test_nnn_on_an_uncomputed_embedding_bank_never_stores_it(rng):
+    """NNN / CSLS on a bank not computed yet: the top-k comes from gallery-major blocks of the
+    product (no bank-major matrix stored, transposed, copied); same values to float32 rounding."""
+    from pillar_rerank.baselines import CSLS, NNN
+    from pillar_rerank.baselines._stream import EmbeddingScores
+
+    q = rng.standard_normal((500, 12)).astype(np.float32)
+    g = rng.standard_normal((90, 12)).astype(np.float32)
+    dense = q @ g.T
+    for cls, kw in ((NNN, {"k": 9, "alpha": 0.75}), (CSLS, {"k": 4})):
+        lazy = EmbeddingScores(q, g, cache=True)
+        got = cls(block_bytes=2**16, **kw).fit(lazy).bias_
+        assert not lazy.is_checked                     # never computed bank-major, never stored
+        np.testing.assert_allclose(got, cls(**kw).fit(dense).bias_, rtol=0, atol=1e-6)
