@@ -66,7 +66,7 @@ def _ref_dn(S, B, *, lam=0.5, **_):
 
 
 def _sinkhorn_h(M, n_gallery, tau, n_iter):
-    K = M.T / np.float32(tau)  # (gallery [+ extra], bank)
+    K = M.T / M.dtype.type(tau)  # (gallery [+ extra], bank), in M's precision
     log_a, log_b = -np.log(K.shape[0]), -np.log(K.shape[1])
     log_u = np.full(K.shape[0], log_a)
     for _ in range(n_iter):
@@ -320,13 +320,40 @@ def _orig_dbsn(S, B, *, dual, tau, n_iter, **_):
     return S - _orig_sinkhorn_h(np.concatenate([B, dual], axis=1), S.shape[1], tau, n_iter)
 
 
+def _orig_nnn(S, B, *, k, alpha, **_):
+    """NNN's retriever: s - alpha * mean of the k largest bank scores (torch.topk on float32
+    tensors there; float32 here too, so its output is float32 like ours)."""
+    n = B.shape[0]
+    top = np.partition(B, n - k, axis=0)[n - k:]
+    return S - np.float32(alpha) * top.mean(axis=0)
+
+
 ORIGINALS = {"inverted_softmax": _orig_is, "dsl": _orig_dsl, "sinkhorn": _orig_sinkhorn,
-             "dbsn": _orig_dbsn, "nnn": _ref_nnn}  # NNN's own formula is already dense numpy
+             "dbsn": _orig_dbsn, "nnn": _orig_nnn}
 
 
 def _to_score_units(method: str, out: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     """The original's output in ours' units (inverted softmax: log of the ratio / beta)."""
     return np.log(out) / params["beta"] if method == "inverted_softmax" else out
+
+
+def _exact(method: str, S: np.ndarray, B: np.ndarray | None, dual: np.ndarray | None,
+           params: dict[str, Any]) -> np.ndarray:
+    """The method's formula in float64 on the same float32 products both sides start from: what
+    both should return up to their own float32 arithmetic (Sinkhorn: log-domain iterations,
+    which the original's scaling iterations equal in exact arithmetic)."""
+    S = S.astype(np.float64)
+    B = None if B is None else B.astype(np.float64)
+    if method == "dbsn":
+        return _ref_dbsn(S, B, bank_gallery=dual.astype(np.float64), **params)
+    return REFERENCES[method](S, B, **params)
+
+
+def _max_err(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Largest absolute difference; None where either side is not finite (JSON has no inf)."""
+    with np.errstate(invalid="ignore"):
+        m = float(np.max(np.abs(a - b)))
+    return m if np.isfinite(m) else None
 
 
 def _measure(fn):
@@ -365,7 +392,9 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
     ``bank_from_embeddings`` + ``apply_both``; the original computes the products it needs and
     its dense formula. They alternate (original, ours) ``repeats`` times in this one process;
     the table keeps each side's fastest run and its extra peak RSS (the high-water mark reset
-    before each run). Agreement: RSUM of both and the largest absolute difference in score units.
+    before each run). Agreement: RSUM of both, the largest absolute difference in score units,
+    and each side's largest error against the formula in float64 on the same float32 products
+    (both sides round in float32; this says which one the difference comes from).
     """
     import torch
 
@@ -396,6 +425,7 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
             return {"i2t": res.scores, "t2i": res.t2i_scores.T}
 
         best: dict[str, tuple[tuple[float, float], float]] = {}
+        walls: dict[str, list[float]] = {"original": [], "ours": []}
         outs: dict[str, Any] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the paper's 10 Sinkhorn iterations do not converge
@@ -403,6 +433,7 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
                 for side, fn in (("original", run_original), ("ours", run_ours)):
                     outs[side] = None
                     outs[side], s, mb = _measure(fn)
+                    walls[side].append(s[0])
                     if side not in best or s[0] < best[side][0][0]:
                         best[side] = (s, mb)
         diff, rsum = 0.0, {}
@@ -415,6 +446,16 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
                                         t2i_scores=np.ascontiguousarray(o["t2i"].T))["RSUM"]
             outs[side] = o
         diff = float(max(np.max(np.abs(outs["ours"][d] - outs["original"][d])) for d in ("i2t", "t2i")))
+        # each side against the formula in float64 on the same float32 products (not timed)
+        S = img @ txt.T
+        err: dict[str, list[float | None]] = {"original": [], "ours": []}
+        for d, m, q, g in (("i2t", S, b_img, txt), ("t2i", S.T, b_txt, img)):
+            dual = (q @ (b_txt if d == "i2t" else b_img).T) if method == "dbsn" else None
+            exact = _exact(method, m, q @ g.T if method != "dsl" else None, dual, params)
+            for side in err:
+                err[side].append(_max_err(outs[side][d], exact))
+            del exact
+        del S
         rows.append({
             "method": method, "params": params,
             "original_s": best["original"][0][0], "ours_s": best["ours"][0][0],
@@ -424,6 +465,10 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
             "original_peak_extra_mb": best["original"][1], "ours_peak_extra_mb": best["ours"][1],
             "memory_ratio_ours_over_original": best["ours"][1] / max(best["original"][1], 1e-9),
             "rsum_original": rsum["original"], "rsum_ours": rsum["ours"], "max_abs_diff": diff,
+            "original_runs_s": walls["original"], "ours_runs_s": walls["ours"],
+            "median_ratio_original_over_ours": float(np.median(walls["original"]) / np.median(walls["ours"])),
+            "original_max_err_vs_float64": None if None in err["original"] else max(err["original"]),
+            "ours_max_err_vs_float64": None if None in err["ours"] else max(err["ours"]),
         })
         logger.info("%s: %s", method, rows[-1])
         outs.clear()
@@ -431,7 +476,8 @@ def versus_originals(*, data_dir: str, methods: tuple[str, ...] = tuple(ORIGINAL
         "case": "COCO 5K proxy (caption_xenc coco5k_test, 5,000 x 20,000), banks from coco1k_dev "
                 "(1,000 images, 4,000 captions), both directions, from embeddings",
         "threads": threads, "repeats": repeats,
-        "columns": "seconds: wall time of the fastest of the repeats (cpu_s: CPU time of all its "
+        "columns": "seconds: wall time of the fastest of the repeats (runs_s: every run's wall time, "
+                   "in order; cpu_s: CPU time of all its "
                    "threads, less sensitive to a loaded machine); peak_extra_mb: VmHWM minus RSS "
                    "before the run (inputs loaded); speed ratio > 1: ours faster; memory ratio < 1: "
                    "ours smaller",
@@ -482,11 +528,14 @@ def summarize_originals(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any
             "original s": row["original_s"],
             "ours s": row["ours_s"],
             "original / ours (wall)": row["speed_ratio_original_over_ours"],
+            "original / ours (median wall)": row.get("median_ratio_original_over_ours"),
             "original / ours (CPU)": row["cpu_ratio_original_over_ours"],
             "ours / original (peak MB)": row["memory_ratio_ours_over_original"],
             "RSUM original": row["rsum_original"],
             "RSUM ours": row["rsum_ours"],
             "max |diff|": row["max_abs_diff"],
+            "original err vs float64": row.get("original_max_err_vs_float64"),
+            "ours err vs float64": row.get("ours_max_err_vs_float64"),
         }
         for row in f["rows"]
     ]
@@ -496,7 +545,10 @@ def summarize_originals(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any
         digits=2,
         headline=bench is not None and getattr(bench, "suite", "") == "speed",
         notes=f"{f['case']}; {f['threads']} threads, fastest of {f['repeats']} alternating runs in one "
-        "process. Originals: each method's formula as dense numpy, written from the spec; > 1 in the "
-        "ratio columns means ours is faster, < 1 in the memory column that ours needs less.",
+        "process (median wall: the ratio of the two sides' median runs, less sensitive to one lucky "
+        "run). Originals: each method's formula as dense numpy, written from the spec; > 1 in the "
+        "ratio columns means ours is faster, < 1 in the memory column that ours needs less. Err vs "
+        "float64: largest absolute difference from the same formula in float64 on the same float32 "
+        "score matrices (empty: the original overflowed or underflowed).",
     )
     return {"tables": [table.to_dict()]}

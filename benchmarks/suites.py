@@ -381,7 +381,7 @@ SUITES: dict[str, list[Benchmark]] = {
             "coco1k_dev, both directions, 2 threads. Ours (bank_from_embeddings + apply_both) and the "
             "original formula as dense numpy alternate in one process; fastest of the repeats, extra "
             "peak RSS, RSUM of both and the largest score difference.",
-            params={"repeats": 2, "threads": 2},
+            params={"repeats": 6, "threads": 2},
             quick_params={"repeats": 1, "threads": 2, "methods": ["inverted_softmax", "dsl"]},
             requires=("benchmarks.speed_baselines", "pillar_rerank.baselines"),
             data_files=COCO_FILES,

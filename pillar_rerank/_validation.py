@@ -6,6 +6,7 @@ Messages follow one shape: where the problem is, what was expected, what arrived
 from __future__ import annotations
 
 import contextvars
+import math
 import numbers
 import weakref
 from collections.abc import Mapping
@@ -116,6 +117,37 @@ def _remember_finite(arr: np.ndarray) -> None:
         _FINITE_READ_ONLY[key] = weakref.ref(arr, lambda _ref, key=key: _FINITE_READ_ONLY.pop(key, None))
     except TypeError:  # pragma: no cover - array types without weak references
         pass
+
+
+def max_row_norm(rows: np.ndarray) -> float:
+    """Largest L2 norm of the rows of ``rows`` as float32 (inf when float32 cannot hold them)."""
+    top = 0.0
+    step = max(1, 2**22 // max(1, rows.shape[1]))   # 16 MiB of float32 at a time (memory maps)
+    for start in range(0, rows.shape[0], step):
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.asarray(rows[start:start + step], dtype=np.float32)
+            top = max(top, float(np.einsum("ij,ij->i", x, x, dtype=np.float64).max()))
+    return math.sqrt(top) if math.isfinite(top) else math.inf
+
+
+def product_is_finite(norm_a: float, norm_b: float, dim: int, dtype: Any = np.float32) -> bool:
+    """True when every entry of ``a @ b.T`` (finite float32 rows, ``dim`` columns) is finite.
+
+    ``|a_i . b_j| <= |a_i| |b_j|`` (Cauchy-Schwarz) bounds every entry and every partial sum of
+    its dot product; float32 accumulation adds at most ``dim * 6e-8`` relatively, covered by a
+    factor of 4 below the largest value of ``dtype`` (the stored type). Then the product cannot
+    hold NaN or inf and need not be scanned; otherwise it must be.
+    """
+    limit = float(np.finfo(np.dtype(dtype)).max) / 4
+    bound = norm_a * norm_b
+    return math.isfinite(bound) and bound < limit and dim * 1.2e-7 < 1.0
+
+
+def mark_finite(arr: np.ndarray) -> None:
+    """Record that the read-only ``arr`` holds only finite values, which its caller has just
+    established, so :func:`check_finite` does not scan it again (a writeable array is not
+    recorded: it could change)."""
+    _remember_finite(arr)
 
 
 def check_finite(arr: np.ndarray, *, name: str, source: str | None = None) -> None:

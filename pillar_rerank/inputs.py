@@ -11,12 +11,21 @@ Ground truth is kept as :class:`Relevance`, a CSR image -> captions layout (``in
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from pillar_rerank._validation import check_finite, check_float_matrix, check_int, check_item_map
+from pillar_rerank._validation import (
+    FLOAT_DTYPES,
+    check_finite,
+    check_float_matrix,
+    check_int,
+    check_item_map,
+    max_row_norm,
+    product_is_finite,
+)
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.io import load_array
 from pillar_rerank.typing import PathLikeStr
@@ -216,11 +225,21 @@ class RetrievalSet:
         with np.errstate(over="ignore"):
             txt = np.asarray(self.text_embeddings, dtype=np.float32)
         out = np.empty((self.n_images, self.n_texts), dtype=dtype)
+        img_norm = 0.0
         # finite embeddings of huge magnitude can overflow in the product (or the float16 cast)
         with np.errstate(over="ignore", invalid="ignore"):
             for rows in iter_blocks(self.n_images, block_rows(self.n_texts, budget_bytes=budget_bytes)):
-                out[rows] = np.asarray(img[rows], dtype=np.float32) @ txt.T
-        check_finite(out, name=f"{self.name} image_embeddings @ text_embeddings.T (overflow; rescale them)")
+                block = np.asarray(img[rows], dtype=np.float32)
+                img_norm = max(img_norm, max_row_norm(block))
+                if out.dtype == np.float32:  # straight into the result: no temporary block
+                    np.matmul(block, txt.T, out=out[rows])
+                else:
+                    out[rows] = block @ txt.T
+        # the embeddings are finite (checked when this set was built); the scan for an overflow
+        # is needed only where the norms allow one
+        if not product_is_finite(img_norm, max_row_norm(txt), txt.shape[1], out.dtype):
+            check_finite(out, name=f"{self.name} image_embeddings @ text_embeddings.T (overflow; "
+                         "rescale them)")
         return out
 
     def subset_images(self, images: np.ndarray, *, name: str | None = None) -> RetrievalSet:
@@ -252,6 +271,29 @@ class RetrievalSet:
         ``t2i_scores`` (image x text orientation) is set only for direction-specific results.
         """
         return replace(self, scores=scores, t2i_scores=t2i_scores, name=name or self.name)
+
+    def with_results(self, scores: np.ndarray, *, t2i_scores: np.ndarray | None = None,
+                     name: str | None = None) -> RetrievalSet:
+        """:meth:`with_scores` for the output of a method run on this set's checked inputs.
+
+        Checks the new matrices' dtype and shape, but does not scan their values for NaN/inf
+        nor re-check the fields taken over unchanged (they were checked when this set was
+        built): the method's result is not a new input.
+        """
+        shape = (self.n_images, self.n_texts)
+        for field_name, value in (("scores", scores), ("t2i scores", t2i_scores)):
+            if value is None:
+                continue
+            if not isinstance(value, np.ndarray) or value.dtype not in FLOAT_DTYPES or value.shape != shape:
+                raise InvalidInputError(
+                    f"{self.name} {field_name}: expected a float array of shape {shape}; got "
+                    f"{type(value).__name__} of shape {getattr(value, 'shape', None)}."
+                )
+        out = copy.copy(self)
+        object.__setattr__(out, "scores", scores)
+        object.__setattr__(out, "t2i_scores", t2i_scores)
+        object.__setattr__(out, "name", name or self.name)
+        return out
 
 
 def load_retrieval_set(

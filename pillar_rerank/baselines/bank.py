@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from pillar_rerank._validation import check_finite, check_float_matrix, mark_finite
 from pillar_rerank.baselines._common import TrainingFreeReranker
 from pillar_rerank.baselines._stream import EmbeddingScores, check_scores_like
 from pillar_rerank.exceptions import InvalidInputError
@@ -103,15 +104,36 @@ def bank_from_embeddings(bank: RetrievalSet, target: RetrievalSet, *, materializ
                 f"bank_from_embeddings: {side.name} has no embeddings; give image and text embeddings "
                 "(or pass bank score matrices directly)."
             )
-    return bank_from_embedding_arrays(bank.image_embeddings, bank.text_embeddings,
-                                      target.image_embeddings, target.text_embeddings,
-                                      materialize=materialize, dtype=dtype)
+    # both sets checked their embeddings when they were built: not scanned again
+    arrays = [_known_finite_view(a) for a in (bank.image_embeddings, bank.text_embeddings,
+                                              target.image_embeddings, target.text_embeddings)]
+    return _bank_fields(*arrays, materialize=materialize, dtype=dtype)
 
 
 def bank_from_embedding_arrays(bank_images: Any, bank_texts: Any, target_images: Any, target_texts: Any,
                                *, materialize: bool = True, dtype: type = np.float32) -> Bank:
-    """:func:`bank_from_embeddings` from the four embedding matrices (bank side, then target)."""
-    bi, bt, ti, tt = bank_images, bank_texts, target_images, target_texts
+    """:func:`bank_from_embeddings` from the four embedding matrices (bank side, then target).
+
+    Each matrix is checked once (type, shape, finite values), however many fields use it.
+    """
+    arrays = []
+    for value, name in ((bank_images, "bank image embeddings"), (bank_texts, "bank text embeddings"),
+                        (target_images, "target image embeddings"),
+                        (target_texts, "target text embeddings")):
+        arrays.append(_known_finite_view(check_float_matrix(value, name=name)))
+    return _bank_fields(*arrays, materialize=materialize, dtype=dtype)
+
+
+def _known_finite_view(array: np.ndarray) -> np.ndarray:
+    """A read-only view of an array whose values were checked finite, recorded as such."""
+    view = array.view() if isinstance(array, np.ndarray) else np.asarray(array)
+    view.flags.writeable = False
+    mark_finite(view)
+    return view
+
+
+def _bank_fields(bi: np.ndarray, bt: np.ndarray, ti: np.ndarray, tt: np.ndarray, *, materialize: bool,
+                 dtype: type) -> Bank:
     specs = {
         "i2t": (bi, tt, "bank i2t"),
         "t2i": (bt, ti, "bank t2i"),
@@ -213,15 +235,35 @@ def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | No
             f"apply_both: t2i_method must be a {type(method).__name__} too; got {type(t2i_method).__name__}."
         )
     bank = (bank or Bank()).check_against(data)
-    scores = data.similarity()
+    scores, scores_t = _checked_scores(data)
     methods = {"i2t": method, "t2i": t2i_method or method}
     results = {}
-    steps = (("i2t", scores), ("t2i", scores.T))
+    steps = (("i2t", scores), ("t2i", scores_t))
     for direction, matrix in progress(steps, desc=type(method).__name__, disable=not show_progress,
                                       unit="direction"):
         intra = _intra_inputs(methods[direction], data, direction)
         kwargs = {**bank.fit_kwargs(methods[direction], direction), **intra}
         fitted = methods[direction].clone().fit(**kwargs)
         results[direction] = fitted.rerank(matrix)
-    return data.with_scores(results["i2t"], t2i_scores=np.ascontiguousarray(results["t2i"].T),
-                            name=f"{data.name}+{type(method).__name__}")
+    return data.with_results(results["i2t"], t2i_scores=np.ascontiguousarray(results["t2i"].T),
+                             name=f"{data.name}+{type(method).__name__}")
+
+
+def _checked_scores(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray]:
+    """``data``'s float32 score matrix and its transpose, as read-only views known to be finite.
+
+    The values were scanned once already: given scores when ``data`` was built, a product of
+    embeddings by :meth:`RetrievalSet.similarity`; only a conversion to float32 (float64 scores
+    beyond float32's range) makes new values, and those are scanned here. Each direction's
+    ``rerank`` then checks its matrix's type and shape but does not scan its values again.
+    """
+    with np.errstate(over="ignore"):                    # an overflow is reported just below
+        scores = data.similarity()
+    if data.scores is not None and np.asarray(data.scores).dtype != scores.dtype:
+        check_finite(scores, name=f"{data.name} scores as float32")
+    view = scores.view()
+    view.flags.writeable = False
+    view_t = view.T
+    mark_finite(view)
+    mark_finite(view_t)
+    return view, view_t

@@ -231,11 +231,16 @@ def test_sinkhorn_correct_where_float32_reference_underflows(cosine_case):
     assert not np.array_equal(np.argsort(-out, 1), np.argsort(-scores, 1))
 
 
+@pytest.mark.parametrize("numpy_on_cpu", [True, False], ids=["numpy", "torch"])
 @pytest.mark.parametrize("kernel_bytes", [0, 2**30], ids=["streamed", "stored"])
 @pytest.mark.parametrize("tau", [0.005, 0.05, 0.3])
-def test_stabilised_sinkhorn_equals_log_domain(cosine_case, tau, kernel_bytes):
-    """Scaling domain with absorption = dense log-domain Sinkhorn within 1e-6, single and dual bank."""
+def test_stabilised_sinkhorn_equals_log_domain(cosine_case, tau, kernel_bytes, numpy_on_cpu, monkeypatch):
+    """Scaling domain with absorption = dense log-domain Sinkhorn within 1e-6, single and dual bank;
+    the CPU's numpy kernels and the torch kernels accelerators run (here on the CPU) alike."""
+    from pillar_rerank.baselines import _stream
     from pillar_rerank.baselines._stream import sinkhorn_potential
+
+    monkeypatch.setattr(_stream, "NUMPY_ON_CPU", numpy_on_cpu)
 
     bank, scores = cosine_case
     extra = bank[:, ::-1][:, :17].copy()
@@ -276,3 +281,104 @@ def test_sinkhorn_warns_when_not_converged_and_stops_early_when_it_is(cosine_cas
     assert m.converged_ and m.n_iter_ < 500 and m.last_change_ <= 1e-6
     full = SinkhornNorm(tau=0.3, n_iter=m.n_iter_ + 200, tol=0.0).fit(bank)
     np.testing.assert_allclose(m.bias_, full.bias_, atol=1e-5)
+
+
+@pytest.mark.parametrize("numpy_on_cpu", [True, False], ids=["numpy", "torch"])
+@pytest.mark.parametrize("block_bytes", [2**16, 2**28])
+def test_column_logsumexp_cpu_path_equals_float64(rng, block_bytes, numpy_on_cpu, monkeypatch):
+    """The numpy CPU kernel (cache-sized row blocks, float64 running sums) and the torch kernel
+    against scipy in float64: many blocks or one, logit-scale scores, row weights, a lazy product."""
+    import torch
+
+    from pillar_rerank.baselines import _stream
+    from pillar_rerank.baselines._stream import column_logsumexp
+
+    monkeypatch.setattr(_stream, "NUMPY_ON_CPU", numpy_on_cpu)
+
+    m = (rng.standard_normal((700, 90)) * 30).astype(np.float32)
+    m.flags.writeable = False
+    w = torch.from_numpy(rng.standard_normal(700) * 5)
+    cpu = torch.device("cpu")
+    got = column_logsumexp(m, scale=3.0, device=cpu, budget_bytes=block_bytes).numpy()
+    np.testing.assert_allclose(got, logsumexp(3.0 * m.astype(np.float64), axis=0), rtol=1e-6, atol=1e-5)
+    got = column_logsumexp(m, scale=0.5, device=cpu, budget_bytes=block_bytes, row_log_weights=w).numpy()
+    want = logsumexp(0.5 * m.astype(np.float64) + w.numpy()[:, None].astype(np.float32), axis=0)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+    q, g = rng.standard_normal((300, 8)).astype(np.float32), rng.standard_normal((40, 8)).astype(np.float32)
+    lazy = column_logsumexp(EmbeddingScores(q, g), scale=2.0, device=cpu, budget_bytes=block_bytes)
+    np.testing.assert_allclose(lazy.numpy(), logsumexp(2.0 * (q @ g.T).astype(np.float64), axis=0),
+                               rtol=1e-6, atol=1e-5)
+
+
+def test_streamed_sinkhorn_pass_numpy_equals_torch(rng):
+    """The CPU (numpy) pass of streamed Sinkhorn and the torch pass give the same log v and sums."""
+    import torch
+
+    from pillar_rerank.baselines._stream import _streamed_pass_numpy, _streamed_pass_torch
+
+    parts = [rng.uniform(-0.2, 0.9, (300, 70)).astype(np.float32),
+             rng.uniform(-0.2, 0.9, (300, 40)).astype(np.float32)]
+    offsets = np.cumsum([0, 70, 40])
+    log_u = torch.from_numpy(rng.normal(-4.7, 3.0, 110))
+    kw = {"inv_tau": 1 / 0.02, "log_b": -np.log(300), "step": 64}
+    v_np, acc_np = np.empty(300), np.zeros(110)
+    _streamed_pass_numpy(parts, offsets, log_u.float().numpy(), log_v=v_np, acc=acc_np, **kw)
+    v_t, acc_t = torch.empty(300, dtype=torch.float64), torch.zeros(110, dtype=torch.float64)
+    _streamed_pass_torch(parts, offsets, log_u.float(), log_v=v_t, acc=acc_t, device=torch.device("cpu"),
+                         **kw)
+    np.testing.assert_allclose(v_np, v_t.numpy(), rtol=1e-6, atol=1e-4 * 0.02)
+    np.testing.assert_allclose(acc_np, acc_t.numpy(), rtol=2e-5)
+
+
+def test_fallback_blocks_are_sized_by_the_rows_they_read(rng):
+    """Exact log-sum-exp over a few columns of a wide bank: each block reads whole rows, so blocks
+    are sized by the bank's width (a lazy product computes them all), not by the few columns."""
+    import torch
+
+    from pillar_rerank.baselines._stream import _ColumnSubset, column_logsumexp
+
+    wide = rng.standard_normal((2000, 3000)).astype(np.float32)
+    seen = []
+
+    class Spy:
+        shape = wide.shape
+        name = "bank"
+
+        def __getitem__(self, rows):
+            seen.append(rows.stop - rows.start)
+            return wide[rows]
+
+    sub = _ColumnSubset([Spy()], np.array([5, 17]))
+    got = column_logsumexp(sub, scale=2.0, device=torch.device("cpu"), budget_bytes=2**20)
+    np.testing.assert_allclose(got.numpy(), logsumexp(2.0 * wide[:, [5, 17]].astype(np.float64), axis=0),
+                               rtol=1e-6)
+    assert max(seen) * 3000 * 4 <= 2**20
+
+
+def test_nnn_top_k_leaves_any_layout_of_the_bank_unchanged(rng):
+    """The CPU top-k partitions its own copy in place, never the caller's bank (C or F order)."""
+    from pillar_rerank.baselines import NNN
+
+    bank = rng.standard_normal((300, 40)).astype(np.float32)
+    want = np.sort(bank, axis=0)[-7:].astype(np.float64).mean(0)
+    for b in (bank.copy(), np.asfortranarray(bank)):
+        before = b.copy()
+        got = NNN(k=7, alpha=1.0, block_bytes=2**16).fit(b).bias_
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        np.testing.assert_array_equal(b, before)
+
+
+def test_nnn_on_an_uncomputed_embedding_bank_never_stores_it(rng):
+    """NNN / CSLS on a bank not computed yet: the top-k comes from gallery-major blocks of the
+    product (no bank-major matrix stored, transposed, copied); same values to float32 rounding."""
+    from pillar_rerank.baselines import CSLS, NNN
+    from pillar_rerank.baselines._stream import EmbeddingScores
+
+    q = rng.standard_normal((500, 12)).astype(np.float32)
+    g = rng.standard_normal((90, 12)).astype(np.float32)
+    dense = q @ g.T
+    for cls, kw in ((NNN, {"k": 9, "alpha": 0.75}), (CSLS, {"k": 4})):
+        lazy = EmbeddingScores(q, g, cache=True)
+        got = cls(block_bytes=2**16, **kw).fit(lazy).bias_
+        assert not lazy.is_checked                     # never computed bank-major, never stored
+        np.testing.assert_allclose(got, cls(**kw).fit(dense).bias_, rtol=0, atol=1e-6)

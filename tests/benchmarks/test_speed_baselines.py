@@ -58,3 +58,30 @@ def test_original_formulas_agree_with_ours(method, rng):
         warnings.simplefilter("ignore")
         ours = est.fit(B, **fit).rerank(S) if est.fit_inputs else est.fit().rerank(S)
     np.testing.assert_allclose(ours, orig, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("method", ["inverted_softmax", "dsl", "sinkhorn", "dbsn", "nnn"])
+def test_float64_formula_of_the_versus_originals_table(method, rng):
+    """_exact (the float64 formula both sides are held to) agrees with ours to float32 rounding."""
+    import warnings
+
+    import numpy as np
+
+    from benchmarks.speed_baselines import _exact, _max_err
+    from pillar_rerank.baselines import get_baseline
+
+    S = rng.uniform(-1, 1, (20, 50)).astype(np.float32)
+    B = rng.uniform(-1, 1, (60, 50)).astype(np.float32)
+    dual = rng.uniform(-1, 1, (60, 15)).astype(np.float32)
+    params = {"inverted_softmax": {"beta": 5.0}, "dsl": {"temperature": 0.5},
+              "sinkhorn": {"tau": 0.05, "n_iter": 10}, "dbsn": {"tau": 0.05, "n_iter": 10},
+              "nnn": {"k": 8, "alpha": 0.75}}[method]
+    exact = _exact(method, S, None if method == "dsl" else B, dual, params)
+    assert exact.dtype == np.float64
+    est = get_baseline(method, **params)
+    fit = {"bank_gallery": dual} if method == "dbsn" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = est.fit(B, **fit).rerank(S) if est.fit_inputs else est.fit().rerank(S)
+    assert _max_err(ours, exact) < 2e-6
+    assert _max_err(np.array([np.inf]), np.array([0.0])) is None
