@@ -98,6 +98,18 @@ class Benchmark:
         return out
 
 
+#: What the two Flickr30K-protocol benchmarks share (target, data, summary, quick run).
+F30K_PROTOCOL: dict[str, Any] = {
+    "quick_params": {"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}, "methods": ["nnn", "dsl"]},
+    "quick_points": ({"train_items": 1000},),
+    "quick_seeds": (0,),
+    "requires": ("benchmarks.leaprr_f30k", "pillar_rerank.datasets.f30k", "pillar_rerank.fusion"),
+    "data_files": COCO_FILES + ("../f30k_xenc/proxy_f30k_dev_img.npy",),
+    "data_param": "root",
+    "summarize": "benchmarks.leaprr_f30k:summarize",
+}
+
+
 # Registry names the speed suite measures (a name this build lacks is skipped with a note).
 BASELINE_NAMES = (
     "inverted_softmax",
@@ -245,14 +257,7 @@ SUITES: dict[str, list[Benchmark]] = {
             points=({"train_items": 28_000, "seeds": (0,)},),
             seeds=(0, 1, 2),
             timeout_s=4 * 3600.0,
-            quick_params={"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2},
-                          "methods": ["nnn", "dsl"]},
-            quick_points=({"train_items": 1000},),
-            quick_seeds=(0,),
-            requires=("benchmarks.leaprr_f30k", "pillar_rerank.datasets.f30k", "pillar_rerank.fusion"),
-            data_files=COCO_FILES + ("../f30k_xenc/proxy_f30k_dev_img.npy",),
-            data_param="root",
-            summarize="benchmarks.leaprr_f30k:summarize",
+            **F30K_PROTOCOL,
         ),
         Benchmark(
             "accuracy",
@@ -265,14 +270,7 @@ SUITES: dict[str, list[Benchmark]] = {
             "4 heads, batch 128, lr 0.6, 8 epochs).",
             points=({"train_items": 4000},),
             seeds=(0, 1, 2),
-            quick_params={"config": {"epochs": 1, "embed_dim": 32, "num_heads": 2},
-                          "methods": ["nnn", "dsl"]},
-            quick_points=({"train_items": 1000},),
-            quick_seeds=(0,),
-            requires=("benchmarks.leaprr_f30k", "pillar_rerank.datasets.f30k", "pillar_rerank.fusion"),
-            data_files=COCO_FILES + ("../f30k_xenc/proxy_f30k_dev_img.npy",),
-            data_param="root",
-            summarize="benchmarks.leaprr_f30k:summarize",
+            **F30K_PROTOCOL,
             timeout_s=2 * 3600.0,
         ),
         Benchmark(
