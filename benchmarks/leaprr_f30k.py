@@ -121,7 +121,7 @@ def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
         for rule, rules in (("overwrite", None), ("fused", rules_of(model.fusion_, output)),
                             ("input", {"i2t": 1.0, "t2i": 1.0})):
             fused = shard if rules is None else fuse_shard(shard, *bases, rules, lens)
-            result = combine(fused, *bases, output)
+            result = combine([fused], *bases, output)
             m = (recall_metrics(result, test.relevance) if output == "mean"
                  else recall_metrics(result[0], test.relevance, t2i_scores=result[1]))
             out[f"{output}/{rule}"] = {**_round(m), "delta_RSUM": round(m["RSUM"] - base_rsum, 2)}

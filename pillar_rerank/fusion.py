@@ -119,12 +119,13 @@ def list_lengths(config: Any) -> dict[str, int]:
     return {"i2t": config.list_len_i2t - 1, "t2i": config.list_len_t2i - 1}
 
 
-def combine(shard: ShardResult, base_i2t: np.ndarray, base_t2i: np.ndarray | None, output: str,
+def combine(shards: list[ShardResult], base_i2t: np.ndarray, base_t2i: np.ndarray | None, output: str,
             *, fp16: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The re-ranker's ``output`` from the bases and (already fused) shard values."""
+    """The re-ranker's ``output`` from the bases and the shards' (already fused) values:
+    ``"mean"`` one matrix (spec §6.4), ``"per_direction"`` ``(i2t, t2i)``."""
     if output == "mean":
-        return apply_updates(base_i2t, base_t2i, [shard], fp16=fp16)
-    return direction_matrices(base_i2t, base_t2i, [shard], fp16=fp16)
+        return apply_updates(base_i2t, base_t2i, shards, fp16=fp16)
+    return direction_matrices(base_i2t, base_t2i, shards, fp16=fp16)
 
 
 def _preference(rule: Rule) -> float:
@@ -170,7 +171,7 @@ def choose_rules(shard: ShardResult | None, dev: RetrievalSet | None, config: An
     # per direction: each direction's recalls on its own matrix, independent of the other's rule
     halves = {}
     for r in rules:
-        i2t, t2i = combine(fused[r], *bases, "per_direction")
+        i2t, t2i = combine([fused[r]], *bases, "per_direction")
         m = recall_metrics(i2t, dev.relevance, t2i_scores=t2i)
         halves[r] = {d: sum(v for k, v in m.items() if k.startswith(f"{d}_R@")) for d in DIRECTIONS}
     best = {d: max(rules, key=lambda r, d=d: (halves[r][d], _preference(r))) for d in DIRECTIONS}
@@ -180,7 +181,7 @@ def choose_rules(shard: ShardResult | None, dev: RetrievalSet | None, config: An
            for name, r in (("input", 1.0), ("overwrite", OVERWRITE), ("network", 0.0))},
     }
     # mean: the joint grid over both directions' rules
-    joint = {(a, b): recall_metrics(combine(mixed(a, b), *bases, "mean"), dev.relevance)["RSUM"]
+    joint = {(a, b): recall_metrics(combine([mixed(a, b)], *bases, "mean"), dev.relevance)["RSUM"]
              for a in rules for b in rules}
     a, b = max(joint, key=lambda ab: (joint[ab], _preference(ab[0]) + _preference(ab[1])))
     record["mean"] = {

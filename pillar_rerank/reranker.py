@@ -352,17 +352,14 @@ class PillarReranker(BaseReranker):
         record the candidates follow its rules for that output, else the network's cosines
         overwrite them (the reference's).
         """
-        from pillar_rerank.fusion import fuse_shard, list_lengths, rules_of
-        from pillar_rerank.sharding import apply_updates, direction_matrices
+        from pillar_rerank.fusion import combine, fuse_shard, list_lengths, rules_of
 
         bases = base_matrices(data)
         rules = rules_of(getattr(self, "fusion_", None), output)
         if rules is not None:
             lens = list_lengths(self.config_)
             shards = [fuse_shard(s, *bases, rules, lens) for s in shards]
-        if output == "mean":
-            return apply_updates(*bases, shards, fp16=self.config_.reference_fp16)
-        return direction_matrices(*bases, shards, fp16=self.config_.reference_fp16)
+        return combine(shards, *bases, output, fp16=self.config_.reference_fp16)
 
     def cache_inputs(
         self, test: RetrievalSet, cache_dir: PathLikeStr, *, max_memory: str | int | None = None,
