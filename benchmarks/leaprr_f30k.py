@@ -39,6 +39,17 @@ logger = logging.getLogger(__name__)
 TRANSDUCTIVE_COMPOSITION = "dsl"
 
 
+def _stage(stages: list[dict[str, Any]], name: str, seconds: float) -> None:
+    """Record and log a finished stage with the memory it left: a multi-hour run shows where it is."""
+    from benchmarks.memory import current_rss_mb, peak_rss_mb
+
+    entry = {"stage": name, "s": round(seconds, 1), "rss_mib": round(current_rss_mb() or 0.0),
+             "peak_rss_mib": round(peak_rss_mb())}
+    stages.append(entry)
+    logger.info("stage %s done in %.1f s; RSS %d MiB, peak %d MiB", name, seconds, entry["rss_mib"],
+                entry["peak_rss_mib"])
+
+
 def _round(m: dict[str, float]) -> dict[str, float]:
     return {k: round(float(m[k]), 2) for k in KEYS}
 
@@ -158,9 +169,12 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
     methods = list(methods or BASELINES)
     variants = list(variants or ("alone", "dsl", "best"))
     wall: dict[str, float] = {"load_s": round(time.perf_counter() - started, 1)}
+    stages: list[dict[str, Any]] = []
+    _stage(stages, "load", wall["load_s"])
     t0 = time.perf_counter()
     tuning = tune_methods(train, methods, tune_items=tune_items, seed=0)
     wall["tuning_s"] = round(time.perf_counter() - t0, 1)
+    _stage(stages, "tuning", wall["tuning_s"])
     inductive = [m for m in methods if not tuning[m]["transductive"]]
     best = max(inductive, key=lambda m: tuning[m]["tuning_rsum"]) if inductive else None
     result: dict[str, Any] = {
@@ -169,7 +183,7 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
         "seed": seed, "train_items": train.n_images,
         "sizes": {"train": [train.n_images, train.n_texts], "dev": [dev.n_images, dev.n_texts],
                   **{k: [t.n_images, t.n_texts] for k, t in tests.items()}},
-        "tuning": tuning, "best_normaliser": best, "evaluation": {}, "leaprr": {},
+        "tuning": tuning, "best_normaliser": best, "evaluation": {}, "leaprr": {}, "stages": stages,
     }
     evals = {}
     for tname, test in tests.items():
@@ -178,10 +192,13 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
         base = recall_metrics(data.scores, data.relevance)
         bank = bank_from_embeddings(train, data, dtype=np.float16)
         rows = {}
+        _stage(stages, f"{tname}: bank", time.perf_counter() - t0)
         for m in methods:
+            t1 = time.perf_counter()
             row = _measure(m, tuning[m]["params_i2t"], data, bank, tuning[m]["params_t2i"])
             rows[m] = {**row, "delta_RSUM": round(row["RSUM"] - base["RSUM"], 2),
                        "transductive": tuning[m]["transductive"]}
+            _stage(stages, f"{tname}: {m}", time.perf_counter() - t1)
         del bank
         evals[tname] = base["RSUM"]
         result["evaluation"][tname] = {"base": _round(base), "methods": rows,
@@ -201,6 +218,7 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
         t0 = time.perf_counter()
         model = PillarReranker(cfg).fit(train, dev, verbose=False)
         fit_s = time.perf_counter() - t0
+        _stage(stages, f"{variant}: fit", fit_s)
         entry = {"normalize": name, "normalize_params": params, "config": cfg.to_dict(),
                  "fit_s": round(fit_s, 1),
                  "train_items_per_s": round(train.n_texts * cfg.epochs / fit_s, 1),
@@ -208,7 +226,9 @@ def run(*, seed: int = 0, train_items: int = 29_000, holdout: int = 1000, config
                  "dev_curve": [(v["step"], round(v["RSUM"], 2)) for v in model.history_["validations"]],
                  "fusion": model.fusion_, "tests": {}}
         for tname, test in tests.items():
+            t0 = time.perf_counter()
             entry["tests"][tname] = _leaprr_rows(model, test, evals[tname])
+            _stage(stages, f"{variant}: rerank {tname}", time.perf_counter() - t0)
         result["leaprr"][variant] = entry
         if progress is not None:
             progress(result)
