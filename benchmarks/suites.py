@@ -245,7 +245,8 @@ SUITES: dict[str, list[Benchmark]] = {
             "benchmarks.leaprr_f30k:run",
             description="Training side: f30k_train (cache of ../shared/data/f30k_xenc/build_train.py) minus "
             "its last 1,000 items, which are the held-out test; model selection and fusion weights on "
-            "f30k_dev; every training-free method tuned on the training side (banks from it); LeaPRR "
+            "f30k_dev; every training-free method tuned on the training side (banks from its first "
+            "8,000 items); LeaPRR "
             "alone, after the best normaliser and after DSL, with the score fusion and with the "
             "reference's overwrite, on the held-out items and COCO 5K. Reduced CPU configuration "
             "(embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs); 28,000 training items, seed 0, "

@@ -60,3 +60,11 @@ def test_registered_with_the_largest_size_and_a_seed_spread():
     assert [(r["train_items"], r["seed"], r["variants"]) for r in big.runs()] == [(28_000, 0, ["alone"])]
     (seeds,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k_seeds"]
     assert [(r["train_items"], r["seed"]) for r in seeds.runs()] == [(4000, 0), (4000, 1), (4000, 2)]
+
+
+def test_a_bounded_bank_is_named_in_the_notes():
+    figs = {**_figures(0, 0.0), "train_items": 28_000, "bank": [8000, 32_000]}
+    detail = summarize([{"figures": figs}], None)["tables"][1]
+    assert "banks from its first 8,000 items" in detail["notes"]
+    whole = {**_figures(0, 0.0), "bank": [4000, 16_000]}
+    assert "banks from it." in summarize([{"figures": whole}], None)["tables"][1]["notes"]
