@@ -68,3 +68,29 @@ def test_a_bounded_bank_is_named_in_the_notes():
     assert "banks from its first 8,000 items" in detail["notes"]
     whole = {**_figures(0, 0.0), "bank": [4000, 16_000]}
     assert "banks from it." in summarize([{"figures": whole}], None)["tables"][1]["notes"]
+
+
+def test_curves_give_one_row_per_point_with_its_width_and_lists():
+    from benchmarks.leaprr_f30k import summarize_curves
+
+    runs = []
+    for size, ll_t2i in ((1000, 8), (4000, 32)):
+        figs = {**_figures(0, 0.0), "train_items": size, "best_normaliser": "nnn"}
+        for entry in figs["leaprr"].values():
+            entry["config"] = {"embed_dim": 64, "num_heads": 4, "list_len_i2t": 32, "list_len_t2i": ll_t2i}
+        runs.append({"figures": figs})
+    (table,) = summarize_curves(runs, None)["tables"]
+    rows = [dict(zip(table["columns"], r)) for r in table["rows"]]
+    assert [(r["train items"], r["list_len i2t/t2i"]) for r in rows] == [(1000, "32/8"), (4000, "32/32")]
+    first = rows[0]
+    assert first["F30K held-out 1,000: base"] == 300.0 and first["COCO 5K: nnn"] == 305.0
+    assert first["F30K held-out 1,000: LeaPRR, one matrix, overwrite"] == 291.0
+    assert first["COCO 5K: LeaPRR, per direction, dev-chosen"] == 300.0
+    assert "DSL -> LeaPRR, per direction, dev-chosen" in " ".join(table["columns"])
+
+
+def test_curves_registered_one_point_per_lever():
+    (curves,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k_curves"]
+    points = [(r["train_items"], r.get("config", {})) for r in curves.runs()]
+    assert points == [(1000, {}), (4000, {}), (4000, {"list_len_t2i": 16}), (4000, {"list_len_t2i": 32}),
+                      (4000, {"embed_dim": 128})]
