@@ -113,13 +113,14 @@ LEAPRR_MODES = {
     ("mean", "fused"): "one matrix, dev-chosen rules",
     ("per_direction", "overwrite"): "per direction, overwrite",
     ("per_direction", "fused"): "per direction, dev-chosen rules",
+    ("per_direction", "chosen"): "per direction, dev-chosen rules and output (rerank_both)",
 }
 
 
 def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
     """One network pass on ``test``; both outputs (one matrix / per direction) under the overwrite,
     the dev-chosen rules and the input itself (w = 1)."""
-    from pillar_rerank.fusion import OUTPUTS, combine, fuse_shard, list_lengths, rules_of
+    from pillar_rerank.fusion import OUTPUTS, list_lengths, output_of
     from pillar_rerank.inference import base_matrices
     from pillar_rerank.metrics.recall import recall_metrics
 
@@ -130,12 +131,19 @@ def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
     rerank_s = time.perf_counter() - t0
     bases = base_matrices(model._normalized(test, model.config_))
     lens = list_lengths(model.config_)
+    own_rules = {o: {d: model.fusion_[o][d] for d in ("i2t", "t2i")} for o in OUTPUTS}
+    records = {"overwrite": None,
+               # the rules alone: each direction from its own matrix (before the output choice)
+               "fused": own_rules,
+               # what rerank_both returns: per direction, also the one-matrix output as a candidate
+               "chosen": model.fusion_,
+               "input": {o: {"i2t": 1.0, "t2i": 1.0} for o in OUTPUTS}}
     out: dict[str, Any] = {}
     for output in OUTPUTS:
-        for rule, rules in (("overwrite", None), ("fused", rules_of(model.fusion_, output)),
-                            ("input", {"i2t": 1.0, "t2i": 1.0})):
-            fused = shard if rules is None else fuse_shard(shard, *bases, rules, lens)
-            result = combine([fused], *bases, output)
+        for rule, record in records.items():
+            if rule == "chosen" and output == "mean":
+                continue  # the one-matrix output has no choice of source: same as "fused"
+            result = output_of([shard], *bases, record, output, lens)
             m = (recall_metrics(result, test.relevance) if output == "mean"
                  else recall_metrics(result[0], test.relevance, t2i_scores=result[1]))
             out[f"{output}/{rule}"] = {**_round(m), "delta_RSUM": round(m["RSUM"] - base_rsum, 2)}
@@ -272,6 +280,8 @@ def _rows(figs: list[dict[str, Any]], test: str) -> list[tuple[str, str, list[di
             continue
         name = label.format(n=entries[0]["normalize"])
         for (output, rule), suffix in LEAPRR_MODES.items():
+            if any(f"{output}/{rule}" not in e["tests"][test] for e in entries):
+                continue  # figures written before this row existed
             rows.append((f"{name} ({suffix})", "learned",
                          [e["tests"][test][f"{output}/{rule}"] for e in entries]))
     return rows
@@ -301,7 +311,11 @@ def _note(size: int, figs: list[dict[str, Any]]) -> str:
 
 
 def _rules_text(record: dict[str, Any], output: str) -> str:
-    return f"{output} i2t {record[output]['i2t']} t2i {record[output]['t2i']}"
+    from pillar_rerank.fusion import sources_of
+
+    taken = [d for d, src in sources_of(record).items() if src == "mean"] if output == "per_direction" else []
+    return (f"{output} i2t {record[output]['i2t']} t2i {record[output]['t2i']}"
+            + "".join(f" ({d} from one matrix)" for d in taken))
 
 
 def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
@@ -342,8 +356,8 @@ def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
 
 #: The columns of the curves table: (row label, variant, output/rule) of LeaPRR.
 CURVE_ROWS = (("LeaPRR, one matrix, overwrite", "alone", "mean/overwrite"),
-              ("LeaPRR, per direction, dev-chosen", "alone", "per_direction/fused"),
-              ("DSL -> LeaPRR, per direction, dev-chosen", "dsl", "per_direction/fused"))
+              ("LeaPRR, per direction, dev-chosen", "alone", "per_direction/chosen"),
+              ("DSL -> LeaPRR, per direction, dev-chosen", "dsl", "per_direction/chosen"))
 
 
 def summarize_curves(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
@@ -371,7 +385,9 @@ def summarize_curves(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
                 rec[f"{label}: DSL"] = ev["methods"]["dsl"]["RSUM"]
             for row, variant, key in CURVE_ROWS:
                 if variant in trained:
-                    rec[f"{label}: {row}"] = trained[variant]["tests"][test][key]["RSUM"]
+                    figures = trained[variant]["tests"][test]
+                    # figures written before the output choice: the per-direction rules alone
+                    rec[f"{label}: {row}"] = (figures.get(key) or figures["per_direction/fused"])["RSUM"]
         rec["fit s"] = ", ".join(f"{v} {e['fit_s']:.0f}" for v, e in trained.items())
         records.append(rec)
     note = ("F30K protocol of accuracy/leaprr_f30k (training side: first N items of f30k_train, "

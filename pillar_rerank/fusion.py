@@ -20,6 +20,13 @@ entries, the paper's combination). ``w = 1`` (the input) and the overwrite are b
 so on dev the chosen result is never below either. The rules are chosen separately for the two
 outputs of the re-ranker: the mean of the two direction matrices (``"mean"``, spec §6.4, what
 ``rerank`` returns) and one matrix per direction (``"per_direction"``, ``rerank_both``).
+
+The one-matrix output is itself a candidate for each direction of the per-direction output: the
+mean carries the other direction's evidence too (after a normaliser with per-direction
+parameters it can rank one direction better than that direction's own matrix). So for each
+direction, ``rerank_both`` returns whichever of the two scored higher on that direction's dev
+recalls (the record's ``per_direction.source``); on dev the per-direction result is therefore never
+below the one-matrix result, direction by direction.
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ OVERWRITE = "overwrite"
 DIRECTIONS = ("i2t", "t2i")
 #: The re-ranker's two outputs: the mean of the direction matrices, or one matrix per direction.
 OUTPUTS = ("mean", "per_direction")
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
+#: Where a direction's matrix of the per-direction output comes from.
+SOURCES = ("per_direction", "mean")
 
 Rule = float | str
 
@@ -128,6 +137,35 @@ def combine(shards: list[ShardResult], base_i2t: np.ndarray, base_t2i: np.ndarra
     return direction_matrices(base_i2t, base_t2i, shards, fp16=fp16)
 
 
+def output_of(shards: list[ShardResult], base_i2t: np.ndarray, base_t2i: np.ndarray | None,
+              record: dict[str, Any] | None, output: str, list_lens: dict[str, int], *, fp16: bool = False
+              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The re-ranker's ``output`` from the shards' raw network scores under a fusion record.
+
+    ``record`` ``None`` is the overwrite. For ``"per_direction"``, a direction whose recorded
+    ``source`` is ``"mean"`` gets the one-matrix output (under the record's ``mean`` rules).
+    """
+    sources = sources_of(record) if output == "per_direction" else {}
+    from_mean = [d for d in DIRECTIONS if sources.get(d) == "mean"]
+    mean = (output_of(shards, base_i2t, base_t2i, record, "mean", list_lens, fp16=fp16)
+            if from_mean else None)
+    if len(from_mean) == len(DIRECTIONS):
+        return mean, mean.copy()
+    rules = rules_of(record, output)
+    fused = shards if rules is None else [fuse_shard(s, base_i2t, base_t2i, rules, list_lens) for s in shards]
+    result = combine(fused, base_i2t, base_t2i, output, fp16=fp16)
+    if mean is not None:
+        result = tuple(mean if d in from_mean else m for d, m in zip(DIRECTIONS, result))
+    return result
+
+
+def sources_of(record: dict[str, Any] | None) -> dict[str, str]:
+    """Per direction, where the per-direction output's matrix comes from (records before
+    format 3 and the overwrite: its own direction matrix)."""
+    chosen = (record or {}).get("per_direction", {}).get("source") or {}
+    return {d: chosen.get(d, "per_direction") for d in DIRECTIONS}
+
+
 def _preference(rule: Rule) -> float:
     """Tie-break among rules of equal dev RSUM: the input first, then closer to it, overwrite last."""
     return -1.0 if rule == OVERWRITE else float(rule)
@@ -146,7 +184,10 @@ def choose_rules(shard: ShardResult | None, dev: RetrievalSet | None, config: An
     Returns the record stored with the model: ``{"format", "grid", "selected", "mean": {...},
     "per_direction": {...}}``; each output holds ``i2t`` and ``t2i`` (a weight or
     ``"overwrite"``), ``dev_rsum`` of the choice and ``dev_rsum_input``, ``dev_rsum_overwrite``,
-    ``dev_rsum_network`` (w = 0) for comparison.
+    ``dev_rsum_network`` (w = 0) for comparison. ``per_direction`` also holds ``source``: per
+    direction, ``"mean"`` where the one-matrix output (under its chosen rules) has the higher
+    recall sum of that direction on dev, else ``"per_direction"`` (ties: its own matrix), and
+    ``dev_rsum_own``, the per-direction RSUM without that choice.
     """
     record: dict[str, Any] = {"format": RECORD_FORMAT, "grid": list(grid)}
     if shard is None or dev is None:
@@ -173,7 +214,7 @@ def choose_rules(shard: ShardResult | None, dev: RetrievalSet | None, config: An
     for r in rules:
         i2t, t2i = combine([fused[r]], *bases, "per_direction")
         m = recall_metrics(i2t, dev.relevance, t2i_scores=t2i)
-        halves[r] = {d: sum(v for k, v in m.items() if k.startswith(f"{d}_R@")) for d in DIRECTIONS}
+        halves[r] = _halves(m)
     best = {d: max(rules, key=lambda r, d=d: (halves[r][d], _preference(r))) for d in DIRECTIONS}
     record["per_direction"] = {
         **best, "dev_rsum": _round(halves[best["i2t"]]["i2t"] + halves[best["t2i"]]["t2i"]),
@@ -189,13 +230,27 @@ def choose_rules(shard: ShardResult | None, dev: RetrievalSet | None, config: An
         **{f"dev_rsum_{name}": _round(joint[(r, r)])
            for name, r in (("input", 1.0), ("overwrite", OVERWRITE), ("network", 0.0))},
     }
+    # the per-direction output: per direction, its own matrix or the one-matrix output's
+    mean_halves = _halves(recall_metrics(combine([mixed(a, b)], *bases, "mean"), dev.relevance))
+    own = {d: halves[best[d]][d] for d in DIRECTIONS}
+    source = {d: "mean" if mean_halves[d] > own[d] else "per_direction" for d in DIRECTIONS}
+    record["per_direction"].update(
+        source=source, dev_rsum_own=record["per_direction"]["dev_rsum"],
+        dev_rsum=_round(sum(mean_halves[d] if source[d] == "mean" else own[d] for d in DIRECTIONS)))
     record["selected"] = f"dev RSUM on {dev.name} ({dev.n_images} x {dev.n_texts})"
+    logger.info("score fusion (per-direction output): i2t matrix from the %s output, t2i from the %s",
+                *(source[d].replace("_", "-") for d in DIRECTIONS))
     for output in OUTPUTS:
         o = record[output]
         logger.info("score fusion (%s output): i2t %s, t2i %s; dev RSUM %.2f (input %.2f, overwrite %.2f, "
                     "network order %.2f)", output, o["i2t"], o["t2i"], o["dev_rsum"], o["dev_rsum_input"],
                     o["dev_rsum_overwrite"], o["dev_rsum_network"])
     return record
+
+
+def _halves(metrics: dict[str, float]) -> dict[str, float]:
+    """Each direction's recall sum (its share of the RSUM)."""
+    return {d: sum(v for k, v in metrics.items() if k.startswith(f"{d}_R@")) for d in DIRECTIONS}
 
 
 def _round(x: float) -> float:
@@ -222,10 +277,14 @@ def check_record(record: Any, *, source: str) -> dict[str, Any] | None:
         isinstance(record.get(o), dict) and all(_valid_rule(record[o].get(d)) for d in DIRECTIONS)
         for o in OUTPUTS
     )
+    source = record.get("per_direction", {}).get("source") if ok else None
+    ok = ok and (source is None or (isinstance(source, dict)
+                                    and all(source.get(d) in SOURCES for d in DIRECTIONS)))
     if not ok:
         raise CheckpointError(
             f"{source}: the score-fusion record must hold, for the outputs 'mean' and 'per_direction', "
-            f"a rule per direction (i2t, t2i): a weight in [0, 1] or 'overwrite'; got {record!r}."
+            f"a rule per direction (i2t, t2i): a weight in [0, 1] or 'overwrite' (and optionally "
+            f"per_direction.source: 'per_direction' or 'mean' per direction); got {record!r}."
         )
     return record
 
@@ -237,7 +296,10 @@ def describe_record(record: dict[str, Any]) -> str:
         o = record[output]
         dev = (f"; dev RSUM {o['dev_rsum']:.2f} (input {o['dev_rsum_input']:.2f}, overwrite "
                f"{o['dev_rsum_overwrite']:.2f})" if "dev_rsum" in o else "")
-        lines.append(f"score fusion, {what}: i2t {o['i2t']}, t2i {o['t2i']}{dev}")
+        from_mean = [d for d, src in sources_of(record).items() if src == "mean"]
+        taken = ("; " + ", ".join(f"{d} from the one-matrix output" for d in from_mean)
+                 if output == "per_direction" and from_mean else "")
+        lines.append(f"score fusion, {what}: i2t {o['i2t']}, t2i {o['t2i']}{taken}{dev}")
     return "\n".join(lines) + f"\n  ({record.get('selected', 'chosen on dev')})"
 
 

@@ -306,7 +306,9 @@ class PillarReranker(BaseReranker):
         (rank text queries by it), both image x text float32. Nothing is averaged across
         directions, so a normaliser that produced a matrix per direction keeps them apart
         (``recall_metrics(out.scores, out.relevance, t2i_scores=out.t2i_scores)`` evaluates it).
-        Arguments as in :meth:`rerank`.
+        With ``score_fusion="zscore"``, a direction for which the one-matrix output of
+        :meth:`rerank` scored higher on dev gets that matrix instead (``fusion_["per_direction"]
+        ["source"]``). Arguments as in :meth:`rerank`.
         """
         data, shards = self._rerank_part(test, 0, 1, max_memory=max_memory, cache_dir=cache_dir,
                                          show_progress=show_progress)
@@ -349,17 +351,14 @@ class PillarReranker(BaseReranker):
         """The network's scores of ``shards`` entered into ``data``'s matrices as ``output`` says.
 
         ``"mean"``: one matrix (spec §6.4); ``"per_direction"``: ``(i2t, t2i)``. With a fusion
-        record the candidates follow its rules for that output, else the network's cosines
-        overwrite them (the reference's).
+        record the candidates follow its rules for that output (and a direction of the
+        per-direction output may take the one-matrix output, see :mod:`pillar_rerank.fusion`),
+        else the network's cosines overwrite them (the reference's).
         """
-        from pillar_rerank.fusion import combine, fuse_shard, list_lengths, rules_of
+        from pillar_rerank.fusion import list_lengths, output_of
 
-        bases = base_matrices(data)
-        rules = rules_of(getattr(self, "fusion_", None), output)
-        if rules is not None:
-            lens = list_lengths(self.config_)
-            shards = [fuse_shard(s, *bases, rules, lens) for s in shards]
-        return combine(shards, *bases, output, fp16=self.config_.reference_fp16)
+        return output_of(shards, *base_matrices(data), getattr(self, "fusion_", None), output,
+                         list_lengths(self.config_), fp16=self.config_.reference_fp16)
 
     def cache_inputs(
         self, test: RetrievalSet, cache_dir: PathLikeStr, *, max_memory: str | int | None = None,

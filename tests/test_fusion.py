@@ -8,10 +8,21 @@ from pillar_rerank import reranker as reranker_module
 from pillar_rerank.checkpoint import load_model_dir, save_model_dir
 from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import CheckpointError, InvalidParameterError
-from pillar_rerank.fusion import OUTPUTS, OVERWRITE, WEIGHT_GRID, check_record, fuse_lists
+from pillar_rerank.fusion import (
+    DIRECTIONS,
+    OUTPUTS,
+    OVERWRITE,
+    WEIGHT_GRID,
+    check_record,
+    choose_rules,
+    fuse_lists,
+    output_of,
+    sources_of,
+)
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.metrics.recall import recall_metrics
 from pillar_rerank.reranker import PillarReranker
+from pillar_rerank.sharding import ShardResult
 
 CFG = LeaPRRConfig(n_pillars=8, list_len_i2t=6, list_len_t2i=4, graph_neighbors=4, embed_dim=32,
                    depth=1, num_heads=4, epochs=1, batch_size=64, eval_every=50, seed=0,
@@ -61,8 +72,18 @@ def _check_record_holds(model, dev):
         rec = model.fusion_[output]
         assert rec["dev_rsum"] >= max(rec[f"dev_rsum_{r}"] for r in ("input", "overwrite", "network"))
     mean, per_direction = model.fusion_["mean"]["dev_rsum"], model.fusion_["per_direction"]["dev_rsum"]
-    assert recall_metrics(model.rerank(dev), dev.relevance)["RSUM"] == pytest.approx(mean)
-    assert _per_direction_rsum(model.rerank_both(dev)) == pytest.approx(per_direction)
+    assert per_direction >= model.fusion_["per_direction"]["dev_rsum_own"]
+    one = model.rerank(dev)
+    assert recall_metrics(one, dev.relevance)["RSUM"] == pytest.approx(mean)
+    both = model.rerank_both(dev)
+    assert _per_direction_rsum(both) == pytest.approx(per_direction)
+    # direction by direction, the per-direction output is never below the one-matrix output
+    halves = _halves(recall_metrics(both.scores, dev.relevance, t2i_scores=both.t2i_scores))
+    assert all(halves[d] >= _halves(recall_metrics(one, dev.relevance))[d] - 1e-9 for d in DIRECTIONS)
+
+
+def _halves(m):
+    return {d: sum(v for k, v in m.items() if k.startswith(f"{d}_R@")) for d in DIRECTIONS}
 
 
 def test_fusion_never_lowers_dev_rsum_with_an_adversarial_network(sets, monkeypatch):
@@ -228,3 +249,54 @@ def test_without_dev_the_overwrite_is_kept(sets):
     plain = copy.copy(model)
     plain.fusion_ = None
     np.testing.assert_array_equal(model.rerank(dev), plain.rerank(dev))
+
+
+def _noise_shard(dev, lens, rng):
+    """Each query's top candidates under its own direction's matrix, with random network scores."""
+    i2t = np.argsort(-dev.scores, axis=1)[:, :lens["i2t"]]
+    t2i = np.argsort(-dev.t2i_scores.T, axis=1)[:, :lens["t2i"]]
+    return ShardResult(
+        0, 1, dev.n_images, dev.n_texts, "",
+        np.repeat(np.arange(dev.n_images), lens["i2t"]), i2t.reshape(-1),
+        rng.normal(size=i2t.size).astype(np.float32),
+        t2i.reshape(-1), np.repeat(np.arange(dev.n_texts), lens["t2i"]),
+        rng.normal(size=t2i.size).astype(np.float32))
+
+
+def test_a_direction_takes_the_one_matrix_output_where_it_ranks_that_direction_better():
+    """The i2t matrix is noise and the t2i matrix knows the answer: their mean ranks the image
+    queries better than the i2t matrix under any rule, so the per-direction output takes it for
+    i2t and keeps its own matrix for t2i; on dev it then beats both outputs it chose from."""
+    rng = np.random.default_rng(7)
+    n = 30
+    t2i_map = np.repeat(np.arange(n), 3)
+    good = np.where(np.arange(n)[:, None] == t2i_map[None, :], 1.0, 0.0) + 0.8 * rng.random((n, 3 * n))
+    dev = RetrievalSet(Relevance(t2i_map, n), scores=rng.random((n, 3 * n)).astype(np.float32),
+                       t2i_scores=good.astype(np.float32), name="dev")
+    lens = {"i2t": 5, "t2i": 3}
+    cfg = CFG.replace(list_len_i2t=lens["i2t"] + 1, list_len_t2i=lens["t2i"] + 1)
+    shard = _noise_shard(dev, lens, rng)
+    record = choose_rules(shard, dev, cfg)
+    assert sources_of(record) == {"i2t": "mean", "t2i": "per_direction"}
+    rec = record["per_direction"]
+    assert rec["dev_rsum"] > rec["dev_rsum_own"] and rec["dev_rsum"] > record["mean"]["dev_rsum"]
+    bases = (dev.scores, dev.t2i_scores)
+    i2t, t2i = output_of([shard], *bases, record, "per_direction", lens)
+    np.testing.assert_array_equal(i2t, output_of([shard], *bases, record, "mean", lens))
+    own = {o: {d: record[o][d] for d in DIRECTIONS} for o in OUTPUTS}
+    np.testing.assert_array_equal(t2i, output_of([shard], *bases, own, "per_direction", lens)[1])
+    assert recall_metrics(i2t, dev.relevance, t2i_scores=t2i)["RSUM"] == pytest.approx(rec["dev_rsum"])
+    # both directions from the mean: two arrays, equal, not one object
+    both = {**record, "per_direction": {**rec, "source": {"i2t": "mean", "t2i": "mean"}}}
+    a, b = output_of([shard], *bases, both, "per_direction", lens)
+    np.testing.assert_array_equal(a, b)
+    assert a is not b
+
+
+def test_records_without_a_source_keep_each_directions_own_matrix():
+    assert sources_of(None) == {"i2t": "per_direction", "t2i": "per_direction"}
+    rules = {o: {"i2t": 0.5, "t2i": OVERWRITE} for o in OUTPUTS}
+    assert sources_of(check_record({"format": 2, **rules}, source="x")) == sources_of(None)
+    bad = {"format": 3, **rules, "per_direction": {"i2t": 0.5, "t2i": 1.0, "source": {"i2t": "both"}}}
+    with pytest.raises(CheckpointError, match="per_direction.source"):
+        check_record(bad, source="x")
