@@ -277,9 +277,9 @@ def check_record(record: Any, *, source: str) -> dict[str, Any] | None:
         isinstance(record.get(o), dict) and all(_valid_rule(record[o].get(d)) for d in DIRECTIONS)
         for o in OUTPUTS
     )
-    source = record.get("per_direction", {}).get("source") if ok else None
-    ok = ok and (source is None or (isinstance(source, dict)
-                                    and all(source.get(d) in SOURCES for d in DIRECTIONS)))
+    taken = record["per_direction"].get("source") if ok else None
+    ok = ok and (taken is None or (isinstance(taken, dict)
+                                   and all(taken.get(d) in SOURCES for d in DIRECTIONS)))
     if not ok:
         raise CheckpointError(
             f"{source}: the score-fusion record must hold, for the outputs 'mean' and 'per_direction', "
