@@ -395,4 +395,4 @@ def summarize_curves(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
             "configuration (depth 2, batch 128, lr 0.6, 8 epochs) with the width and list lengths "
             "of each row; one seed. RSUM; the best normaliser is chosen by its tuning RSUM.")
     return {"tables": [Table.from_records("LeaPRR: what limits it (training items, width, list length)",
-                                          records, notes=note).to_dict()]}
+                                          records, notes=note, headline=True).to_dict()]}
