@@ -289,12 +289,11 @@ def _rows(figs: list[dict[str, Any]], test: str) -> list[tuple[str, str, list[di
 
 def _note(size: int, figs: list[dict[str, Any]]) -> str:
     """The protocol and training configuration behind one size's tables."""
-    from benchmarks.summaries import mean_spread
 
     trained = {v: e for v, e in figs[0]["leaprr"].items() if "config" in e}
     cfg = next(iter(trained.values()))["config"] if trained else {}
     keys = ("embed_dim", "depth", "num_heads", "epochs", "batch_size", "lr", "list_len_i2t", "list_len_t2i")
-    fit = ", ".join(f"{v}: {mean_spread([f['leaprr'][v]['fit_s'] for f in figs])}" for v in trained)
+    fit = ", ".join(f"{v}: {_seconds([f['leaprr'][v]['fit_s'] for f in figs])}" for v in trained)
     sides = (f"Training side: first {size} items of f30k_train (held-out: its last 1,000); model "
              "selection and fusion weights on f30k_dev" if figs[0].get("sides", "f30k") == "f30k" else
              "COCO protocol a: training side coco1k_dev items 0-799, model selection and fusion "
@@ -308,6 +307,12 @@ def _note(size: int, figs: list[dict[str, Any]]) -> str:
             f"dev-chosen rows (seed {figs[0]['seed']}): {rules}. LeaPRR: "
             + ", ".join(f"{k}={cfg.get(k)}" for k in keys)
             + f"; seeds {sorted(f['seed'] for f in figs)}; fit seconds per variant: {fit}.")
+
+
+def _seconds(values: list[float]) -> str:
+    """``"231 s"`` for one seed, ``"231 ± 12 s"`` for several."""
+    return (f"{values[0]:.0f} s" if len(values) == 1
+            else f"{np.mean(values):.0f} ± {np.std(values, ddof=1):.0f} s")
 
 
 def _rules_text(record: dict[str, Any], output: str) -> str:

@@ -42,6 +42,7 @@ def test_summary_lists_every_method_and_every_combination():
     learned = [f"{who} ({m})" for who in ("LeaPRR", "nnn -> LeaPRR", "dsl -> LeaPRR") for m in modes]
     assert methods == ["base", "nnn (tuned per direction)", "dsl (tuned per direction)", *learned]
     assert "embed_dim=64" in detail["notes"] and "seeds [0, 1]" in detail["notes"]
+    assert "fit seconds per variant: alone: 10 ± 0 s" in detail["notes"]
     assert "dsl: mean i2t 0.3 t2i overwrite, per_direction i2t 0.3 t2i overwrite" in detail["notes"]
     assert len(tables) == 3  # headline + one per test set
     # the headline: one row per method, both test sets side by side, mean over the two seeds
