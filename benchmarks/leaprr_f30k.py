@@ -398,6 +398,7 @@ def summarize_curves(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
     note = ("F30K protocol of accuracy/leaprr_f30k (training side: first N items of f30k_train, "
             "held-out its last 1,000, model selection and fusion rules on f30k_dev); reduced CPU "
             "configuration (depth 2, batch 128, lr 0.6, 8 epochs) with the width and list lengths "
-            "of each row; one seed. RSUM; the best normaliser is chosen by its tuning RSUM.")
+            "of each row; one seed per row. RSUM; the best normaliser is chosen by its tuning RSUM; "
+            "LeaPRR's per-direction rows are what rerank_both returns (dev-chosen rules and output).")
     return {"tables": [Table.from_records("LeaPRR: what limits it (training items, width, list length)",
                                           records, notes=note, headline=True).to_dict()]}

@@ -279,18 +279,19 @@ SUITES: dict[str, list[Benchmark]] = {
             "leaprr_f30k_curves",
             "LeaPRR on the Flickr30K caption proxy: what limits it (training items, width, list length)",
             "benchmarks.leaprr_f30k:run",
-            description="The leaprr_f30k protocol, seed 0, one point per change of the reduced CPU "
-            "configuration (embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs, lists 32/8): "
-            "at 4,000 training items the configuration itself, the text queries' list length 16 and "
-            "32, and width 128; then 1,000 training items (28,000: accuracy/leaprr_f30k). LeaPRR alone "
-            "and after DSL (width: alone); training-free methods: inverted softmax, NNN, DSL.",
+            description="The leaprr_f30k protocol, one point per change of the reduced CPU "
+            "configuration (embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs, lists 32/8) "
+            "at 4,000 training items: the configuration itself (LeaPRR after DSL also with seeds 1 "
+            "and 2), the text queries' list length 16 and 32, and width 128 (the data-size points: "
+            "accuracy/leaprr_f30k_seeds and accuracy/leaprr_f30k). LeaPRR alone and after DSL "
+            "(width: alone); training-free methods: inverted softmax, NNN, DSL.",
             params={"variants": ["alone", "dsl"], "methods": ["inverted_softmax", "nnn", "dsl"]},
             # in order of what they tell (a stopped run keeps the finished points)
             points=({"train_items": 4000},
                     {"train_items": 4000, "config": {"list_len_t2i": 16}},
+                    {"train_items": 4000, "variants": ["dsl"], "seeds": (1, 2)},
                     {"train_items": 4000, "config": {"list_len_t2i": 32}},
-                    {"train_items": 4000, "config": {"embed_dim": 128}, "variants": ["alone"]},
-                    {"train_items": 1000}),
+                    {"train_items": 4000, "config": {"embed_dim": 128}, "variants": ["alone"]}),
             seeds=(0,),
             timeout_s=2 * 3600.0,
             **{**F30K_PROTOCOL, "summarize": "benchmarks.leaprr_f30k:summarize_curves"},

@@ -94,10 +94,11 @@ def test_curves_give_one_row_per_point_with_its_width_and_lists():
 
 def test_curves_registered_one_point_per_lever():
     (curves,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k_curves"]
-    points = [(r["train_items"], r.get("config", {})) for r in curves.runs()]
-    assert points == [(4000, {}), (4000, {"list_len_t2i": 16}), (4000, {"list_len_t2i": 32}),
-                      (4000, {"embed_dim": 128}), (1000, {})]
-    assert [r["variants"] for r in curves.runs()][2:4] == [["alone", "dsl"], ["alone"]]
+    points = [(r["train_items"], r.get("config", {}), r["seed"], r["variants"]) for r in curves.runs()]
+    both = ["alone", "dsl"]
+    assert points == [(4000, {}, 0, both), (4000, {"list_len_t2i": 16}, 0, both), (4000, {}, 1, ["dsl"]),
+                      (4000, {}, 2, ["dsl"]), (4000, {"list_len_t2i": 32}, 0, both),
+                      (4000, {"embed_dim": 128}, 0, ["alone"])]
 
 
 def test_figures_written_before_the_output_choice_still_summarise():
