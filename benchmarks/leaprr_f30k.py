@@ -120,7 +120,7 @@ LEAPRR_MODES = {
 def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
     """One network pass on ``test``; both outputs (one matrix / per direction) under the overwrite,
     the dev-chosen rules and the input itself (w = 1)."""
-    from pillar_rerank.fusion import OUTPUTS, list_lengths, output_of
+    from pillar_rerank.fusion import OUTPUTS, list_lengths, output_of, rules_of
     from pillar_rerank.inference import base_matrices
     from pillar_rerank.metrics.recall import recall_metrics
 
@@ -131,7 +131,7 @@ def _leaprr_rows(model, test, base_rsum: float) -> dict[str, Any]:
     rerank_s = time.perf_counter() - t0
     bases = base_matrices(model._normalized(test, model.config_))
     lens = list_lengths(model.config_)
-    own_rules = {o: {d: model.fusion_[o][d] for d in ("i2t", "t2i")} for o in OUTPUTS}
+    own_rules = {o: rules_of(model.fusion_, o) for o in OUTPUTS}
     records = {"overwrite": None,
                # the rules alone: each direction from its own matrix (before the output choice)
                "fused": own_rules,

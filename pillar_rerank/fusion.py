@@ -292,11 +292,11 @@ def check_record(record: Any, *, source: str) -> dict[str, Any] | None:
 def describe_record(record: dict[str, Any]) -> str:
     """One line per output: the chosen rules and the dev RSUMs behind them (for the CLI)."""
     lines = []
+    from_mean = [d for d, src in sources_of(record).items() if src == "mean"]
     for output, what in (("mean", "one matrix (rerank, .npy)"), ("per_direction", "per direction (.npz)")):
         o = record[output]
         dev = (f"; dev RSUM {o['dev_rsum']:.2f} (input {o['dev_rsum_input']:.2f}, overwrite "
                f"{o['dev_rsum_overwrite']:.2f})" if "dev_rsum" in o else "")
-        from_mean = [d for d, src in sources_of(record).items() if src == "mean"]
         taken = ("; " + ", ".join(f"{d} from the one-matrix output" for d in from_mean)
                  if output == "per_direction" and from_mean else "")
         lines.append(f"score fusion, {what}: i2t {o['i2t']}, t2i {o['t2i']}{taken}{dev}")
