@@ -116,7 +116,8 @@ def describe_start(config: LeaPRRConfig, preset_name: str | None, sized: bool) -
     device = resolve_device(config.device)
     m, t = config.model, config.training
     what = (f"embed_dim {m.embed_dim}, depth {m.depth}, {m.num_heads} heads, {t.epochs} epochs, "
-            f"batch {t.batch_size}, lr {t.lr}, L {config.n_pillars}")
+            f"batch {t.batch_size}, lr {t.lr}, L {config.n_pillars}, "
+            f"lists {config.list_len_i2t}/{config.list_len_t2i}")
     name = preset_name or ("paper" if not sized else None)
     label = f"the {name} preset" if name else "a custom configuration"
     line = f"starting {label} ({what}) on {device}"
@@ -147,8 +148,8 @@ def describe_start(config: LeaPRRConfig, preset_name: str | None, sized: bool) -
 )
 @click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default=None,
               help="Named starting configuration: paper (the paper's; the default) or cpu (embed_dim 64, "
-              "depth 2, 4 heads, 8 epochs, batch 128, lr 0.6: the README's CPU runs). --config and the "
-              "options below override it.")
+              "depth 2, 4 heads, 8 epochs, batch 128, lr 0.6, text lists of 16: the README's CPU "
+              "runs). --config and the options below override it.")
 @config_options
 @click.option("--normalize-param", "normalize_param", multiple=True,
               help="Normaliser parameter KEY=VALUE (repeatable).  [default: the normaliser's own]")

@@ -470,6 +470,7 @@ def test_fit_help_shows_every_option_with_help_and_default():
     text = " ".join(r.output.split())
     assert "--preset [cpu|paper]" in text
     assert "[default: 30 (paper), 8 (cpu)]" in text and "[default: 768 (paper), 64 (cpu)]" in text
+    assert "(7 images re-ranked at 8). [default: 8 (paper), 16 (cpu)]" in text
     for param in fit.params:
         assert param.help or param.name == "help", param.name
     for field in CONFIG_HELP:
@@ -514,8 +515,9 @@ def test_fit_says_what_it_starts_reports_the_dev_base_and_apply_warns(tmp_path):
     line = describe_start(preset("paper", device="cpu"), None, sized=False)
     assert line.startswith("starting the paper preset (embed_dim 768, depth 2, 24 heads, 30 epochs")
     assert "--preset cpu" in line
-    assert "starting the cpu preset (embed_dim 64, depth 2, 4 heads, 8 epochs" in describe_start(
-        preset("cpu", device="cpu"), "cpu", sized=False)
+    cpu_line = describe_start(preset("cpu", device="cpu"), "cpu", sized=False)
+    assert "starting the cpu preset (embed_dim 64, depth 2, 4 heads, 8 epochs" in cpu_line
+    assert "lists 32/16)" in cpu_line and "lists 32/8)" in line
     train = _write_embeddings(tmp_path, "train", 40, 0)
     dev = _write_embeddings(tmp_path, "dev", 20, 1)
     cfg = {**TINY, "intra_source": "auto", "eval_every": 2}
