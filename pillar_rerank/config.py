@@ -334,7 +334,7 @@ class LeaPRRConfig:
 #: configuration (hours per epoch on a CPU at Flickr30K size); ``"cpu"`` the reduced one the
 #: README's Flickr30K benchmarks measure (about 60x the paper's training throughput on CPU), with
 #: the text queries' list at 16 images instead of the paper's 8 (``accuracy/leaprr_f30k_curves``
-#: and ``_seeds``: +4 RSUM for LeaPRR alone for about 20 % more fit time).
+#: and ``_seeds``: about +3 RSUM for LeaPRR alone for about a third more fit time).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": {"embed_dim": 64, "depth": 2, "num_heads": 4, "epochs": 8, "batch_size": 128, "lr": 0.6,
