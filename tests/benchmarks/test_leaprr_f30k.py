@@ -63,6 +63,11 @@ def test_registered_with_the_largest_size_and_a_seed_spread():
     assert [(r["train_items"], r["seed"], r["variants"]) for r in big.runs()] == [(28_000, 0, ["alone"])]
     (seeds,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k_seeds"]
     assert [(r["train_items"], r["seed"]) for r in seeds.runs()] == [(4000, 0), (4000, 1), (4000, 2)]
+    # both measure the cpu preset's text lists (the curves keep the paper's 8 as their origin)
+    from pillar_rerank.config import PRESETS
+
+    for run in (*big.runs(), *seeds.runs()):
+        assert run["config"]["list_len_t2i"] == PRESETS["cpu"]["list_len_t2i"] == 16
 
 
 def test_a_bounded_bank_is_named_in_the_notes():
