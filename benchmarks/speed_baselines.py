@@ -557,7 +557,7 @@ def summarize_large_bank(runs: list[dict[str, Any]], bench: Any) -> dict[str, An
     f = runs[0]["figures"]
     table = Table.from_records(
         f"Sinkhorn family with a {f['n_bank']:,}-query bank: streamed vs stored kernel",
-        records, digits=2, headline=False,
+        records, digits=2, headline=bench is not None and getattr(bench, "suite", "") == "speed",
         notes=f"Text -> image, {f['n_bank']:,} bank captions x {f['n_gallery']:,} images (stored bank), "
         f"dual-bank Sinkhorn with {f['n_extra']:,} bank images as extra gallery rows (from embeddings, "
         f"d {f['dim']}); tau {f['tau']}, {f['n_iter']} iterations, {f['threads']} threads, synthetic "

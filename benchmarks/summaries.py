@@ -395,7 +395,10 @@ def scale_memory_budget(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str,
         Table.from_records(
             "Input building under a memory budget (build_cache, max_memory)",
             records,
-            headline=getattr(bench, "suite", "") == "scale",
+            digits=2,
+            # the speed suite's inputs_floor (build / bare products) is a headline there too
+            headline=getattr(bench, "suite", "") == "scale"
+            or any("bare_products_seconds" in r for r in rows),
             notes="Each size in a fresh process; 'peak additional' is the RSS high-water mark minus the "
             "RSS before building (inputs, interpreter and libraries excluded), which the budget bounds; "
             "'anonymous' leaves out the page cache of memory-mapped files. Synthetic embeddings.",
