@@ -523,11 +523,10 @@ def sinkhorn_large_bank(*, n_bank: int = 100_000, n_gallery: int = 5000, n_extra
                 ("sinkhorn", lambda: SinkhornNorm(**kw).fit(bank), n_gallery),
                 ("dbsn", lambda: DualBankSinkhorn(**kw).fit(bank, bank_gallery=extra), n_gallery + n_extra)):
             m, s, mb = _measure(fit)
-            kernel = 4 * n_bank * width
             out[name] = {"fit_s": s[0], "fit_cpu_s": s[1], "peak_extra_mb": mb, "iterations": m.n_iter_,
                          "converged": m.converged_, "last_change": m.last_change_,
-                         "kernel_mb": kernel / 2**20,
-                         "kernel": "stored" if kernel <= kernel_bytes else "streamed",
+                         "kernel_mb": 4 * n_bank * width / 2**20,
+                         "kernel": "stored" if m.kernel_stored_ else "streamed",
                          "bias_probes": [float(b) for b in m.bias_[probes]]}
             logger.info("%s: %s", name, {k: v for k, v in out[name].items() if k != "bias_probes"})
     return out

@@ -351,6 +351,7 @@ class SinkhornResult:
     last_change: float
     converged: bool
     n_fallback_columns: int
+    kernel_stored: bool = False   # the kernel was kept between iterations (within kernel_bytes)
 
 
 def _torch_rows(matrix: Any, rows: slice, device: torch.device) -> torch.Tensor:
@@ -599,7 +600,8 @@ def _sinkhorn_stored(parts: list[Any], *, tau: float, n_iter: int, tol: float, d
             f = absorb(log_u)
             lu = log_u - f
     return SinkhornResult(log_u=log_u[:widths[0]], n_iter=done, last_change=change,
-                          converged=change <= tol, n_fallback_columns=n_fallback)
+                          converged=change <= tol, n_fallback_columns=n_fallback,
+                          kernel_stored=True)
 
 
 def _stored_iterations_cpu(parts: list[Any], kernels: list[torch.Tensor], row_max: np.ndarray, f: np.ndarray,
@@ -649,4 +651,5 @@ def _stored_iterations_cpu(parts: list[Any], kernels: list[torch.Tensor], row_ma
             f = absorb(log_u)
             lu = log_u - f
     return SinkhornResult(log_u=torch.from_numpy(log_u[:widths[0]]), n_iter=done, last_change=change,
-                          converged=change <= tol, n_fallback_columns=n_fallback)
+                          converged=change <= tol, n_fallback_columns=n_fallback,
+                          kernel_stored=True)

@@ -292,6 +292,8 @@ class SinkhornNorm(GalleryBias):
         Iterations run. ``converged_``: whether the last change was within ``tol``.
     last_change_ : float
         Largest change of ``h`` in the last iteration (score units).
+    kernel_stored_ : bool
+        Whether the kernel fitted ``kernel_bytes`` and was kept between iterations (else streamed).
 
     Notes
     -----
@@ -328,6 +330,7 @@ class SinkhornNorm(GalleryBias):
                                  device=device, extra=bank_gallery, budget_bytes=self._budget(),
                                  kernel_bytes=int(self.kernel_bytes))
         self.n_iter_, self.last_change_, self.converged_ = res.n_iter, res.last_change, res.converged
+        self.kernel_stored_ = res.kernel_stored
         if self.tol is not None and not res.converged:
             warnings.warn(
                 f"{type(self).__name__}: stopped at n_iter={res.n_iter} with h still moving by "

@@ -252,6 +252,7 @@ def test_stabilised_sinkhorn_equals_log_domain(cosine_case, tau, kernel_bytes, n
         out = dual.fit(bank, bank_gallery=extra).rerank(scores)
         np.testing.assert_allclose(out, scores - _log_domain_sinkhorn_bias(bank, tau, n_iter, extra),
                                    atol=1e-6)
+        assert dual.kernel_stored_ is (kernel_bytes > 0)   # the path taken is reported
     if tau == 0.005:  # the anti-hubs' mass is below float32's range: the exact path was taken
         import torch
 
