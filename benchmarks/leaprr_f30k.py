@@ -323,15 +323,30 @@ def _rules_text(record: dict[str, Any], output: str) -> str:
             + "".join(f" ({d} from one matrix)" for d in taken))
 
 
+def runs_by_size(runs: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Figures per training-set size, one per seed: runs of one size and seed that trained
+    different variants (one point per variant) are merged into one."""
+    merged: dict[tuple[int, int], dict[str, Any]] = {}
+    for r in runs:
+        f = r["figures"]
+        key = (f["train_items"], f["seed"])
+        if key not in merged:
+            merged[key] = copy.deepcopy(f)
+        else:
+            merged[key]["leaprr"].update(copy.deepcopy(f["leaprr"]))
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for (size, _), f in sorted(merged.items()):
+        by_size.setdefault(size, []).append(f)
+    return by_size
+
+
 def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
     """A headline per training-set size (RSUM on both test sets) and one full table per size and
     test set (mean ± std over seeds)."""
     from benchmarks.summaries import mean_spread
     from pillar_rerank.report.tables import Table
 
-    by_size: dict[int, list[dict[str, Any]]] = {}
-    for r in runs:
-        by_size.setdefault(r["figures"]["train_items"], []).append(r["figures"])
+    by_size = runs_by_size(runs)
     headlines, tables = [], []
     for size, figs in sorted(by_size.items()):
         note = _note(size, figs)

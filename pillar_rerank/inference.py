@@ -77,8 +77,8 @@ def rescore(src: ListSource, model: MutualRerankNetwork, ids: dict[str, torch.Te
 def base_matrices(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray | None]:
     """The i2t base matrix and the t2i one (``None`` when both directions share it)."""
     i2t = data.similarity()
-    t2i = np.asarray(data.t2i_scores, dtype=np.float32) if data.t2i_scores is not None else None
-    return i2t, t2i
+    separate = data.t2i_scores is not None or data.normalization is not None
+    return i2t, data.t2i_similarity() if separate else None
 
 
 def scores_with_updates(data: RetrievalSet, shards: list[ShardResult], *, fp16: bool = False) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.io import load_array
 from pillar_rerank.typing import PathLikeStr
 from pillar_rerank.utils.blocks import block_rows, iter_blocks
+
+if TYPE_CHECKING:  # torch-free at import: the transforms are only ever passed in
+    from pillar_rerank.score_transform import GalleryTransform, Normalization
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -154,6 +158,12 @@ class RetrievalSet:
         both directions.
     name : str
         Label used in messages and reports.
+    normalization : Normalization, optional
+        A normaliser's element-wise form (:mod:`pillar_rerank.score_transform`) over the embedding
+        product, when the set is given as embeddings only: :meth:`similarity` and
+        :meth:`t2i_similarity` return the normalised matrices, and list building computes them
+        block by block without storing them. Set by
+        :func:`~pillar_rerank.baselines.compose.normalize_side`.
     """
 
     relevance: Relevance
@@ -164,12 +174,14 @@ class RetrievalSet:
     text_text: np.ndarray | None = field(default=None, repr=False)
     t2i_scores: np.ndarray | None = field(default=None, repr=False)
     name: str = "data"
+    normalization: Normalization | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         given = [f for f in ("scores", "t2i_scores", "image_embeddings", "text_embeddings",
                              "image_image", "text_text") if getattr(self, f) is not None]
+        norm = "" if self.normalization is None else f", normalization={self.normalization.name!r}"
         return (f"RetrievalSet(name={self.name!r}, n_images={self.n_images}, n_texts={self.n_texts}, "
-                f"inputs={given})")
+                f"inputs={given}{norm})")
 
     def __post_init__(self) -> None:
         n_img, n_txt = self.relevance.n_images, self.relevance.n_texts
@@ -190,6 +202,12 @@ class RetrievalSet:
             if self.scores is None:
                 raise InvalidInputError(f"{self.name}: t2i_scores needs scores for the i2t direction.")
             check_float_matrix(self.t2i_scores, name=f"{self.name} t2i scores", shape=(n_img, n_txt))
+        if self.normalization is not None:
+            if self.scores is not None or self.image_embeddings is None:
+                raise InvalidInputError(
+                    f"{self.name}: a normalization applies to the embedding product; give embeddings "
+                    "and no score matrix.")
+            self.normalization.check(n_img, n_txt, owner=self.name)
         if self.image_image is not None:
             check_float_matrix(self.image_image, name=f"{self.name} image-image", shape=(n_img, n_img))
         if self.text_text is not None:
@@ -212,15 +230,25 @@ class RetrievalSet:
         return self.image_embeddings is not None
 
     def t2i_similarity(self, *, dtype: type = np.float32) -> np.ndarray:
-        """The matrix ranked for text -> image (per column): ``t2i_scores`` or ``similarity()``."""
+        """The matrix ranked for text -> image (per column): ``t2i_scores`` or ``similarity()``
+        (with a :attr:`normalization`: its text -> image form)."""
         if self.t2i_scores is not None:
             return np.asarray(self.t2i_scores, dtype=dtype)
+        if self.normalization is not None:
+            return self._product(self.normalization.t2i, dtype=dtype)
         return self.similarity(dtype=dtype)
 
     def similarity(self, *, dtype: type = np.float32, budget_bytes: int = 256 * 2**20) -> np.ndarray:
-        """The image x text score matrix: the given one, or image @ text.T built in row blocks."""
+        """The image x text score matrix: the given one, or image @ text.T built in row blocks
+        (with a :attr:`normalization`: its image -> text form)."""
         if self.scores is not None:
             return np.asarray(self.scores, dtype=dtype)
+        return self._product(None if self.normalization is None else self.normalization.i2t,
+                             dtype=dtype, budget_bytes=budget_bytes)
+
+    def _product(self, transform: GalleryTransform | None, *, dtype: type = np.float32,
+                 budget_bytes: int = 256 * 2**20) -> np.ndarray:
+        """image @ text.T in row blocks, each through ``transform`` when given."""
         img = self.image_embeddings
         with np.errstate(over="ignore"):
             txt = np.asarray(self.text_embeddings, dtype=np.float32)
@@ -231,10 +259,12 @@ class RetrievalSet:
             for rows in iter_blocks(self.n_images, block_rows(self.n_texts, budget_bytes=budget_bytes)):
                 block = np.asarray(img[rows], dtype=np.float32)
                 img_norm = max(img_norm, max_row_norm(block))
-                if out.dtype == np.float32:  # straight into the result: no temporary block
+                if out.dtype == np.float32 and transform is None:  # straight into the result
                     np.matmul(block, txt.T, out=out[rows])
-                else:
+                elif transform is None:
                     out[rows] = block @ txt.T
+                else:
+                    out[rows] = transform.apply_block(block @ txt.T, rows, slice(0, self.n_texts))
         # the embeddings are finite (checked when this set was built); the scan for an overflow
         # is needed only where the norms allow one
         if not product_is_finite(img_norm, max_row_norm(txt), txt.shape[1], out.dtype):
@@ -245,6 +275,10 @@ class RetrievalSet:
     def subset_images(self, images: np.ndarray, *, name: str | None = None) -> RetrievalSet:
         """The sub-problem over ``images`` and the captions the map assigns to them."""
         images = np.asarray(images, dtype=np.int64)
+        if self.normalization is not None:
+            raise InvalidInputError(
+                f"{self.name}: a normalised set cannot be subset (its normalisation depends on the "
+                "whole set); subset the raw set, then normalise it.")
         rel, caps = self.relevance.subset(images)
 
         def take(a, rows, cols=None):
@@ -270,7 +304,8 @@ class RetrievalSet:
 
         ``t2i_scores`` (image x text orientation) is set only for direction-specific results.
         """
-        return replace(self, scores=scores, t2i_scores=t2i_scores, name=name or self.name)
+        return replace(self, scores=scores, t2i_scores=t2i_scores, name=name or self.name,
+                       normalization=None)
 
     def with_results(self, scores: np.ndarray, *, t2i_scores: np.ndarray | None = None,
                      name: str | None = None) -> RetrievalSet:
@@ -293,6 +328,7 @@ class RetrievalSet:
         object.__setattr__(out, "scores", scores)
         object.__setattr__(out, "t2i_scores", t2i_scores)
         object.__setattr__(out, "name", name or self.name)
+        object.__setattr__(out, "normalization", None)
         return out
 
 

@@ -211,6 +211,15 @@ def _intra_inputs(method: TrainingFreeReranker, data: RetrievalSet, direction: s
     return {k: v for k, v in side.items() if k in wanted}
 
 
+def fit_direction(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank,
+                  direction: str) -> TrainingFreeReranker:
+    """A fresh clone of ``method`` fitted for ``direction`` ("i2t" or "t2i") of ``data``: on
+    ``bank``'s fields for that direction and, where the method takes them, ``data``'s
+    intra-modal scores."""
+    kwargs = {**bank.fit_kwargs(method, direction), **_intra_inputs(method, data, direction)}
+    return method.clone().fit(**kwargs)
+
+
 def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | None = None, *,
                t2i_method: TrainingFreeReranker | None = None, show_progress: bool = False) -> RetrievalSet:
     """Run ``method`` image -> text and text -> image, each from a fresh clone.
@@ -241,10 +250,7 @@ def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | No
     steps = (("i2t", scores), ("t2i", scores_t))
     for direction, matrix in progress(steps, desc=type(method).__name__, disable=not show_progress,
                                       unit="direction"):
-        intra = _intra_inputs(methods[direction], data, direction)
-        kwargs = {**bank.fit_kwargs(methods[direction], direction), **intra}
-        fitted = methods[direction].clone().fit(**kwargs)
-        results[direction] = fitted.rerank(matrix)
+        results[direction] = fit_direction(methods[direction], data, bank, direction).rerank(matrix)
     return data.with_results(results["i2t"], t2i_scores=np.ascontiguousarray(results["t2i"].T),
                              name=f"{data.name}+{type(method).__name__}")
 

@@ -54,8 +54,11 @@ def data_fingerprint(data: RetrievalSet, *, mode: str = "sampled") -> dict[str, 
                 h.update(np.ascontiguousarray(arr[start:start + step]).tobytes())
         arrays[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": h.hexdigest()}
     t2i = np.ascontiguousarray(data.txt_to_img, dtype=np.int64)
-    return {"mode": mode, "n_images": data.n_images, "n_texts": data.n_texts, "arrays": arrays,
-            "txt_to_img_sha256": hashlib.sha256(t2i.tobytes()).hexdigest()}
+    out = {"mode": mode, "n_images": data.n_images, "n_texts": data.n_texts, "arrays": arrays,
+           "txt_to_img_sha256": hashlib.sha256(t2i.tobytes()).hexdigest()}
+    if data.normalization is not None:  # the scores the lists are built from are the normalised ones
+        out["normalization"] = {"name": data.normalization.name, "sha256": data.normalization.digest()}
+    return out
 
 
 def data_digest(data: RetrievalSet) -> str:

@@ -138,7 +138,8 @@ def _resolve(data_or_scores, relevance) -> tuple[np.ndarray, np.ndarray, Relevan
             raise InvalidInputError(f"relevance: differs from the ground truth of {data.name}.")
         # A given (possibly memory-mapped) matrix is read in blocks; embeddings are multiplied once.
         i2t = data.scores if data.scores is not None else data.similarity()
-        t2i = data.t2i_scores if data.t2i_scores is not None else i2t
+        t2i = (data.t2i_scores if data.t2i_scores is not None
+               else data.t2i_similarity() if data.normalization is not None else i2t)
         return i2t, t2i, data.relevance, data
     if relevance is None:
         raise InvalidInputError(

@@ -53,11 +53,16 @@ def cross_modal_scores(data: RetrievalSet) -> tuple[PairScores, PairScores]:
     """Random access to φ for the i2t and the t2i direction, both oriented images x texts.
 
     With a score matrix these read ``data.scores`` and ``data.t2i_scores`` (or ``scores`` again)
-    in place; with embeddings only, both are the raw inner product ``image @ text``.
+    in place; with embeddings only, both are the raw inner product ``image @ text``, or, with a
+    ``data.normalization``, that product through each direction's transform (never stored).
     """
     if data.scores is not None:
         t2i = data.t2i_scores if data.t2i_scores is not None else data.scores
         return PairScores(matrix=data.scores), PairScores(matrix=t2i)
+    norm = data.normalization
+    if norm is not None:
+        return (PairScores(left=data.image_embeddings, right=data.text_embeddings, transform=norm.i2t),
+                PairScores(left=data.image_embeddings, right=data.text_embeddings, transform=norm.t2i))
     pair = PairScores(left=data.image_embeddings, right=data.text_embeddings)
     return pair, pair
 

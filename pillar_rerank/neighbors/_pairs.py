@@ -9,6 +9,7 @@ import torch
 
 from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.neighbors._topk import TopK, _as_float32, topk_rows, topk_search
+from pillar_rerank.score_transform import GalleryTransform
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
 
 _GATHER_BYTES = 32 * 2**20
@@ -35,16 +36,23 @@ class PairScores:
         Embeddings; the score is the inner product ``left[r] @ right[c]``.
     transposed : bool, default=False
         Serve ``matrix.T`` (or swap ``left``/``right``) without copying.
+    transform : GalleryTransform, optional
+        With embeddings: every score passes through it (a normaliser's element-wise form; its
+        ``axis`` 0 names ``left`` items as the gallery, 1 ``right`` items), so normalised scores
+        are served, and searched, without a stored matrix.
     """
 
     def __init__(self, *, matrix: Any = None, left: Any = None, right: Any = None,
-                 transposed: bool = False) -> None:
+                 transposed: bool = False, transform: GalleryTransform | None = None) -> None:
         if (matrix is None) == (left is None or right is None):
             raise InvalidParameterError("PairScores: give either a matrix or both left and right embeddings.")
+        if transform is not None and matrix is not None:
+            raise InvalidParameterError("PairScores: a transform applies to embeddings, not to a matrix.")
         self.matrix = matrix
         self.left = None if left is None else _writable_tensor(_as_float32(left, name="left embeddings"))
         self.right = None if right is None else _writable_tensor(_as_float32(right, name="right embeddings"))
         self.transposed = transposed
+        self.transform = transform
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -59,6 +67,7 @@ class PairScores:
         out = PairScores.__new__(PairScores)
         out.matrix, out.left, out.right = self.matrix, self.left, self.right
         out.transposed = not self.transposed
+        out.transform = self.transform
         return out
 
     def _sides(self, rows: torch.Tensor, cols: torch.Tensor):
@@ -81,6 +90,8 @@ class PairScores:
         for s in range(0, batch, step):
             torch.bmm(self.left[a_ids[s:s + step]], self.right[b_ids[s:s + step]].transpose(1, 2),
                       out=out[s:s + step])
+        if self.transform is not None:
+            self.transform.apply_(out, a_ids[:, :, None] if self.transform.axis == 0 else b_ids[:, None, :])
         return out.transpose(1, 2) if self.transposed else out
 
     def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -96,6 +107,8 @@ class PairScores:
         step = max(1, _GATHER_BYTES // max(1, 2 * self.left.shape[1] * 4))
         for s in range(0, flat_a.shape[0], step):
             out[s:s + step] = (self.left[flat_a[s:s + step]] * self.right[flat_b[s:s + step]]).sum(-1)
+        if self.transform is not None:
+            self.transform.apply_(out, flat_a if self.transform.axis == 0 else flat_b)
         return out.view(a_ids.shape)
 
     def topk(self, k: int, *, device: str | torch.device | None = None,
@@ -109,11 +122,27 @@ class PairScores:
         if self.matrix is not None:
             return topk_rows(self.matrix, k, axis=0 if self.transposed else 1, budget_bytes=budget_bytes)
         q, g = (self.right, self.left) if self.transposed else (self.left, self.right)
+        tile_transform = None
+        if self.transform is not None:
+            if index != "flat":
+                raise InvalidParameterError(
+                    f"PairScores: normalised scores are searched exactly; index={index!r} searches the "
+                    "raw inner products (use index='flat').")
+            transform = self.transform
+            gallery_is_column = (transform.axis == 1) != self.transposed
+
+            def tile_transform(tile: torch.Tensor, q_rows: slice, g_rows: slice) -> None:
+                span = g_rows if gallery_is_column else q_rows
+                ids = torch.arange(span.start, span.stop, device=tile.device)
+                transform.apply_(tile, ids[None, :] if gallery_is_column else ids[:, None])
+
         return topk_search(q.numpy(), g.numpy(), k, device=device, budget_bytes=budget_bytes,
-                           index=index, index_params=index_params)
+                           index=index, index_params=index_params, tile_transform=tile_transform)
 
     def __repr__(self) -> str:
         kind = "matrix" if self.matrix is not None else f"embeddings(d={self.left.shape[1]})"
+        if self.transform is not None:
+            kind += f", transform={self.transform.kind}"
         return f"PairScores({kind}, shape={self.shape})"
 
 

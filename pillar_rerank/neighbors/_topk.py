@@ -7,6 +7,7 @@ kept beside the tie rule they share.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -218,7 +219,8 @@ def _gpu_resources() -> Any:
 
 def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.device | None = None,
                 budget_bytes: int = DEFAULT_BLOCK_BYTES, backend: str = "auto", index: str = "flat",
-                index_params: dict | None = None) -> TopK:
+                index_params: dict | None = None,
+                tile_transform: Callable[[torch.Tensor, slice, slice], None] | None = None) -> TopK:
     """Maximum-inner-product search of every query over the gallery, in blocks.
 
     Parameters
@@ -245,6 +247,10 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
         "ivf": ``nlist`` (default about 4 * sqrt(n_gallery)), ``nprobe`` (32), ``train_size``
         (40 * nlist), ``seed`` (0). "hnsw": ``M`` (32), ``ef_construction`` (64), ``ef_search``
         (128, raised to ``k`` when smaller). Unknown keys are an error.
+    tile_transform : callable, optional
+        ``tile_transform(tile, query_rows, gallery_rows)`` changes every score tile in place
+        before its top-k (a normaliser's element-wise form): the search then ranks the
+        transformed scores. Exact torch search only (``index="flat"``, not FAISS).
 
     Returns
     -------
@@ -281,6 +287,11 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
             "topk_search: queries and gallery must have the same dimension; "
             f"got {xq.shape[1]} and {xb.shape[1]}.")
     k = check_k(k, n_gallery=xb.shape[0], owner="topk_search")
+    if tile_transform is not None:
+        if backend == "faiss" or index != "flat":
+            raise InvalidParameterError("topk_search: a tile_transform needs the exact torch search "
+                                        "(backend 'auto' or 'torch', index='flat').")
+        backend = "torch"
     dev, use_faiss = search_backend(device, backend, index)
     if backend == "faiss" and not use_faiss:
         raise InvalidParameterError(f"topk_search: backend='faiss' cannot run on {dev} "
@@ -294,7 +305,7 @@ def topk_search(queries: Any, gallery: Any, k: int, *, device: str | torch.devic
                  xq.shape[1], k, dev, "faiss" if use_faiss else "torch", index)
     if index == "flat":
         values, ids = _exact_search(xq, xb, k, dev=dev, use_faiss=use_faiss, gpu_res=gpu_res,
-                                    budget_bytes=budget_bytes)
+                                    budget_bytes=budget_bytes, tile_transform=tile_transform)
     else:
         values, ids = _index_search(xq, xb, k, index=index, params=params, dev=dev, gpu_res=gpu_res,
                                     budget_bytes=budget_bytes)
@@ -330,9 +341,11 @@ def _blocked_search(n_q: int, n_g: int, k: int, q_step: int, g_step: int,
 
 
 def _exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.device, use_faiss: bool,
-                  gpu_res: Any, budget_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+                  gpu_res: Any, budget_bytes: int,
+                  tile_transform: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
     if not use_faiss:
-        return _torch_exact_search(xq, xb, k, dev=dev, budget_bytes=budget_bytes)
+        return _torch_exact_search(xq, xb, k, dev=dev, budget_bytes=budget_bytes,
+                                   tile_transform=tile_transform)
     g_step = block_rows(xq.shape[1], budget_bytes=budget_bytes, minimum=k)
     q_step = block_rows(min(g_step, xb.shape[0]), budget_bytes=budget_bytes)
 
@@ -358,7 +371,8 @@ def search_tiles(n_queries: int, n_gallery: int, k: int, budget_bytes: int) -> t
 
 
 def _torch_exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.device,
-                        budget_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+                        budget_bytes: int,
+                        tile_transform: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact search as blocked torch matmuls into one reused tile, each followed by its top-k.
 
     Per tile: one matmul written in place (``out=``, no allocation), ``torch.topk`` of its rows
@@ -373,6 +387,8 @@ def _torch_exact_search(xq: np.ndarray, xb: np.ndarray, k: int, *, dev: torch.de
         queries = torch.from_numpy(xq[q_rows]).to(dev)
         out = tile[:queries.shape[0] * (g_rows.stop - g_rows.start)].view(queries.shape[0], -1)
         torch.matmul(queries, gallery[g_rows].T, out=out)
+        if tile_transform is not None:
+            tile_transform(out, q_rows, g_rows)
         return _stable_topk(out, kk)
 
     return _blocked_search(n_q, n_g, k, q_step, g_step, block_topk)

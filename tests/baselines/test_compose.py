@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from pillar_rerank.baselines import apply_both, get_baseline
 from pillar_rerank.baselines.compose import normalize_side, normalizer_pair, on_cosine_scale
@@ -83,11 +84,15 @@ def test_in_place_rescaling_never_touches_the_callers_arrays():
 def test_a_normaliser_that_cannot_fit_in_memory_is_refused_before_it_starts(monkeypatch):
     import pillar_rerank.utils.memory as memory
 
-    data = _side(20, 3, "big side")
+    embedded = _side(20, 3, "big side")
+    data = embedded.with_scores(embedded.similarity())  # a score matrix: the dense route
     monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 3 * 4 * data.n_images * data.n_texts - 1)
     with pytest.raises(InvalidInputError, match=r"normalize='dsl' on big side \(20 x 40\) needs about .* "
                                                 r"this machine has .*train on fewer items"):
         normalize_side(data, "dsl", {"temperature": 0.05}, None)
+    # given as embeddings, the side is normalised streamed: nothing of that size is allocated
+    streamed = normalize_side(embedded, "dsl", {"temperature": 0.05}, None)
+    assert streamed.normalization is not None and streamed.scores is None
     monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 3 * 4 * data.n_images * data.n_texts)
     assert normalize_side(data, "dsl", {"temperature": 0.05}, None).t2i_scores is not None
 
@@ -97,6 +102,69 @@ def test_composition_with_dsl_works_on_the_cosine_scale():
     cfg = TINY.replace(normalize="dsl", normalize_params={"temperature": 0.05})
     model = PillarReranker(cfg).fit(train, dev, verbose=False)
     normalised = model._normalized(test, model.config_)
-    assert max(np.abs(normalised.scores).max(), np.abs(normalised.t2i_scores).max()) <= 1.0
+    assert max(np.abs(normalised.similarity()).max(), np.abs(normalised.t2i_similarity()).max()) <= 1.0
     out = model.rerank(test)
     assert out.shape == (30, 60) and np.abs(out).max() <= 1.0
+
+
+STREAMED = {"nnn": {"k": 3, "alpha": 0.75}, "inverted_softmax": {"beta": 10.0}, "csls": {"k": 3},
+            "dn": {}, "sinkhorn": {"tau": 0.05}, "dbsn": {"tau": 0.05}, "dsl": {"temperature": 0.05}}
+
+
+@pytest.mark.parametrize("name", sorted(STREAMED))
+def test_embedding_sides_are_normalised_streamed_as_the_dense_route_does(name):
+    """Same normalised values (float32 rounding), same neighbour lists, same pillar features.
+
+    DSL's exponent ``s / T - lse`` loses a few ulps of ``s / T`` (here up to 200) on either route:
+    its values agree to 1e-4 relative."""
+    from pillar_rerank.baselines.compose import bank_source
+    from pillar_rerank.lists.builder import ListBuilder
+
+    data, bank = _side(40, 3, "side"), bank_source(_side(30, 4, "bank"))
+    streamed = normalize_side(data, name, STREAMED[name], bank)
+    assert streamed.normalization is not None and streamed.scores is None
+    dense = normalize_side(data.with_scores(data.similarity()), name, STREAMED[name], bank)
+    assert dense.normalization is None
+    rtol = 1e-4 if name == "dsl" else 1e-5
+    for got, want in ((streamed.similarity(), dense.scores), (streamed.t2i_similarity(), dense.t2i_scores)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-6)
+    builders = [ListBuilder.from_data(s, TINY) for s in (streamed, dense)]
+    for d in ("i2t", "t2i"):
+        a, b = (getattr(lb.neighbors, d) for lb in builders)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_allclose(a.values, b.values, rtol=rtol, atol=1e-6)
+    ids = torch.arange(20)
+    for lists in ("image_lists", "text_lists"):
+        a, b = (getattr(lb, lists)(ids) for lb in builders)
+        np.testing.assert_array_equal(a.candidates.numpy(), b.candidates.numpy())
+        np.testing.assert_allclose(a.features.numpy(), b.features.numpy(), rtol=rtol, atol=1e-6)
+
+
+def test_normalisers_without_an_elementwise_form_take_the_dense_route():
+    from pillar_rerank.baselines.compose import bank_source
+
+    data = _side(20, 3, "side")
+    out = normalize_side(data, "qb_norm", {"k": 1}, bank_source(_side(15, 4, "bank")))
+    assert out.normalization is None and out.scores is not None and out.t2i_scores is not None
+
+
+def test_cached_lists_of_a_streamed_side_are_keyed_by_its_normalisation():
+    from pillar_rerank.lists.fingerprint import data_digest
+
+    data = _side(20, 3, "side")
+    a = normalize_side(data, "dsl", {"temperature": 0.05}, None)
+    b = normalize_side(data, "dsl", {"temperature": 0.1}, None)
+    assert len({data_digest(data), data_digest(a), data_digest(b)}) == 3
+    assert data_digest(a) == data_digest(normalize_side(data, "dsl", {"temperature": 0.05}, None))
+
+
+def test_a_model_trained_on_streamed_sides_matches_one_trained_on_dense_ones():
+    """DSL -> LeaPRR: embedding sides (streamed) and the same sides with their score matrix given
+    (dense route) train to the same model, up to float32 rounding of the inputs."""
+    train, dev, test = _side(40, 0, "train"), _side(20, 1, "dev"), _side(30, 2, "test")
+    cfg = TINY.replace(normalize="dsl", normalize_params={"temperature": 0.05})
+    dense_side = [s.with_scores(s.similarity()) for s in (train, dev, test)]
+    models = [PillarReranker(cfg).fit(tr, dv, verbose=False) for tr, dv in ((train, dev), dense_side[:2])]
+    outs = [m.rerank(t) for m, t in zip(models, (test, dense_side[2]))]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-3)
+    assert models[0].history_["best_rsum"] == pytest.approx(models[1].history_["best_rsum"], abs=0.5)

@@ -113,3 +113,23 @@ def test_figures_written_before_the_output_choice_still_summarise():
             del tests["per_direction/chosen"]
     detail = summarize([{"figures": figs}], None)["tables"][1]
     assert not any("rerank_both" in r[0] for r in detail["rows"])
+
+
+def test_one_point_per_variant_summarises_as_one_seed():
+    """leaprr_f30k_chains trains each variant in its own run: same size and seed, merged."""
+    whole = _figures(0, 0.0)
+    parts = []
+    for variant in ("dsl", "best"):
+        figs = _figures(0, 0.0)
+        figs["leaprr"] = {variant: whole["leaprr"][variant]}
+        parts.append({"figures": figs})
+    detail = summarize(parts, None)["tables"][1]
+    methods = [r[0] for r in detail["rows"]]
+    assert "seeds [0]" in detail["notes"]
+    assert methods[:3] == ["base", "nnn (tuned per direction)", "dsl (tuned per direction)"]
+    assert any(m.startswith("nnn -> LeaPRR") for m in methods)
+    assert any(m.startswith("dsl -> LeaPRR") for m in methods)
+    assert not any(m.startswith("LeaPRR") for m in methods)
+    (chains,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k_chains"]
+    assert [(r["train_items"], r["seed"], r["variants"]) for r in chains.runs()] == [
+        (28_000, 0, ["dsl"]), (28_000, 0, ["best"])]

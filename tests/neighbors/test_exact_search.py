@@ -113,3 +113,30 @@ def test_neighbor_lists_from_embeddings_use_one_product(monkeypatch, tied):
     s = img @ txt.T
     np.testing.assert_array_equal(lists.i2t.ids, rule_topk(s, 16)[1])
     np.testing.assert_array_equal(lists.t2i.ids, rule_topk(s.T, 16)[1])
+
+
+@pytest.mark.parametrize("budget", [2**26, 4 * 256 * 90 * 2])  # whole rows / gallery blocks merged
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_transformed_search_ranks_the_transformed_scores(tied, budget, transposed):
+    """PairScores with a gallery transform: the search sees every tile through it (ties by rule)."""
+    from pillar_rerank.exceptions import InvalidParameterError
+    from pillar_rerank.neighbors import PairScores
+    from pillar_rerank.score_transform import GalleryTransform
+
+    left, right = tied
+    stat = np.arange(right.shape[0]) % 3 / 2.0  # gallery on axis 1: right items (exact in float32)
+    transform = GalleryTransform("bias", 1, stat)
+    pairs = PairScores(left=left, right=right, transform=transform)
+    pairs = pairs.T if transposed else pairs
+    dense = left @ right.T - stat[None, :].astype(np.float32)
+    want_v, want_i = rule_topk(dense.T if transposed else dense, 9)
+    got = pairs.topk(9, budget_bytes=budget)
+    np.testing.assert_array_equal(got.ids, want_i)
+    np.testing.assert_array_equal(got.values, want_v)
+    rows, cols = torch.tensor([[0, 5]]), torch.tensor([[3, 1, 2]])
+    want = (dense.T if transposed else dense)[rows.numpy()[:, :, None], cols.numpy()[:, None, :]]
+    np.testing.assert_array_equal(pairs.block(rows, cols).numpy(), want)
+    with pytest.raises(InvalidParameterError, match="searched exactly"):
+        pairs.topk(9, index="ivf")
+    with pytest.raises(InvalidParameterError, match="needs the exact torch search"):
+        topk_search(left, right, 9, backend="faiss", tile_transform=lambda *a: None)
