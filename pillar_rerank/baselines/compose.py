@@ -19,6 +19,7 @@ import torch
 from pillar_rerank.baselines._common import TrainingFreeReranker
 from pillar_rerank.baselines._stream import EmbeddingScores, column_logsumexp
 from pillar_rerank.baselines.bank import Bank, apply_both, bank_from_embedding_arrays, fit_direction
+from pillar_rerank.baselines.dbnorm import DBNorm
 from pillar_rerank.baselines.dsl import DualSoftmax
 from pillar_rerank.baselines.gallery_bias import GalleryBias
 from pillar_rerank.baselines.registry import get_baseline
@@ -65,7 +66,8 @@ def normalize_side(data: RetrievalSet, name: str | None, params: dict[str, Any],
     cosine scale (:func:`on_cosine_scale`).
 
     A side given as embeddings only, under a normaliser with an element-wise form (every
-    gallery-bias method but QB-Norm, and DSL; :func:`elementwise_form`), is normalised
+    gallery-bias method but QB-Norm, DBNorm without its gate, and DSL; :func:`elementwise_form`),
+    is normalised
     *streamed*: the result carries a :class:`~pillar_rerank.score_transform.Normalization`
     and its normalised matrices are computed block by block wherever they are read, never held
     (a 28,000 x 112,000 side would otherwise need 37.6 GB). Its values equal the dense route's
@@ -97,13 +99,20 @@ def elementwise_form(fitted: TrainingFreeReranker, data: RetrievalSet,
                      direction: str) -> GalleryTransform | None:
     """What ``fitted`` (fitted for ``direction`` of ``data``) does to ``data``'s embedding product,
     as a :class:`~pillar_rerank.score_transform.GalleryTransform`; None when it has no element-wise
-    form (QB-Norm's gate reads each query's top-1; k-reciprocal, MTFN-RR and DBNorm re-rank lists).
+    form (the gates of QB-Norm and dynamic DBNorm read each query's top-1; k-reciprocal and MTFN-RR
+    re-rank lists).
 
     DSL's per-gallery log-sum-exp over the test queries is computed here, streamed.
     """
     axis = 1 if direction == "i2t" else 0
     if isinstance(fitted, GalleryBias):
         return None if fitted.gated else GalleryTransform("bias", axis, fitted.bias_)
+    if isinstance(fitted, DBNorm):
+        if fitted.dynamic:
+            return None
+        norm = float(fitted.beta1) + float(fitted.beta2)  # DBNorm.rerank's float32 sum, exactly
+        bias = (fitted.lse_query_ / norm).astype(np.float32) + (fitted.lse_gallery_ / norm).astype(np.float32)
+        return GalleryTransform("bias", axis, bias.astype(np.float64))
     if isinstance(fitted, DualSoftmax):
         img, txt = data.image_embeddings, data.text_embeddings
         queries, gallery = (img, txt) if direction == "i2t" else (txt, img)
@@ -177,7 +186,7 @@ def check_normalize_memory(data: RetrievalSet, name: str) -> None:
             f"{_fmt(need)} ({NORMALIZE_MATRICES} float32 score matrices of that size) and this machine has "
             f"{_fmt(have)}: train on fewer items, re-rank the test side in parts, or drop the normaliser. "
             "Given as embeddings only (no score matrix), a side is normalised streamed, without these "
-            "matrices, by every gallery-bias normaliser but QB-Norm, and by DSL.")
+            "matrices, by every gallery-bias normaliser but QB-Norm, by DBNorm without its gate and by DSL.")
 
 
 def on_cosine_scale(data: RetrievalSet, *, in_place: bool = False,

@@ -108,7 +108,8 @@ def test_composition_with_dsl_works_on_the_cosine_scale():
 
 
 STREAMED = {"nnn": {"k": 3, "alpha": 0.75}, "inverted_softmax": {"beta": 10.0}, "csls": {"k": 3},
-            "dn": {}, "sinkhorn": {"tau": 0.05}, "dbsn": {"tau": 0.05}, "dsl": {"temperature": 0.05}}
+            "dn": {}, "sinkhorn": {"tau": 0.05}, "dbsn": {"tau": 0.05}, "dsl": {"temperature": 0.05},
+            "dbnorm": {"beta1": 5.0, "beta2": 3.0}}
 
 
 @pytest.mark.parametrize("name", sorted(STREAMED))
@@ -144,8 +145,9 @@ def test_normalisers_without_an_elementwise_form_take_the_dense_route():
     from pillar_rerank.baselines.compose import bank_source
 
     data = _side(20, 3, "side")
-    out = normalize_side(data, "qb_norm", {"k": 1}, bank_source(_side(15, 4, "bank")))
-    assert out.normalization is None and out.scores is not None and out.t2i_scores is not None
+    for name, params in (("qb_norm", {"k": 1}), ("dbnorm", {"dynamic": True})):
+        out = normalize_side(data, name, params, bank_source(_side(15, 4, "bank")))
+        assert out.normalization is None and out.scores is not None and out.t2i_scores is not None
 
 
 def test_cached_lists_of_a_streamed_side_are_keyed_by_its_normalisation():
