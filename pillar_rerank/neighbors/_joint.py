@@ -97,7 +97,7 @@ def joint_topk_search(a: np.ndarray, b: np.ndarray, k_a: int, k_b: int, *,
             _dense_column_topk(best, tile, rows.start, k_small, chunk)
             continue
         mask = tile > best[0][:, k_small - 1]
-        if int(mask.sum()) > max_candidates:  # e.g. scores rising with the row id
+        if int(torch.count_nonzero(mask)) > max_candidates:  # e.g. scores rising with the row id
             del mask
             _dense_column_topk(best, tile, rows.start, k_small, chunk)
         else:
@@ -105,3 +105,53 @@ def joint_topk_search(a: np.ndarray, b: np.ndarray, k_a: int, k_b: int, *,
     small_top = TopK(best[0].numpy(), best[1].numpy())
     big_top = TopK(big_v, big_i)
     return (small_top, big_top) if swap else (big_top, small_top)
+
+
+def symmetric_topk_search(x: np.ndarray, k: int, *, budget_bytes: int) -> TopK | None:
+    """Top-``k`` of ``x`` for every row of ``x`` (an intra-modal search), from half of ``x @ x.T``.
+
+    Row block ``[i0, i1)`` is scored against rows ``i0..n`` only: the tile's row top-k gives its
+    rows' candidates from columns ``>= i0``, and its columns ``>= i1`` receive the block's rows as
+    candidates (merged as in :func:`joint_topk_search`), so every pair is scored once. Each row's
+    list is the merge of what earlier blocks gave it and its own row top-k: exact, ties by the
+    lower id. ``s(i, j)`` and ``s(j, i)`` are the same float32 product of one tile (the full
+    search computes both; BLAS sums a dot product's terms in one order, so they agree bit for bit
+    in practice). Returns None when fewer than ``k`` rows fit in a tile (the caller searches the
+    whole product).
+    """
+    n = x.shape[0]
+    q_step = min(n, budget_bytes // 2 // 4 // n)  # whole rows: the tile takes half the budget
+    if q_step < k:
+        return None
+    table = torch.from_numpy(x)
+    tile_buf = torch.empty(q_step * n, dtype=torch.float32)
+    best_v = torch.empty(n, k, dtype=torch.float32)
+    best_i = torch.empty(n, k, dtype=torch.int64)
+    chunk = max(1, budget_bytes // 8 // (4 * q_step))
+    max_candidates = max(1, budget_bytes // 4 // _CANDIDATE_BYTES)
+    for rows in iter_blocks(n, q_step):
+        i0, i1 = rows.start, rows.stop
+        tile = tile_buf[:(i1 - i0) * (n - i0)].view(i1 - i0, n - i0)
+        torch.matmul(table[i0:i1], table[i0:].T, out=tile)
+        v, i = _stable_topk(tile, min(k, n - i0))
+        i += i0
+        if i0 == 0:
+            best_v[rows], best_i[rows] = v, i
+        else:  # earlier blocks gave these rows their candidates below i0
+            best_v[rows], best_i[rows] = merge_topk(best_v[rows], best_i[rows], v, i, k)
+        rest = tile[:, i1 - i0:]
+        if rest.shape[1] == 0:
+            continue
+        later = [best_v[i1:], best_i[i1:]]  # views: merged in place
+        if i0 == 0:
+            for cols in iter_blocks(rest.shape[1], chunk):
+                cv, ci = _stable_topk(rest[:, cols].T.contiguous(), k)
+                later[0][cols], later[1][cols] = cv, ci
+            continue
+        mask = rest > later[0][:, k - 1]
+        if int(torch.count_nonzero(mask)) > max_candidates:
+            del mask
+            _dense_column_topk(later, rest, i0, k, chunk)
+        else:
+            _merge_candidates(later[0], later[1], rest, i0, mask)
+    return TopK(best_v.numpy(), best_i.numpy())

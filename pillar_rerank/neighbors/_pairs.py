@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pillar_rerank._validation import check_k
 from pillar_rerank.exceptions import InvalidParameterError
-from pillar_rerank.neighbors._topk import TopK, _as_float32, topk_rows, topk_search
+from pillar_rerank.neighbors._joint import symmetric_topk_search
+from pillar_rerank.neighbors._topk import TopK, _as_float32, search_backend, topk_rows, topk_search
 from pillar_rerank.score_transform import GalleryTransform
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES
 
@@ -50,7 +52,9 @@ class PairScores:
             raise InvalidParameterError("PairScores: a transform applies to embeddings, not to a matrix.")
         self.matrix = matrix
         self.left = None if left is None else _writable_tensor(_as_float32(left, name="left embeddings"))
-        self.right = None if right is None else _writable_tensor(_as_float32(right, name="right embeddings"))
+        self.right = None if right is None else (
+            # one table against itself (intra-modal) is one tensor: searched as a symmetric product
+            self.left if right is left else _writable_tensor(_as_float32(right, name="right embeddings")))
         self.transposed = transposed
         self.transform = transform
 
@@ -136,6 +140,13 @@ class PairScores:
                 ids = torch.arange(span.start, span.stop, device=tile.device)
                 transform.apply_(tile, ids[None, :] if gallery_is_column else ids[:, None])
 
+        if self.left is self.right and tile_transform is None and index == "flat":
+            dev, use_faiss = search_backend(device, index=index)
+            if dev.type == "cpu" and not use_faiss:
+                k = check_k(k, n_gallery=self.left.shape[0], owner="PairScores.topk")
+                top = symmetric_topk_search(self.left.numpy(), k, budget_bytes=budget_bytes)
+                if top is not None:
+                    return top
         return topk_search(q.numpy(), g.numpy(), k, device=device, budget_bytes=budget_bytes,
                            index=index, index_params=index_params, tile_transform=tile_transform)
 

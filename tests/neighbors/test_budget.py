@@ -12,7 +12,7 @@ from pillar_rerank.config import LeaPRRConfig
 from pillar_rerank.exceptions import InvalidParameterError
 from pillar_rerank.inputs import Relevance, RetrievalSet
 from pillar_rerank.lists.builder import ListBuilder
-from pillar_rerank.neighbors import _topk, build_neighbor_lists, topk_rows, topk_search
+from pillar_rerank.neighbors import _pairs, _topk, build_neighbor_lists, topk_rows, topk_search
 
 
 def oracle(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,13 +108,16 @@ def test_max_memory_sets_blocks_without_changing_results(monkeypatch, rng):
     data = make_set(rng)
     want = build_neighbor_lists(data, 12)
     budgets = []
-    real = _topk.topk_search
 
-    def spy(*args, **kwargs):
-        budgets.append(kwargs["budget_bytes"])
-        return real(*args, **kwargs)
+    def spy(real):
+        def searched(*args, **kwargs):
+            budgets.append(kwargs["budget_bytes"])
+            return real(*args, **kwargs)
+        return searched
 
-    monkeypatch.setattr("pillar_rerank.neighbors._pairs.topk_search", spy)
+    # cross-modal (when not joint) and intra-modal searches (symmetric products) alike
+    for name in ("topk_search", "symmetric_topk_search"):
+        monkeypatch.setattr(f"pillar_rerank.neighbors._pairs.{name}", spy(getattr(_pairs, name)))
     got = build_neighbor_lists(data, 12, max_memory="80MB")
     assert budgets and all(b < 80 * 2**20 for b in budgets) and len(set(budgets)) == 1
     for d in ("i2t", "t2i", "i2i", "t2t"):

@@ -140,3 +140,42 @@ def test_a_transformed_search_ranks_the_transformed_scores(tied, budget, transpo
         pairs.topk(9, index="ivf")
     with pytest.raises(InvalidParameterError, match="needs the exact torch search"):
         topk_search(left, right, 9, backend="faiss", tile_transform=lambda *a: None)
+
+
+@pytest.mark.parametrize("budget", [2**26, 4 * 256 * 700 * 2, 4 * 40 * 700 * 2])  # 1, 3 and 18 row blocks
+@pytest.mark.parametrize("k", [1, 9, 40])
+def test_symmetric_search_scores_half_the_product_and_follows_the_rule(tied, budget, k):
+    from pillar_rerank.neighbors._joint import symmetric_topk_search
+
+    x = tied[1]
+    want_v, want_i = rule_topk(x @ x.T, k)
+    got = symmetric_topk_search(x, k, budget_bytes=budget)
+    np.testing.assert_array_equal(got.ids, want_i)
+    np.testing.assert_array_equal(got.values, want_v)
+
+
+def test_symmetric_search_dense_merge_and_refusal(tied, monkeypatch):
+    import pillar_rerank.neighbors._joint as joint
+
+    x = tied[1]
+    want_v, want_i = rule_topk(x @ x.T, 9)
+    monkeypatch.setattr(joint, "_CANDIDATE_BYTES", 2**40)  # every later block merges densely
+    got = joint.symmetric_topk_search(x, 9, budget_bytes=4 * 40 * 700 * 2)
+    np.testing.assert_array_equal(got.ids, want_i)
+    assert joint.symmetric_topk_search(x, 9, budget_bytes=4 * 8 * 700 * 2) is None  # < k rows per tile
+
+
+def test_intra_modal_searches_use_the_symmetric_product(tied, monkeypatch):
+    import pillar_rerank.neighbors._pairs as pairs_module
+    from pillar_rerank.neighbors import PairScores
+
+    calls = []
+    real = pairs_module.symmetric_topk_search
+    monkeypatch.setattr(pairs_module, "symmetric_topk_search",
+                        lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    x = tied[0]
+    top = PairScores(left=x, right=x).topk(7)
+    assert calls == [x.shape]
+    np.testing.assert_array_equal(top.ids, rule_topk(x @ x.T, 7)[1])
+    PairScores(left=x, right=x.copy()).topk(7)  # two tables: the plain search
+    assert calls == [x.shape]
