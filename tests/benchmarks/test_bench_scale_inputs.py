@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import bench_scale_inputs
 
 
@@ -26,7 +28,12 @@ def test_bare_products_and_ratios_are_measured_in_the_same_process():
     doc = bench_scale_inputs.run([(80, 400)], d=16, max_memory="256MB", out=None, threads=1, bare=True)
     run = doc["runs"][0]
     products = run["bare_products_seconds"]
-    assert set(products) == {"image_text", "text_text", "image_image", "total"}
+    assert set(products) == {"image_text", "text_text", "image_image", "total", "text_text_upper",
+                             "image_image_upper", "searched_total"}
     assert products["total"] > 0
+    assert products["searched_total"] == pytest.approx(
+        products["image_text"] + products["text_text_upper"] + products["image_image_upper"], abs=1e-3)
     assert run["neighbors_over_bare"] == round(run["seconds"]["neighbors"] / products["total"], 3)
+    searched = round(run["seconds"]["neighbors"] / products["searched_total"], 3)
+    assert run["neighbors_over_searched"] == searched
     assert run["build_over_bare"] > run["neighbors_over_bare"] > 0
