@@ -121,17 +121,16 @@ class PairScores:
         """Top-``k`` columns of every row (blockwise matrix top-k or FAISS search).
 
         ``index`` / ``index_params`` choose an approximate FAISS index for embedding searches
-        (see :func:`topk_search`); the top-k of a matrix is always exact and ignores them.
+        (see :func:`topk_search`); the top-k of a matrix, and of transformed (normalised)
+        embedding scores, is always exact and ignores them.
         """
         if self.matrix is not None:
             return topk_rows(self.matrix, k, axis=0 if self.transposed else 1, budget_bytes=budget_bytes)
         q, g = (self.right, self.left) if self.transposed else (self.left, self.right)
         tile_transform = None
         if self.transform is not None:
-            if index != "flat":
-                raise InvalidParameterError(
-                    f"PairScores: normalised scores are searched exactly; index={index!r} searches the "
-                    "raw inner products (use index='flat').")
+            # exact, like the top-k of a normalised matrix: an index holds the raw inner products
+            index, index_params = "flat", None
             transform = self.transform
             gallery_is_column = (transform.axis == 1) != self.transposed
 

@@ -136,8 +136,8 @@ def test_a_transformed_search_ranks_the_transformed_scores(tied, budget, transpo
     rows, cols = torch.tensor([[0, 5]]), torch.tensor([[3, 1, 2]])
     want = (dense.T if transposed else dense)[rows.numpy()[:, :, None], cols.numpy()[:, None, :]]
     np.testing.assert_array_equal(pairs.block(rows, cols).numpy(), want)
-    with pytest.raises(InvalidParameterError, match="searched exactly"):
-        pairs.topk(9, index="ivf")
+    exact = pairs.topk(9, index="ivf")  # like a normalised matrix's top-k: always exact
+    np.testing.assert_array_equal(exact.ids, want_i)
     with pytest.raises(InvalidParameterError, match="needs the exact torch search"):
         topk_search(left, right, 9, backend="faiss", tile_transform=lambda *a: None)
 
