@@ -8,7 +8,9 @@ blocks so that no full queries x gallery matrix is held beyond the input itself:
 * :func:`topk_search` runs an exact inner-product search on embeddings: on CPU as torch matmul
   tiles of whole gallery rows, each tile's top-k taken in place (FAISS ``faiss.knn`` with
   ``backend="faiss"`` and on GPU when FAISS has one);
-* :func:`joint_topk_search` gets the i2t and t2i lists of an embedding pair from one product;
+* :func:`joint_topk_search` gets the i2t and t2i lists of an embedding pair from one product,
+  and :func:`symmetric_topk_search` an intra-modal list (one table against itself) from half of
+  its symmetric product;
 * :class:`PairScores` gives random access to scores of arbitrary (row, column) pairs, from a
   matrix or from two embedding tables, which is what pillar vectors need;
 * :class:`IntraModalScores` chooses where image-image and text-text similarities come from
@@ -30,7 +32,7 @@ from pillar_rerank.neighbors._intra import (
     intra_modal_source,
     second_order_embeddings,
 )
-from pillar_rerank.neighbors._joint import joint_topk_search
+from pillar_rerank.neighbors._joint import joint_topk_search, symmetric_topk_search
 from pillar_rerank.neighbors._lists import (
     DIRECTIONS,
     NeighborLists,
@@ -47,5 +49,6 @@ __all__ = [
     "IndexRecall", "IntraModalScores", "NeighborLists", "PairScores", "TopK", "build_neighbor_lists",
     "cross_modal_scores", "force_self_first", "intra_modal_source", "ivf_nlist", "joint_topk_search",
     "merge_topk",
-    "neighbor_memory_plan", "recall_against_exact", "second_order_embeddings", "topk_rows", "topk_search",
+    "neighbor_memory_plan", "recall_against_exact", "second_order_embeddings", "symmetric_topk_search",
+    "topk_rows", "topk_search",
 ]
