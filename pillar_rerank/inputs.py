@@ -259,12 +259,14 @@ class RetrievalSet:
             for rows in iter_blocks(self.n_images, block_rows(self.n_texts, budget_bytes=budget_bytes)):
                 block = np.asarray(img[rows], dtype=np.float32)
                 img_norm = max(img_norm, max_row_norm(block))
-                if out.dtype == np.float32 and transform is None:  # straight into the result
-                    np.matmul(block, txt.T, out=out[rows])
-                elif transform is None:
-                    out[rows] = block @ txt.T
+                if out.dtype == np.float32:  # straight into the result: no temporary block
+                    product = np.matmul(block, txt.T, out=out[rows])
                 else:
-                    out[rows] = transform.apply_block(block @ txt.T, rows, slice(0, self.n_texts))
+                    product = block @ txt.T
+                if transform is not None:
+                    transform.apply_block(product, rows, slice(0, self.n_texts))
+                if out.dtype != np.float32:
+                    out[rows] = product
         # the embeddings are finite (checked when this set was built); the scan for an overflow
         # is needed only where the norms allow one
         if not product_is_finite(img_norm, max_row_norm(txt), txt.shape[1], out.dtype):

@@ -78,17 +78,16 @@ class GalleryTransform:
         return replace(self, scale=float(scale))
 
     def apply_(self, values: torch.Tensor, gallery_ids: torch.Tensor) -> torch.Tensor:
-        """Transform float32 ``values`` in place; ``gallery_ids`` (int64) broadcasts against them
-        and names each entry's gallery item. Returns ``values``.
+        """Transform float32 ``values`` (at least 1-D) in place; ``gallery_ids`` (int64) broadcasts
+        against them and names each entry's gallery item. Returns ``values``.
 
         Worked in chunks along the first dimension, so a temporary (DSL's exponent) stays small.
         """
         stat = self._stat32.to(values.device)
         ids = gallery_ids.reshape((1,) * (values.dim() - gallery_ids.dim()) + tuple(gallery_ids.shape))
         inv_t, n = 1.0 / float(self.temperature), float(self.n_queries)
-        per_row = max(1, values[0].numel()) if values.dim() > 0 else 1
-        step = max(1, _CHUNK_BYTES // (4 * per_row))
-        for s in range(0, max(1, values.shape[0] if values.dim() else 1), step):
+        step = max(1, _CHUNK_BYTES // (4 * max(1, values[0].numel())))
+        for s in range(0, values.shape[0], step):
             x = values[s:s + step]
             g = stat[ids if ids.shape[0] == 1 else ids[s:s + step]]
             if self.kind == "bias":

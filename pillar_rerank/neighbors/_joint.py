@@ -144,9 +144,9 @@ def symmetric_topk_search(x: np.ndarray, k: int, *, budget_bytes: int) -> TopK |
             continue
         later = [best_v[i1:], best_i[i1:]]  # views: merged in place
         if i0 == 0:
-            for cols in iter_blocks(rest.shape[1], chunk):
-                cv, ci = _stable_topk(rest[:, cols].T.contiguous(), k)
-                later[0][cols], later[1][cols] = cv, ci
+            first: list = [None, None]
+            _dense_column_topk(first, rest, 0, k, chunk)
+            later[0][:], later[1][:] = first
             continue
         mask = rest > later[0][:, k - 1]
         if int(torch.count_nonzero(mask)) > max_candidates:
