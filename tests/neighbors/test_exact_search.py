@@ -179,3 +179,38 @@ def test_intra_modal_searches_use_the_symmetric_product(tied, monkeypatch):
     np.testing.assert_array_equal(top.ids, rule_topk(x @ x.T, 7)[1])
     PairScores(left=x, right=x.copy()).topk(7)  # two tables: the plain search
     assert calls == [x.shape]
+
+
+@pytest.mark.parametrize("search", ["symmetric", "joint"])
+def test_buffered_column_merge_takes_every_path_and_keeps_the_rule(monkeypatch, search):
+    """Candidates wait in k-slot buffers; overflowing buffers and crowded columns merge at once."""
+    import pillar_rerank.neighbors._joint as joint
+
+    x = np.random.default_rng(5).integers(-3, 4, (2000, 8)).astype(np.float32)  # exact, some ties
+    if search == "symmetric":  # later rows score higher: some columns get more than k from a tile
+        x = x[np.argsort(x.sum(1), kind="stable")]
+    calls = {"buffer merges": 0, "direct merges": 0}
+    real_merge, real_direct = joint._ColumnCandidates.merge, joint._merge_candidates
+
+    def spy_merge(self, start, stop, **kw):
+        calls["buffer merges"] += int(self.fill[start:stop].any())
+        return real_merge(self, start, stop, **kw)
+
+    monkeypatch.setattr(joint._ColumnCandidates, "merge", spy_merge)
+
+    def spy_direct(*args):
+        calls["direct merges"] += 1
+        return real_direct(*args)
+
+    monkeypatch.setattr(joint, "_merge_candidates", spy_direct)
+    monkeypatch.setattr(joint, "_CANDIDATE_BYTES", 1)  # no dense fallback in these small tiles
+    k, budget = 9, 4 * 40 * 2000 * 2  # 40-row blocks
+    if search == "symmetric":
+        got = joint.symmetric_topk_search(x, k, budget_bytes=budget)
+        want_v, want_i = rule_topk(x @ x.T, k)
+    else:
+        got = joint.joint_topk_search(x, x[-100:], 5, k, budget_bytes=4 * 2 * 256 * 100)[1]  # 8 tiles
+        want_v, want_i = rule_topk(x[-100:] @ x.T, k)
+    np.testing.assert_array_equal(got.ids, want_i)
+    np.testing.assert_array_equal(got.values, want_v)
+    assert calls["buffer merges"] > 0 and calls["direct merges"] > 0, calls
