@@ -76,12 +76,19 @@ def _refuse_foreign(results_dir: Path) -> None:
 @_README
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep the runs of each existing result file whose parameters match a planned run (each "
+    "keeps its own commit and date) and run only the others: a new seed or point, or what a stopped "
+    "run left.",
+)
+@click.option(
     "--scratch",
     is_flag=True,
     help=f"Write to {SCRATCH_RESULTS} (git-ignored) instead of --results-dir; the default for --suite "
     "smoke and --quick, so trial figures never land beside the published ones.",
 )
-def run(suite, only, results_dir, data_root, quick, timeout, readme, no_report, scratch):
+def run(suite, only, results_dir, data_root, quick, timeout, readme, no_report, resume, scratch):
     """Run a suite; then re-render the results README, report and (with --readme) the README block.
 
     Smoke and --quick runs go to the git-ignored scratch folder unless --results-dir is given.
@@ -110,6 +117,7 @@ def run(suite, only, results_dir, data_root, quick, timeout, readme, no_report, 
             quick=quick,
             command=command,
             timeout_s=timeout,
+            resume=resume,
         )
         written = publish(results_dir, readme=readme, html_report=not no_report)
     except PillarRerankError as exc:

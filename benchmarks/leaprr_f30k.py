@@ -267,44 +267,55 @@ def _torch_threads() -> int:
 TEST_NAMES = {"f30k_holdout": "F30K held-out 1,000", "coco5k_test": "COCO 5K (other domain)"}
 
 
-def _rows(figs: list[dict[str, Any]], test: str) -> list[tuple[str, str, list[dict[str, float]]]]:
-    """(method, kind, per-seed recall dicts) of one test set, in table order."""
+Row = tuple[str, str, list[dict[str, float]], list[float]]
+
+
+def _rows(figs: list[dict[str, Any]], test: str) -> list[Row]:
+    """(method, kind, recall dicts, base RSUMs) of one test set, in table order: one entry per seed
+    that has the row (a variant may have been trained for fewer seeds than the others)."""
     ev = [f["evaluation"][test] for f in figs]
-    rows = [("base", "input", [e["base"] for e in ev])]
+    base = [e["base"]["RSUM"] for e in ev]
+    rows = [("base", "input", [e["base"] for e in ev], base)]
     for m in ev[0]["methods"]:
         kind = "transductive" if ev[0]["methods"][m]["transductive"] else "training-free"
-        rows.append((f"{m} (tuned per direction)", kind, [e["methods"][m] for e in ev]))
+        rows.append((f"{m} (tuned per direction)", kind, [e["methods"][m] for e in ev], base))
     for variant, label in (("alone", "LeaPRR"), ("best", "{n} -> LeaPRR"), ("dsl", "{n} -> LeaPRR")):
-        entries = [f["leaprr"].get(variant) for f in figs]
-        if not entries[0] or "tests" not in entries[0]:
+        seeds = [(f["leaprr"].get(variant), b) for f, b in zip(figs, base)]
+        seeds = [(e, b) for e, b in seeds if e and "tests" in e]
+        if not seeds:
             continue
-        name = label.format(n=entries[0]["normalize"])
+        name = label.format(n=seeds[0][0]["normalize"])
         for (output, rule), suffix in LEAPRR_MODES.items():
-            if any(f"{output}/{rule}" not in e["tests"][test] for e in entries):
+            if any(f"{output}/{rule}" not in e["tests"][test] for e, _ in seeds):
                 continue  # figures written before this row existed
             rows.append((f"{name} ({suffix})", "learned",
-                         [e["tests"][test][f"{output}/{rule}"] for e in entries]))
+                         [e["tests"][test][f"{output}/{rule}"] for e, _ in seeds], [b for _, b in seeds]))
     return rows
 
 
 def _note(size: int, figs: list[dict[str, Any]]) -> str:
     """The protocol and training configuration behind one size's tables."""
 
-    trained = {v: e for v, e in figs[0]["leaprr"].items() if "config" in e}
+    trained: dict[str, dict[str, Any]] = {}  # each variant as its first seed trained it
+    for f in figs:
+        for v, e in f["leaprr"].items():
+            if "config" in e:
+                trained.setdefault(v, e)
     cfg = next(iter(trained.values()))["config"] if trained else {}
     keys = ("embed_dim", "depth", "num_heads", "epochs", "batch_size", "lr", "list_len_i2t", "list_len_t2i")
-    fit = ", ".join(f"{v}: {_seconds([f['leaprr'][v]['fit_s'] for f in figs])}" for v in trained)
+    fit = ", ".join(f"{v}: {_seconds([f['leaprr'][v]['fit_s'] for f in figs if v in f['leaprr']])}"
+                    for v in trained)
     sides = (f"Training side: first {size} items of f30k_train (held-out: its last 1,000); model "
              "selection and fusion weights on f30k_dev" if figs[0].get("sides", "f30k") == "f30k" else
              "COCO protocol a: training side coco1k_dev items 0-799, model selection and fusion "
              "weights on items 800-999 (200 x 800)")
-    rules = "; ".join(f"{v}: " + ", ".join(_rules_text(figs[0]["leaprr"][v]["fusion"], o)
-                                          for o in ("mean", "per_direction")) for v in trained)
+    rules = "; ".join(f"{v}: " + ", ".join(_rules_text(e["fusion"], o) for o in ("mean", "per_direction"))
+                      for v, e in trained.items())
     bank = figs[0].get("bank")
     banks = (f"banks from its first {bank[0]:,} items" if bank and bank[0] < figs[0]["train_items"]
              else "banks from it")
     return (sides + f"; training-free methods tuned on the training side, {banks}. Rules of the "
-            f"dev-chosen rows (seed {figs[0]['seed']}): {rules}. LeaPRR: "
+            f"dev-chosen rows (each variant's first seed): {rules}. LeaPRR: "
             + ", ".join(f"{k}={cfg.get(k)}" for k in keys)
             + f"; seeds {sorted(f['seed'] for f in figs)}; fit seconds per variant: {fit}.")
 
@@ -352,10 +363,9 @@ def summarize(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         note = _note(size, figs)
         summary: dict[str, dict[str, Any]] = {}
         for test in figs[0]["evaluation"]:
-            base = [f["evaluation"][test]["base"]["RSUM"] for f in figs]
             label = TEST_NAMES.get(test, test)
             records = []
-            for method, kind, vals in _rows(figs, test):
+            for method, kind, vals, base in _rows(figs, test):
                 delta = mean_spread([v["RSUM"] - b for v, b in zip(vals, base)])
                 records.append({"method": method, "kind": kind, "seeds": len(vals),
                                 **{k.replace("_", " "): mean_spread([v[k] for v in vals]) for k in KEYS},

@@ -322,12 +322,18 @@ def run_benchmark(
     command: str = "",
     meta: dict[str, Any] | None = None,
     timeout_s: float | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Run one benchmark (all its points and seeds) and write its result JSON; returns it."""
+    """Run one benchmark (all its points and seeds) and write its result JSON; returns it.
+
+    With ``resume``, the runs of the existing result file whose parameters equal a planned run's
+    are kept (each with its own commit and date) instead of run again.
+    """
     meta = meta or {"machine": machine_info(), "versions": versions(), "git": git_info()}
     run_params = bench.runs(quick=quick)
     if bench.data_files:
         run_params = [{**p, bench.data_param: str(data_root)} for p in run_params]
+    finished = _finished_runs(bench, results_dir, quick) if resume else {}
     result: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
         "suite": bench.suite,
@@ -359,7 +365,20 @@ def run_benchmark(
         # A run that fails or skips is recorded and the other runs go on: a partial result
         # (status "failed", its reason the first failure) still keeps every measured run.
         problems: dict[str, list[str]] = {"failed": [], "skipped": []}
+        # kept runs first, so that the file written after each new run holds all of them
+        to_run = []
         for params in run_params:
+            kept = finished.get(_params_key(params))
+            if kept is None:
+                to_run.append(params)
+                continue
+            logger.info("keeping %s %s from %s", bench.key, params, kept["git"].get("commit"))
+            result["runs"].append(kept)
+            result["notes"].append(
+                f"run {json.dumps(params, default=str)} kept from the earlier result of "
+                f"{kept['date']} (commit {kept['git'].get('commit')}, dirty {kept['git'].get('dirty')})."
+            )
+        for params in to_run:
             logger.info("running %s %s", bench.key, params)
             record = run_isolated(bench.target, params, timeout_s=timeout_s or bench.timeout_s)
             if record["status"] != "ok":
@@ -395,6 +414,26 @@ def run_benchmark(
     else:
         result["status"] = "skipped"
     return _summarize_and_save(bench, result, reason, results_dir)
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _finished_runs(bench: Benchmark, results_dir: Path, quick: bool) -> dict[str, dict[str, Any]]:
+    """The runs of ``bench``'s existing result file by their parameters, each with its provenance.
+
+    Only a file of the same target and mode (quick or not) counts; a run keeps the ``git`` and
+    ``date`` it already carries (kept before) or else those of its file.
+    """
+    path = results_dir / bench.suite / f"{bench.name}.json"
+    if not path.exists():
+        return {}
+    old = validate_result(load_json(path, name="result"), source=str(path))
+    if old["config"].get("target") != bench.target or bool(old["config"].get("quick")) != quick:
+        return {}
+    return {_params_key(r["params"]): {**r, "git": r.get("git", old["git"]),
+                                       "date": r.get("date", old["date"])} for r in old["runs"]}
 
 
 def _summarize_and_save(bench: Benchmark, result: dict[str, Any], reason: str | None,
@@ -439,6 +478,7 @@ def run_suite(
     quick: bool = False,
     command: str = "",
     timeout_s: float | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Run benchmarks in order; metadata is gathered once and shared."""
     results_dir = Path(results_dir)
@@ -453,6 +493,7 @@ def run_suite(
             command=command,
             meta=meta,
             timeout_s=timeout_s,
+            resume=resume,
         )
         for b in benchmarks
     ]

@@ -132,4 +132,23 @@ def test_one_point_per_variant_summarises_as_one_seed():
     assert not any(m.startswith("LeaPRR") for m in methods)
     (chains,) = [b for b in get_suite("accuracy") if b.name == "leaprr_f30k_chains"]
     assert [(r["train_items"], r["seed"], r["variants"]) for r in chains.runs()] == [
-        (28_000, 0, ["dsl"]), (28_000, 0, ["best"])]
+        (28_000, 0, ["dsl"]), (28_000, 1, ["dsl"]), (28_000, 2, ["dsl"]), (28_000, 0, ["best"])]
+
+
+def test_a_variant_trained_for_fewer_seeds_is_summarised_over_its_own():
+    """Chains: DSL -> LeaPRR for seeds 0-2, NNN -> LeaPRR for seed 0 only."""
+    runs = []
+    for seed, variants in ((0, ("dsl", "best")), (1, ("dsl",)), (2, ("dsl",))):
+        figs = _figures(seed, float(seed))
+        figs["leaprr"] = {v: figs["leaprr"][v] for v in variants}
+        for test in figs["evaluation"].values():  # a base that differs per seed
+            test["base"]["RSUM"] = 300.0 + seed
+        runs.append({"figures": figs})
+    detail = summarize(runs, None)["tables"][1]
+    rows = {r[0]: dict(zip(detail["columns"], r)) for r in detail["rows"]}
+    dsl = rows["dsl -> LeaPRR (per direction, overwrite)"]
+    nnn = rows["nnn -> LeaPRR (per direction, overwrite)"]
+    assert dsl["seeds"] == 3 and nnn["seeds"] == 1
+    assert dsl["RSUM"]["mean"] == pytest.approx(291.0)  # 290 + seed shift 0, 1, 2
+    assert dsl["ΔRSUM"]["mean"] == pytest.approx(-10.0) and nnn["ΔRSUM"] == pytest.approx(-10.0)  # one seed
+    assert "seeds [0, 1, 2]" in detail["notes"] and "dsl: 10 ± 0 s, best: 10 s" in detail["notes"]

@@ -255,3 +255,29 @@ def test_benchmark_modules_have_no_entry_point_of_their_own():
     own = [p.name for p in root.glob("*.py")
            if p.name not in ("__main__.py", "worker.py") and '__name__ == "__main__"' in p.read_text()]
     assert own == [], f"run these through `python -m benchmarks run --suite ... --only ...`: {own}"
+
+
+def test_resume_keeps_matching_runs_with_their_provenance_and_runs_the_rest(targets, tmp_path):
+    path = tmp_path / "results" / "speed" / "grow.json"
+    one_seed = Benchmark("speed", "grow", "Grow", f"{targets}:allocate", params={"mb": 1}, seeds=(0,))
+    first = run(one_seed, tmp_path)
+    old = load_json(path)
+    old["git"] = {"commit": "0" * 40, "dirty": True}  # as if measured on another commit
+    path.write_text(json.dumps(old))
+    grown = Benchmark("speed", "grow", "Grow", f"{targets}:allocate", params={"mb": 1}, seeds=(0, 1))
+    res = run(grown, tmp_path, resume=True)
+    kept, new = res["runs"]
+    assert kept["wall_s"] == first["runs"][0]["wall_s"] and kept["git"]["commit"] == "0" * 40
+    assert kept["date"] == old["date"] and new["params"]["seed"] == 1 and "git" not in new
+    assert any("kept from the earlier result" in n and "0" * 40 in n for n in res["notes"])
+    validate_result(load_json(path))
+    again = run(grown, tmp_path, resume=True)  # a kept run keeps its own commit, not the file's
+    assert again["runs"][0]["git"]["commit"] == "0" * 40 and again["runs"][1]["wall_s"] == new["wall_s"]
+    assert again["runs"][1]["git"] == res["git"]
+    rerun = run(grown, tmp_path)  # without resume everything runs again
+    assert not any("kept" in n for n in rerun["notes"])
+    moved = load_json(path)
+    moved["config"]["target"] = "somewhere.else:run"
+    path.write_text(json.dumps(moved))
+    other = run(grown, tmp_path, resume=True)  # another target's runs are never kept
+    assert not any("kept" in n for n in other["notes"])
