@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,6 +56,13 @@ class TrainingFreeReranker(BaseReranker):
     def _check_bank_k(self, k: int, n_bank: int, name: str = "k") -> int:
         return check_int(k, name=name, owner=type(self).__name__, low=1, high=n_bank,
                          high_name="n_bank_queries")
+
+
+def as_readonly_tensor(array: np.ndarray) -> torch.Tensor:
+    """Wrap a (possibly read-only) array without a copy; the tensor is only read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+        return torch.from_numpy(array)
 
 
 def as_float32_copy(scores: np.ndarray) -> np.ndarray:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
 from pillar_rerank._validation import Interval
-from pillar_rerank.baselines._common import BLOCK_BYTES_RULE, TrainingFreeReranker
+from pillar_rerank.baselines._common import BLOCK_BYTES_RULE, TrainingFreeReranker, as_readonly_tensor
 from pillar_rerank.utils.blocks import DEFAULT_BLOCK_BYTES, iter_blocks
 
 _CACHE_BYTES = 16 * 2**20  # a block and its temporary fit in a large L2/L3
@@ -87,7 +85,7 @@ class DualSoftmax(TrainingFreeReranker):
                 z *= x
                 z *= scale
             else:
-                xt = _as_tensor(x).to(device)
+                xt = as_readonly_tensor(x).to(device)
                 zt = xt * inv_t
                 zt.sub_(zt.amax(dim=axis, keepdim=True)).exp_()
                 scale_t = (n_queries / zt.sum(dim=axis, keepdim=True, dtype=torch.float64)).float()
@@ -98,9 +96,3 @@ class DualSoftmax(TrainingFreeReranker):
                 out[:, cols] = z
         return out.T if by_rows else out
 
-
-def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    """Wrap a (possibly read-only) array without a copy; the tensor is only read."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
-        return torch.from_numpy(array)

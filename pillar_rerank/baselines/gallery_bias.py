@@ -32,7 +32,12 @@ import numpy as np
 import torch
 
 from pillar_rerank._validation import Interval, check_k
-from pillar_rerank.baselines._common import BLOCK_BYTES_RULE, TrainingFreeReranker, as_float32_copy
+from pillar_rerank.baselines._common import (
+    BLOCK_BYTES_RULE,
+    TrainingFreeReranker,
+    as_float32_copy,
+    as_readonly_tensor,
+)
 from pillar_rerank.baselines._stream import (
     column_logsumexp,
     column_mean,
@@ -83,7 +88,11 @@ class GalleryBias(TrainingFreeReranker):
         self._check_is_fitted()
         scores = self._check_rerank_scores(scores)
         bias = self.bias_.astype(np.float32)
-        if self.active_ is None:  # one pass: the subtraction writes the new array (input's layout)
+        if self.active_ is None and scores.dtype == np.float32:
+            # one pass on all threads (numpy's is single-threaded); the new array keeps the
+            # input's layout, so the transposed view of the t2i direction is not copied
+            return torch.sub(as_readonly_tensor(scores), torch.from_numpy(bias)).numpy()
+        if self.active_ is None:
             return np.subtract(scores, bias[None, :], dtype=np.float32)
         out = as_float32_copy(scores)
         rows = self.active_[np.argmax(out, axis=1)]

@@ -383,3 +383,22 @@ def test_nnn_on_an_uncomputed_embedding_bank_never_stores_it(rng):
         got = cls(block_bytes=2**16, **kw).fit(lazy).bias_
         assert not lazy.is_checked                     # never computed bank-major, never stored
         np.testing.assert_allclose(got, cls(**kw).fit(dense).bias_, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_bias_subtraction_keeps_the_layout_and_equals_numpy(rng, dtype):
+    """rerank of a read-only transposed view (apply_both's t2i matrix): the exact float32
+    difference, laid out like the input (no transposed copy), writable, the input untouched."""
+    from pillar_rerank.baselines import get_baseline
+
+    bank = rng.standard_normal((60, 40)).astype(np.float32)
+    scores = rng.standard_normal((40, 25)).astype(dtype)
+    view = scores.T  # (25 queries, 40 gallery items), Fortran-ordered
+    view.flags.writeable = False
+    before = scores.copy()
+    est = get_baseline("nnn", k=5).fit(bank)
+    got = est.rerank(view)
+    want = np.subtract(view, est.bias_.astype(np.float32)[None, :], dtype=np.float32)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.float32 and got.flags.writeable and got.flags.f_contiguous
+    np.testing.assert_array_equal(scores, before)
