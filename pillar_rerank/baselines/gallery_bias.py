@@ -88,7 +88,7 @@ class GalleryBias(TrainingFreeReranker):
         self._check_is_fitted()
         scores = self._check_rerank_scores(scores)
         bias = self.bias_.astype(np.float32)
-        if self.active_ is None and scores.dtype == np.float32:
+        if self.active_ is None and scores.dtype == np.float32 and min(scores.strides) >= 0:
             # one pass on all threads (numpy's is single-threaded); the new array keeps the
             # input's layout, so the transposed view of the t2i direction is not copied
             return torch.sub(as_readonly_tensor(scores), torch.from_numpy(bias)).numpy()

@@ -402,3 +402,4 @@ def test_bias_subtraction_keeps_the_layout_and_equals_numpy(rng, dtype):
     np.testing.assert_array_equal(got, want)
     assert got.dtype == np.float32 and got.flags.writeable and got.flags.f_contiguous
     np.testing.assert_array_equal(scores, before)
+    np.testing.assert_array_equal(est.rerank(view[::-1]), want[::-1])  # torch cannot wrap it: numpy's path
