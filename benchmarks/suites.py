@@ -254,8 +254,8 @@ SUITES: dict[str, list[Benchmark]] = {
             "alone, after the best normaliser and after DSL, with the score fusion and with the "
             "reference's overwrite, on the held-out items and COCO 5K. Reduced CPU configuration "
             "(embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs, lists 32/16); 28,000 training "
-            "items, seeds 0, 1 and 2, LeaPRR alone (accuracy/leaprr_f30k_seeds: 4,000 items, seeds 0-2, also after "
-            "the normalisers).",
+            "items, seeds 0, 1 and 2, LeaPRR alone (accuracy/leaprr_f30k_seeds: 4,000 items, seeds 0-2, "
+            "also after the normalisers).",
             # LeaPRR alone; after the normalisers at this size: accuracy/leaprr_f30k_chains
             params={"variants": ["alone"], "config": F30K_CONFIG},
             # seeds 1 and 2 were added later with --resume

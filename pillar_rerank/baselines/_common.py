@@ -44,6 +44,15 @@ class TrainingFreeReranker(BaseReranker):
         return check_float_matrix(scores, name=f"scores given to {type(self).__name__}.rerank",
                                   shape=(None, n_gallery))
 
+    def _rerank_into(self, scores: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``rerank(scores)``, possibly written over ``out``: an array of ``scores``' shape and
+        layout that the caller owns and will not read again (it may be ``scores``' own memory).
+
+        For :func:`apply_both`, whose score matrix is its own product: the last direction re-ranks
+        it in place, one matrix-sized allocation less. Methods that cannot return a new array.
+        """
+        return self.rerank(scores)
+
     def _require(self, value: Any, what: str, *, n_gallery: int | None = None,
                  n_rows: int | None = None) -> Any:
         if value is None:

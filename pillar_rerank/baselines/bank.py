@@ -244,19 +244,24 @@ def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | No
             f"apply_both: t2i_method must be a {type(method).__name__} too; got {type(t2i_method).__name__}."
         )
     bank = (bank or Bank()).check_against(data)
-    scores, scores_t = _checked_scores(data)
+    scores, scores_t, owned = _checked_scores(data)
     methods = {"i2t": method, "t2i": t2i_method or method}
     results = {}
-    steps = (("i2t", scores), ("t2i", scores_t))
+    # t2i first: i2t, the last to read the matrix, may then re-rank our own product in place
+    steps = (("t2i", scores_t), ("i2t", scores))
     for direction, matrix in progress(steps, desc=type(method).__name__, disable=not show_progress,
                                       unit="direction"):
-        results[direction] = fit_direction(methods[direction], data, bank, direction).rerank(matrix)
+        fitted = fit_direction(methods[direction], data, bank, direction)
+        results[direction] = fitted.rerank(matrix) if direction == "t2i" or owned is None \
+            else fitted._rerank_into(matrix, out=owned)
     return data.with_results(results["i2t"], t2i_scores=np.ascontiguousarray(results["t2i"].T),
                              name=f"{data.name}+{type(method).__name__}")
 
 
-def _checked_scores(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray]:
-    """``data``'s float32 score matrix and its transpose, as read-only views known to be finite.
+def _checked_scores(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``data``'s float32 score matrix and its transpose, as read-only views known to be finite,
+    and the matrix itself where it is a new array of ours (a product of the embeddings or a
+    conversion of the given scores; else None): one the last reader may overwrite.
 
     The values were scanned once already: given scores when ``data`` was built, a product of
     embeddings by :meth:`RetrievalSet.similarity`; only a conversion to float32 (float64 scores
@@ -272,4 +277,5 @@ def _checked_scores(data: RetrievalSet) -> tuple[np.ndarray, np.ndarray]:
     view_t = view.T
     mark_finite(view)
     mark_finite(view_t)
-    return view, view_t
+    owned = data.scores is None or not np.may_share_memory(scores, np.asarray(data.scores))
+    return view, view_t, scores if owned else None

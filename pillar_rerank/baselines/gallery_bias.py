@@ -99,6 +99,17 @@ class GalleryBias(TrainingFreeReranker):
         out[rows] -= bias[None, :]
         return out
 
+    def _rerank_into(self, scores: np.ndarray, out: np.ndarray) -> np.ndarray:
+        self._check_is_fitted()
+        checked = self._check_rerank_scores(scores)
+        if (self.active_ is not None or checked.dtype != np.float32 or out.dtype != np.float32
+                or out.shape != checked.shape or out.strides != checked.strides
+                or min(out.strides) < 0 or not out.flags.writeable):
+            return self.rerank(scores)
+        torch.sub(as_readonly_tensor(checked), torch.from_numpy(self.bias_.astype(np.float32)),
+                  out=torch.from_numpy(out))
+        return out
+
     def _estimate(self, bank: Any, device: torch.device) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 

@@ -18,6 +18,7 @@ from pillar_rerank.baselines import (
 )
 from pillar_rerank.baselines.tuning import parameter_grid, split_dev, tune
 from pillar_rerank.exceptions import InvalidInputError, InvalidParameterError
+from pillar_rerank.inputs import RetrievalSet
 from pillar_rerank.metrics import recall_metrics
 
 
@@ -50,6 +51,40 @@ def test_apply_both_directions_and_multi_captions(sides):
     np.testing.assert_array_equal(test.scores, before)
     m = recall_metrics(out.scores, out.relevance, t2i_scores=out.t2i_scores)
     assert 0 <= m["RSUM"] <= 600
+
+
+@pytest.mark.parametrize("name", ["inverted_softmax", "nnn", "csls", "dn", "sinkhorn", "qb_norm", "dsl"])
+def test_apply_both_reranks_only_its_own_product_in_place(sides, monkeypatch, name):
+    """From embeddings the i2t direction may overwrite the product apply_both made (the same
+    values as from given scores); given scores are never written to or returned."""
+    bank_side, test = sides
+    bank = bank_from_embeddings(bank_side, test)
+    params = {"k": 2} if name in ("nnn", "csls") else {}
+    products, copies = [], []
+    product = RetrievalSet._product
+
+    def spy(self, *args, **kwargs):
+        products.append(product(self, *args, **kwargs))
+        copies.append(products[-1].copy())
+        return products[-1]
+
+    monkeypatch.setattr(RetrievalSet, "_product", spy)
+    from_embeddings = RetrievalSet(relevance=test.relevance, image_embeddings=test.image_embeddings,
+                                   text_embeddings=test.text_embeddings, name="emb")
+    out = apply_both(get_baseline(name, **params), from_embeddings, bank)
+    given = copies[0]
+    with_scores = RetrievalSet(relevance=test.relevance, scores=given, name="given")
+    ref = apply_both(get_baseline(name, **params), with_scores, bank)
+    np.testing.assert_array_equal(with_scores.scores, copies[0])  # the given scores untouched
+    np.testing.assert_array_equal(out.scores, ref.scores)
+    np.testing.assert_array_equal(out.t2i_scores, ref.t2i_scores)
+    assert not np.shares_memory(ref.scores, given)
+    # the gallery-bias family (qb_norm excepted: it subtracts on some rows only) reuses the product
+    assert np.shares_memory(out.scores, products[0]) == (name not in ("qb_norm", "dsl"))
+    # a float64 matrix converted to float32 is apply_both's own array as well
+    converted = apply_both(get_baseline(name, **params),
+                           RetrievalSet(relevance=test.relevance, scores=given.astype(np.float64)), bank)
+    np.testing.assert_allclose(converted.scores, ref.scores, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
