@@ -155,6 +155,20 @@ def missing_requirements(bench: Benchmark, data_root: Path) -> str | None:
     return None
 
 
+def _raise_on_sigterm() -> Any:
+    """Make SIGTERM (a plain ``kill``) raise SystemExit in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, so the worker's process group is killed on the way out instead of being
+    left running; returns the handler to restore (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return signal.SIG_DFL if previous is None else previous
+
+
 def run_isolated(target: str, params: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:
     """Run ``target(**params)`` in a fresh interpreter and return the worker's record.
 
@@ -187,6 +201,7 @@ def run_isolated(target: str, params: dict[str, Any], *, timeout_s: float) -> di
 
         timer = threading.Timer(timeout_s, kill_group)
         timer.start()
+        on_term = _raise_on_sigterm()
         try:
             for line in proc.stdout:
                 tail.append(line.rstrip())
@@ -195,9 +210,11 @@ def run_isolated(target: str, params: dict[str, Any], *, timeout_s: float) -> di
         finally:
             timed_out = not timer.is_alive() and proc.returncode != 0
             timer.cancel()
-            if proc.poll() is None:  # interrupted (e.g. Ctrl-C): do not leave the run behind
+            if proc.poll() is None:  # interrupted (Ctrl-C, kill): do not leave the run behind
                 kill_group()
                 proc.wait()
+            if on_term is not None:
+                signal.signal(signal.SIGTERM, on_term)
         if timed_out:
             return {
                 "status": "failed",

@@ -47,6 +47,16 @@ TARGETS = textwrap.dedent("""
         return {"runs_on_disk": len(data["runs"]), "notes": data["notes"]}
 
 
+    def sleep_noting_pid(*, path):
+        import os
+        import time
+
+        with open(path + ".tmp", "w") as fh:
+            fh.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)
+        time.sleep(60)
+
+
     def sleep(**kwargs):
         import time
 

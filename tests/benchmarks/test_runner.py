@@ -1,12 +1,18 @@
 import datetime as dt
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks.publish import END_MARKER, START_MARKER, publish, render_results_readme, update_readme
-from benchmarks.runner import resummarize, run_benchmark, run_suite
+from benchmarks.runner import REPO_ROOT, resummarize, run_benchmark, run_suite
 from benchmarks.suites import SUITES, Benchmark
 from pillar_rerank.exceptions import InvalidInputError
 from pillar_rerank.io import load_json
@@ -111,6 +117,39 @@ def test_the_result_file_is_rewritten_after_each_run(targets, tmp_path):
 def test_a_run_past_its_limit_is_killed(targets, tmp_path):
     res = run(Benchmark("speed", "slow", "Slow", f"{targets}:sleep", timeout_s=2), tmp_path)
     assert res["status"] == "failed" and res["reason"] == "timed out after 2 s."
+
+
+def test_a_killed_runner_takes_its_worker_with_it(targets, tmp_path):
+    """SIGTERM to the runner (a plain ``kill``) kills the worker too: no orphan left running."""
+    pid_file = tmp_path / "worker.pid"
+    code = ("from benchmarks.runner import run_isolated; "
+            f"run_isolated('{targets}:sleep_noting_pid', {{'path': {str(pid_file)!r}}}, timeout_s=120)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.environ["PYTHONPATH"], str(REPO_ROOT)])}
+    runner = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists():
+            assert runner.poll() is None and time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while _alive(worker):
+            assert time.monotonic() < deadline, f"worker {worker} still running after its runner was killed"
+            time.sleep(0.05)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")   # a zombie waiting for init to reap it is not running
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 def test_resummarize_rederives_tables_from_the_runs(targets, tmp_path):
