@@ -237,7 +237,9 @@ def apply_both(method: TrainingFreeReranker, data: RetrievalSet, bank: Bank | No
     RetrievalSet
         ``data`` with ``scores`` = the i2t result and ``t2i_scores`` = the t2i result, both in
         image x text orientation (``recall_metrics(out.scores, out.relevance,
-        t2i_scores=out.t2i_scores)`` evaluates it).
+        t2i_scores=out.t2i_scores)`` evaluates it). Given scores are never written to; where the
+        matrix is apply_both's own (a product of the embeddings, or given scores converted to
+        float32), the gallery-bias methods re-rank i2t in place, in that matrix's memory.
     """
     if t2i_method is not None and type(t2i_method) is not type(method):
         raise InvalidInputError(
