@@ -115,7 +115,7 @@ class Trainer:
         img_unique, img_items, txt_lists = img_unique.to(dev), img_items.to(dev), txt_lists.to(dev)
         t2i_map, i2t_map = t2i_map.to(dev), i2t_map.to(dev)
         inverse = inverse.to(dev)
-        with autocast(dev, self.cfg.precision):
+        with autocast(dev, self.cfg.precision, training=True):
             s_img = model.i2t.score_lists(img_unique)[inverse]
             s_txt = model.t2i.score_lists(txt_lists)
             s_t2i_map = model.t2i.score_lists(t2i_map)

@@ -83,6 +83,27 @@ def test_constructor_stores_only_and_unfitted_raises(data):
     assert PillarReranker().clone().get_params() == {"config": None}
 
 
+@pytest.mark.parametrize(("precision", "trained_in"), [("auto", torch.float32), ("bf16", torch.bfloat16)])
+def test_auto_precision_trains_in_fp32_on_native_bf16(data, monkeypatch, precision, trained_in):
+    """On a CPU with native bf16, "auto" trains in fp32 (bf16 re-ranking only); "bf16" trains in bf16."""
+    from pillar_rerank import training
+    from pillar_rerank.utils import device as device_mod
+
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+    seen = []
+    original = training.autocast
+
+    def spy(*args, **kwargs):
+        context = original(*args, **kwargs)
+        seen.append(getattr(context, "fast_dtype", torch.float32))
+        return context
+
+    monkeypatch.setattr(training, "autocast", spy)
+    train, dev = data
+    PillarReranker(CFG.replace(epochs=1, precision=precision)).fit(train, dev, verbose=False)
+    assert seen and set(seen) == {trained_in}
+
+
 def test_fit_sets_learned_attributes(fitted, data):
     assert fitted.n_images_in_ == 60 and fitted.n_texts_in_ == 180
     assert fitted.history_["selected"] == "best_dev_rsum"

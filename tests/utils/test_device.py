@@ -92,6 +92,20 @@ def test_auto_precision_follows_detected_cpu_bf16(fake_cpu, kw, expected):
     assert resolve_precision(cpu, "bf16") == "bf16"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_trains_in_fp32_even_where_bf16_is_native(fake_cpu, native):
+    from pillar_rerank.utils.device import autocast, resolve_precision
+
+    fake_cpu(flags=("avx512f", "avx512_bf16") if native else ())
+    cpu, a = torch.device("cpu"), torch.ones(4, 4)
+    assert resolve_precision(cpu, "auto", training=True) == "fp32"
+    assert resolve_precision(cpu, "auto") == ("bf16" if native else "fp32")   # re-ranking
+    with autocast(cpu, "auto", training=True):
+        assert (a @ a).dtype == torch.float32
+    with autocast(cpu, "bf16", training=True):   # asked for: kept
+        assert (a @ a).dtype == torch.bfloat16
+
+
 def test_auto_precision_on_this_machine_matches_its_cpu_flags():
     from pathlib import Path
 
