@@ -232,11 +232,13 @@ SUITES: dict[str, list[Benchmark]] = {
             "LeaPRR in fp32 and bf16 on the COCO caption proxy",
             "benchmarks.precision:run",
             description="A reduced LeaPRR model trained in fp32 re-ranks in fp32 and bf16 (same weights), "
-            "and one trained in bf16 re-ranks in bf16: RSUM, largest score difference and times per "
-            "protocol. Times only mean something where bf16 is native (the result says whether it "
+            "and (protocol a) one trained in bf16 re-ranks in bf16: RSUM, largest score difference and "
+            "times per protocol. Times only mean something where bf16 is native (the result says whether it "
             "was emulated).",
+            # bf16 training on protocol a only: emulated (no native bf16 here) it takes 9.9x the
+            # fp32 fit, about 25 min at protocol b's 3,200 training items
             points=({"protocol": "a", "config": LEAPRR_ACCURACY_CONFIG["a"]},
-                    {"protocol": "b", "config": LEAPRR_ACCURACY_CONFIG["b"]}),
+                    {"protocol": "b", "config": LEAPRR_ACCURACY_CONFIG["b"], "train_bf16": False}),
             quick_points=({"protocol": "a", "config": {"epochs": 1, "embed_dim": 32, "num_heads": 2}},),
             requires=("benchmarks.precision", "pillar_rerank.reranker"),
             data_files=COCO_FILES,
