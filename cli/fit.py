@@ -46,7 +46,8 @@ CONFIG_HELP = {
     "attention": "dense: the paper's attention; sparse: graph edges only (torch-geometric).",
     "seed": "Seed of the initialisation, data order and caption sampling.",
     "device": "cpu, cuda or cuda:N (unset: CUDA when available).",
-    "precision": "auto: bf16 autocast on a CUDA GPU with bf16 and on CPUs with native bf16, fp32 elsewhere.",
+    "precision": "auto: re-rank under bf16 autocast on a CUDA GPU with bf16 and on CPUs with native bf16, "
+                 "fp32 elsewhere; always train in fp32.",
     "normalize": "Training-free normaliser applied before LeaPRR (e.g. nnn, dsl).",
     "score_fusion": "overwrite: the network's cosines replace the re-ranked entries (the paper's); zscore: "
                     "each direction's rule chosen on the dev side among the input, per-list mixes of "

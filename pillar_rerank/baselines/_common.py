@@ -49,7 +49,8 @@ class TrainingFreeReranker(BaseReranker):
         layout that the caller owns and will not read again (it may be ``scores``' own memory).
 
         For :func:`apply_both`, whose score matrix is its own product: the last direction re-ranks
-        it in place, one matrix-sized allocation less. Methods that cannot return a new array.
+        it in place, one matrix-sized allocation less. Methods that cannot write in place return
+        ``rerank(scores)``.
         """
         return self.rerank(scores)
 
