@@ -85,30 +85,26 @@ class GalleryBias(TrainingFreeReranker):
 
     def rerank(self, scores: np.ndarray) -> np.ndarray:
         """Return new float32 scores ``s - h(g)`` of shape (n_queries, n_gallery)."""
+        return self._rerank_into(scores, None)
+
+    def _rerank_into(self, scores: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         self._check_is_fitted()
         scores = self._check_rerank_scores(scores)
         bias = self.bias_.astype(np.float32)
         if self.active_ is None and scores.dtype == np.float32 and min(scores.strides) >= 0:
-            # one pass on all threads (numpy's is single-threaded); the new array keeps the
-            # input's layout, so the transposed view of the t2i direction is not copied
-            return torch.sub(as_readonly_tensor(scores), torch.from_numpy(bias)).numpy()
+            # one pass on all threads (numpy's is single-threaded); a new array keeps the input's
+            # layout, so the transposed view of the t2i direction is not copied
+            if out is None or out.dtype != np.float32 or out.shape != scores.shape \
+                    or out.strides != scores.strides or not out.flags.writeable:
+                return torch.sub(as_readonly_tensor(scores), torch.from_numpy(bias)).numpy()
+            torch.sub(as_readonly_tensor(scores), torch.from_numpy(bias), out=torch.from_numpy(out))
+            return out
         if self.active_ is None:
             return np.subtract(scores, bias[None, :], dtype=np.float32)
-        out = as_float32_copy(scores)
-        rows = self.active_[np.argmax(out, axis=1)]
-        out[rows] -= bias[None, :]
-        return out
-
-    def _rerank_into(self, scores: np.ndarray, out: np.ndarray) -> np.ndarray:
-        self._check_is_fitted()
-        checked = self._check_rerank_scores(scores)
-        if (self.active_ is not None or checked.dtype != np.float32 or out.dtype != np.float32
-                or out.shape != checked.shape or out.strides != checked.strides
-                or min(out.strides) < 0 or not out.flags.writeable):
-            return self.rerank(scores)
-        torch.sub(as_readonly_tensor(checked), torch.from_numpy(self.bias_.astype(np.float32)),
-                  out=torch.from_numpy(out))
-        return out
+        result = as_float32_copy(scores)
+        rows = self.active_[np.argmax(result, axis=1)]
+        result[rows] -= bias[None, :]
+        return result
 
     def _estimate(self, bank: Any, device: torch.device) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

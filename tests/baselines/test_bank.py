@@ -79,7 +79,8 @@ def test_apply_both_reranks_only_its_own_product_in_place(sides, monkeypatch, na
     np.testing.assert_array_equal(out.scores, ref.scores)
     np.testing.assert_array_equal(out.t2i_scores, ref.t2i_scores)
     assert not np.shares_memory(ref.scores, given)
-    # the gallery-bias family (qb_norm excepted: it subtracts on some rows only) reuses the product
+    # the gallery-bias family reuses the product (not qb_norm, which subtracts on some rows only,
+    # nor DSL, which is not of that family)
     assert np.shares_memory(out.scores, products[0]) == (name not in ("qb_norm", "dsl"))
     # a float64 matrix converted to float32 is apply_both's own array as well
     converted = apply_both(get_baseline(name, **params),
