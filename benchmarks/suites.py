@@ -257,11 +257,13 @@ SUITES: dict[str, list[Benchmark]] = {
             "dev-chosen score fusion), the paper's model size (embed_dim 768, 24 heads, depth 2): "
             "with the paper's recipe (batch 512, lr 0.02, 30 epochs) trained in fp32 and in bf16, "
             "re-ranked in both; then trained in fp32 with the reduced CPU recipe (batch 128, lr 0.6, "
-            "8 epochs) at that width, for the width curve of accuracy/leaprr_f30k_curves. Needs a "
-            "CUDA GPU.",
+            "8 epochs) at that width, seeds 0-2, for the width curve of accuracy/leaprr_f30k_curves, "
+            "and once with the text queries' list 16 (the cpu preset's). Needs a CUDA GPU.",
             points=({"protocol": "f30k", "train_items": 4000, "config": PAPER_RECIPE, "require_cuda": True},
                     {"protocol": "f30k", "train_items": 4000, "require_cuda": True, "train_bf16": False,
-                     "config": {"embed_dim": 768, "num_heads": 24}}),
+                     "config": {"embed_dim": 768, "num_heads": 24}, "seeds": (0, 1, 2)},
+                    {"protocol": "f30k", "train_items": 4000, "require_cuda": True, "train_bf16": False,
+                     "config": {"embed_dim": 768, "num_heads": 24, "list_len_t2i": 16}}),
             seeds=(0,),
             timeout_s=3600.0,
             **{**F30K_PROTOCOL, "summarize": "benchmarks.precision:summarize_f30k",
