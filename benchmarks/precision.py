@@ -166,7 +166,9 @@ def summarize_f30k(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
                   f"lr {cfg['lr']}, {cfg['epochs']} epochs")
         for trained, fit in f["fit"].items():
             for precision, _ in next(iter(f["tests"].values()))[trained].items():
-                rec: dict[str, Any] = {"model": recipe, "trained": trained, "re-ranked": precision}
+                lists = f"{cfg['list_len_i2t']}/{cfg['list_len_t2i']}"
+                rec: dict[str, Any] = {"model": recipe, "lists": lists, "seed": cfg["seed"],
+                                       "trained": trained, "re-ranked": precision}
                 for test, per in f["tests"].items():
                     label = TEST_NAMES.get(test, test).split(" (")[0]
                     rows = per[trained][precision]
@@ -180,9 +182,8 @@ def summarize_f30k(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         return {"tables": []}
     f = runs[0]["figures"]
     note = (f"F30K protocol of accuracy/leaprr_f30k at {f['train'][0]:,} training items (held-out: "
-            "the last 1,000 of f30k_train; model selection and score fusion on f30k_dev); depth 2, "
-            f"lists {f['config']['list_len_i2t']}/{f['config']['list_len_t2i']}, seed "
-            f"{f['config']['seed']}, on {f.get('gpu') or f['device']}. 'overwrite': the paper's "
+            f"the last 1,000 of f30k_train; model selection and score fusion on f30k_dev); depth 2, on "
+            f"{f.get('gpu') or f['device']}. 'overwrite': the paper's "
             "one-matrix output; 'rerank_both': per direction with the dev-chosen rules and output. "
             "Re-rank s: both directions of the whole test set, including input building.")
     return {"tables": [Table.from_records("LeaPRR at the paper's size: fp32 and bf16 (GPU)", records,
