@@ -284,12 +284,14 @@ SUITES: dict[str, list[Benchmark]] = {
             "alone, after the best normaliser and after DSL, with the score fusion and with the "
             "reference's overwrite, on the held-out items and COCO 5K. Reduced CPU configuration "
             "(embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs, lists 32/16); 28,000 training "
-            "items, seeds 0, 1 and 2, LeaPRR alone (accuracy/leaprr_f30k_seeds: 4,000 items, seeds 0-2, "
-            "also after the normalisers).",
+            "items, seeds 0, 1 and 2, and 1,000 and 16,000 items, seed 0, LeaPRR alone "
+            "(accuracy/leaprr_f30k_seeds: 4,000 items, seeds 0-2, also after the normalisers).",
             # LeaPRR alone; after the normalisers at this size: accuracy/leaprr_f30k_chains
             params={"variants": ["alone"], "config": F30K_CONFIG},
-            # seeds 1 and 2 were added later with --resume
-            points=({"train_items": 28_000, "seeds": (0, 1, 2)},),
+            # seeds 1 and 2 were added later with --resume, then the data-size curve's other points
+            # (4,000 items: leaprr_f30k_seeds), the short one first
+            points=({"train_items": 28_000, "seeds": (0, 1, 2)}, {"train_items": 1000, "seeds": (0,)},
+                    {"train_items": 16_000, "seeds": (0,)}),
             seeds=(0, 1, 2),
             timeout_s=4 * 3600.0,
             **F30K_PROTOCOL,
