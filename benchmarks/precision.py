@@ -165,7 +165,7 @@ def summarize_f30k(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         recipe = (f"{cfg['embed_dim']}/{cfg['num_heads']} heads, batch {cfg['batch_size']}, "
                   f"lr {cfg['lr']}, {cfg['epochs']} epochs")
         for trained, fit in f["fit"].items():
-            for precision, _ in next(iter(f["tests"].values()))[trained].items():
+            for precision in next(iter(f["tests"].values()))[trained]:
                 lists = f"{cfg['list_len_i2t']}/{cfg['list_len_t2i']}"
                 rec: dict[str, Any] = {"model": recipe, "lists": lists, "seed": cfg["seed"],
                                        "trained": trained, "re-ranked": precision}
