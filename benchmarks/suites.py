@@ -280,40 +280,24 @@ SUITES: dict[str, list[Benchmark]] = {
             description="Training side: f30k_train (cache of ../shared/data/f30k_xenc/build_train.py) minus "
             "its last 1,000 items, which are the held-out test; model selection and fusion weights on "
             "f30k_dev; every training-free method tuned on the training side (banks from its first "
-            "8,000 items); LeaPRR "
-            "alone, after the best normaliser and after DSL, with the score fusion and with the "
-            "reference's overwrite, on the held-out items and COCO 5K. Reduced CPU configuration "
-            "(embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs, lists 32/16); 28,000 training "
-            "items, seeds 0, 1 and 2, and 1,000 and 16,000 items, seed 0, LeaPRR alone "
-            "(accuracy/leaprr_f30k_seeds: 4,000 items, seeds 0-2, also after the normalisers).",
-            # LeaPRR alone; after the normalisers at this size: accuracy/leaprr_f30k_chains
-            params={"variants": ["alone"], "config": F30K_CONFIG},
-            # seeds 1 and 2 were added later with --resume, then the data-size curve's other points
-            # (4,000 items: leaprr_f30k_seeds), the short one first
-            points=({"train_items": 28_000, "seeds": (0, 1, 2)}, {"train_items": 1000, "seeds": (0,)},
-                    {"train_items": 16_000, "seeds": (0,)}),
-            seeds=(0, 1, 2),
-            timeout_s=4 * 3600.0,
-            **F30K_PROTOCOL,
-        ),
-        Benchmark(
-            "accuracy",
-            "leaprr_f30k_chains",
-            "LeaPRR after a normaliser, trained on 28,000 Flickr30K-proxy items (streamed normalisation)",
-            "benchmarks.leaprr_f30k:run",
-            description="The leaprr_f30k protocol at 28,000 training items for LeaPRR after DSL and "
-            "after the best non-transductive normaliser by tuning RSUM (seeds 0, 1 and 2 each): the "
-            "training side is "
-            "normalised streamed (pillar_rerank.score_transform), as 28,000 x 112,000 normalised "
-            "matrices would need 37.6 GB. Reduced CPU configuration (embed_dim 64, depth 2, 4 heads, "
-            "batch 128, lr 0.6, 8 epochs, lists 32/16).",
-            # one variant per run, DSL first: a stopped run keeps the finished ones (seeds 1 and 2
-            # were added later with --resume)
+            "8,000 items); LeaPRR alone, after the best non-transductive normaliser by tuning RSUM and "
+            "after DSL, with the score fusion and with the reference's overwrite, on the held-out items "
+            "and COCO 5K. 28,000 training items, seeds 0, 1 and 2 for each; after a normaliser the "
+            "training side is normalised streamed (pillar_rerank.score_transform), as 28,000 x 112,000 "
+            "normalised matrices would need 37.6 GB. Then the data-size curve's other points, 1,000 and "
+            "16,000 items, seed 0, LeaPRR alone (accuracy/leaprr_f30k_seeds: 4,000 items, seeds 0-2). "
+            "Reduced CPU configuration (embed_dim 64, depth 2, 4 heads, batch 128, lr 0.6, 8 epochs, "
+            "lists 32/16).",
             params={"config": F30K_CONFIG},
-            points=({"train_items": 28_000, "variants": ["dsl"], "seeds": (0, 1, 2)},
-                    {"train_items": 28_000, "variants": ["best"], "seeds": (0, 1, 2)}),
+            # one variant per run (a stopped run keeps the finished ones); seeds and points were
+            # added over time with --resume
+            points=({"train_items": 28_000, "variants": ["alone"], "seeds": (0, 1, 2)},
+                    {"train_items": 28_000, "variants": ["dsl"], "seeds": (0, 1, 2)},
+                    {"train_items": 28_000, "variants": ["best"], "seeds": (0, 1, 2)},
+                    {"train_items": 1000, "variants": ["alone"], "seeds": (0,)},
+                    {"train_items": 16_000, "variants": ["alone"], "seeds": (0,)}),
             seeds=(0,),
-            timeout_s=3 * 3600.0,
+            timeout_s=4 * 3600.0,
             **F30K_PROTOCOL,
         ),
         Benchmark(
