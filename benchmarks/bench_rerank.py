@@ -11,7 +11,10 @@ Measures, for one full re-rank in both directions with the paper's model configu
 
 plus queries per second and peak RSS.
 The model stage is also compared with its bare matrix multiplies on the same batch shapes, timed
-in the same process (:func:`benchmarks.model_reference.inference_seconds`).
+in the same process (:func:`benchmarks.model_reference.inference_seconds`). With the config's
+``precision`` resolving to bf16 (autocast, as :meth:`PillarReranker.rerank` runs it), the model
+stage is timed in fp32 on the same lists too, and the bare matrix multiplies in both precisions:
+the bf16 re-rank as a ratio to the fp32 one and to bare bf16 matmuls, all in one process.
 Each image query's graph is built and scored once (not once per caption).
 
 Run: ``python -m benchmarks run --suite speed --only rerank`` (``benchmarks/results/speed/rerank.json``).
@@ -63,6 +66,7 @@ def run(
 ) -> dict:
     """Time one full two-direction re-rank; returns the figures written to JSON."""
     from pillar_rerank.lists.builder import ListBuilder
+    from pillar_rerank.utils.device import autocast, cpu_has_native_bf16, resolve_precision
 
     if threads:
         torch.set_num_threads(threads)
@@ -70,6 +74,12 @@ def run(
     data = synthetic_set(n_images, captions_per_image, dim, seed)
     rss_input = peak_rss_mb()
     model = MutualRerankNetwork.from_config(cfg, generator=torch.Generator().manual_seed(seed)).eval()
+    cpu_device = torch.device("cpu")
+    precision = resolve_precision(cpu_device, cfg.precision)
+    # the configured precision first (its scores are the result); fp32 beside a bf16 run
+    precisions = (precision,) if precision == "fp32" else (precision, "fp32")
+    model_s = dict.fromkeys(precisions, 0.0)
+    max_diff = 0.0
     times = {"neighbors": 0.0, "pillars": 0.0, "graph": 0.0, "model": 0.0, "combine": 0.0}
     cpu = dict.fromkeys(times, 0.0)  # process CPU seconds: robust to other jobs on a shared machine
 
@@ -103,17 +113,25 @@ def run(
                 lists = make(torch.arange(s, min(n, s + block)))
                 lists_time += time.perf_counter() - t
                 lists_cpu += time.process_time() - c
-                t, c = time.perf_counter(), time.process_time()
-                new = net.score_lists(lists)[:, 1:]
-                times["model"] += time.perf_counter() - t
+                scored = {}
+                for p in precisions:
+                    t, c = time.perf_counter(), time.process_time()
+                    with autocast(cpu_device, p):
+                        scored[p] = net.score_lists(lists)[:, 1:].float()
+                    model_s[p] += time.perf_counter() - t
+                    if p == precision:
+                        cpu["model"] += time.process_time() - c
+                if len(scored) > 1:
+                    max_diff = max(max_diff, float((scored[precision] - scored["fp32"]).abs().max()))
+                new = scored[precision]
                 batches.append(tuple(lists.features.shape[:2]))
-                cpu["model"] += time.process_time() - c
                 q = lists.query_ids[:, None].expand_as(lists.candidates).reshape(-1)
                 c = lists.candidates.reshape(-1)
                 rows, cols = (q, c) if direction == "i2t" else (c, q)
                 upd[f"{direction}_rows"].append(rows)
                 upd[f"{direction}_cols"].append(cols)
                 upd[f"{direction}_values"].append(new.reshape(-1))
+    times["model"] = model_s[precision]
     times["pillars"] = lists_time - times["graph"]
     cpu["pillars"] = lists_cpu - cpu["graph"]
     t, c = time.perf_counter(), time.process_time()
@@ -124,7 +142,8 @@ def run(
     times["combine"] = time.perf_counter() - t
     cpu["combine"] = time.process_time() - c
     total = sum(times.values())
-    reference_s = inference_seconds(batches, cfg, seed=seed)
+    reference = {p: inference_seconds(batches, cfg, seed=seed, precision=p) for p in precisions}
+    reference_s = reference[precision]
     n_queries = data.n_images + data.n_texts
     result = {
         "shape": [data.n_images, data.n_texts],
@@ -153,6 +172,10 @@ def run(
         "model_reference_seconds": round(reference_s, 3),
         "ratio_model_to_reference": round(times["model"] / reference_s, 2),
         "ratio_total_to_reference": round(total / reference_s, 2),
+        "precision": precision,
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "model_seconds_by_precision": {p: round(v, 3) for p, v in model_s.items()},
+        "model_reference_seconds_by_precision": {p: round(v, 3) for p, v in reference.items()},
         "queries_per_second": round(n_queries / total, 1),
         "image_queries_scored": data.n_images,
         "text_queries_scored": data.n_texts,
@@ -168,4 +191,12 @@ def run(
         "torch": torch.__version__,
         "note": "the 2-core machine was shared with other jobs during the run; see load_average_at_end",
     }
+    if precision != "fp32":
+        fp32_total = total - model_s[precision] + model_s["fp32"]
+        result.update({
+            "fp32_total_seconds": round(fp32_total, 3),
+            "ratio_total_to_fp32_total": round(total / fp32_total, 3),
+            "ratio_model_to_fp32_model": round(model_s[precision] / model_s["fp32"], 3),
+            "max_abs_score_diff_to_fp32": max_diff,
+        })
     return result

@@ -43,13 +43,19 @@ def matmul_chain(x: torch.Tensor, weights: dict, cfg: LeaPRRConfig) -> torch.Ten
     return h
 
 
-def inference_seconds(batches: Iterable[tuple[int, int]], cfg: LeaPRRConfig, *, seed: int = 0) -> float:
-    """Wall seconds of the matrix multiplies of forward passes over ``(n_lists, n_nodes)`` batches."""
+def inference_seconds(batches: Iterable[tuple[int, int]], cfg: LeaPRRConfig, *, seed: int = 0,
+                      precision: str = "fp32") -> float:
+    """Wall seconds of the matrix multiplies of forward passes over ``(n_lists, n_nodes)`` batches
+    (``precision="bf16"``: under CPU bf16 autocast, as the model runs then)."""
+    import contextlib
+
     gen = torch.Generator().manual_seed(seed)
     weights = _weights(cfg, gen, grad=False)
     inputs: dict[tuple[int, int], torch.Tensor] = {}
     total = 0.0
-    with torch.inference_mode():
+    cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+            else contextlib.nullcontext())
+    with torch.inference_mode(), cast:
         for shape in batches:
             if shape not in inputs:
                 inputs[shape] = torch.randn(*shape, 2 * cfg.n_pillars, generator=gen)

@@ -479,7 +479,9 @@ SUITES: dict[str, list[Benchmark]] = {
             "benchmarks.adapters:leaprr_rerank_speed",
             description="One full re-rank in both directions (paper model size, untrained weights) at "
             "Flickr30K (1000 x 5000) and COCO 5K (5000 x 25,000) shapes: time per stage "
-            "(neighbours, pillars, graph, model, combine), queries per second, peak RSS.",
+            "(neighbours, pillars, graph, model, combine), queries per second, peak RSS. The model "
+            "stage runs in the precision 'auto' resolves to on this CPU; where that is bf16, it is "
+            "also timed in fp32 on the same lists and the bare matmuls in both, in the same process.",
             params={"captions_per_image": 5, "dim": 256},
             points=({"n_images": 1000}, {"n_images": 5000}),
             quick_params={

@@ -179,11 +179,15 @@ def leaprr_rerank_speed(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str,
         records.append(
             {
                 "images x texts": f"{n_img:,} x {n_txt:,}",
+                # runs written before the precision was recorded ran the model stage in fp32
+                "precision": f.get("precision", "fp32"),
                 "queries/s": f["queries_per_second"],
                 **{f"{k} s": v for k, v in sec.items()},
                 "total s": f["total_seconds"],
                 "model / bare matmuls": f.get("ratio_model_to_reference"),
                 "total / bare matmuls": f.get("ratio_total_to_reference"),
+                "fp32 total s (same lists)": f.get("fp32_total_seconds"),
+                "total / fp32 total": f.get("ratio_total_to_fp32_total"),
                 "peak RSS MB": r["peak_rss_mb"],
                 "output MB": f.get("output_matrix_mb"),
             }
@@ -196,14 +200,18 @@ def leaprr_rerank_speed(runs: Sequence[dict[str, Any]], bench: Any) -> dict[str,
         "LeaPRR re-ranking, both directions: time per stage",
         records,
         notes=f"Synthetic embeddings (d={runs[0]['figures'].get('embedding_dim')}), untrained weights (speed "
-        f"does not depend on them); {cfg_text}. Bare matmuls: the model's matrix multiplies alone on the "
-        "same batch shapes, timed in the same process (benchmarks/model_reference.py). Peak RSS: the "
-        "isolated process's high-water mark.",
+        f"does not depend on them); {cfg_text}. Precision: what precision='auto' resolved to on this "
+        "CPU (bf16 where it has native bf16; the model stage under autocast, as a re-rank runs it). "
+        "Bare matmuls: the model's matrix multiplies alone on the same batch shapes, in the same "
+        "precision, timed in the same process (benchmarks/model_reference.py); fp32 total: the same "
+        "re-rank with the model stage timed in fp32 on the same lists, in the same process. Peak "
+        "RSS: the isolated process's high-water mark.",
     )
     compact = Table.from_records(
         "LeaPRR re-ranking throughput",
-        [{k: rec[k] for k in ("images x texts", "queries/s", "total s", "model / bare matmuls",
-                              "total / bare matmuls", "peak RSS MB")} for rec in records],
+        [{k: rec[k] for k in ("images x texts", "precision", "queries/s", "total s", "model / bare matmuls",
+                              "total / bare matmuls", "total / fp32 total", "peak RSS MB")}
+         for rec in records],
         headline=True,
         notes=f"Both directions, one CPU process, model embed_dim={cfg.get('embed_dim')}, "
         f"depth={cfg.get('depth')}, heads={cfg.get('num_heads')}{paper}; stages in "

@@ -63,7 +63,8 @@ class AdjacencyAveragedAttention(nn.Module):
     def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
         q_, n, d = x.shape
         q, k, v = self._split_heads(x)
-        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        # the softmax in float32 under any autocast, as CUDA's autocast does (its CPU one would not)
+        attn = torch.softmax(((q @ k.transpose(-2, -1)) * self.scale).float(), dim=-1)
         attn = (attn + adjacency.unsqueeze(1).to(attn.dtype)) * 0.5
         out = (attn @ v).transpose(1, 2).reshape(q_, n, d)
         return self.proj(out)

@@ -89,5 +89,6 @@ class GraphTransformerBlock(nn.Module):
         self.mlp.reset_parameters(generator)
 
     def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x), adjacency)
-        return x + self.mlp(self.norm2(x))
+        # LayerNorm in float32 under any autocast, as CUDA's autocast does (its CPU one would not)
+        x = x + self.attn(self.norm1(x.float()), adjacency)
+        return x + self.mlp(self.norm2(x.float()))

@@ -92,7 +92,7 @@ class GraphRerankNetwork(nn.Module):
         x = self.embed(features)
         for block in self.blocks:
             x = block(x, adjacency)
-        return F.normalize(x, dim=-1)
+        return F.normalize(x.float(), dim=-1)  # float32 under any autocast, as on CUDA
 
     def forward(self, features: Tensor, adjacency: Tensor) -> Tensor:
         if self.reference_fp16:

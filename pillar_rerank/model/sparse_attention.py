@@ -103,7 +103,7 @@ class SparseAdjacencyAttention(MessagePassing):
         size_i: int | None,
     ) -> Tensor:
         logits = (q_i * k_j).sum(dim=-1) * self.scale  # (n_edges, H)
-        alpha = segment_softmax(logits, index, ptr, size_i)
+        alpha = segment_softmax(logits.float(), index, ptr, size_i)  # float32 under any autocast
         weight = 0.5 * (alpha + edge_weight.unsqueeze(-1))
         return weight.unsqueeze(-1) * v_j
 

@@ -118,7 +118,8 @@ def test_leaprr_rerank_speed_table():
     }
     tables = leaprr_rerank_speed([{"figures": fig, "peak_rss_mb": 50.0}], None)["tables"]
     assert tables[0]["headline"] and "the paper's size" in tables[0]["notes"]
-    assert tables[1]["columns"][2:4] == ["neighbors s", "model s"]
+    assert tables[1]["columns"][1:5] == ["precision", "queries/s", "neighbors s", "model s"]
+    assert tables[1]["rows"][0][1] == "fp32"  # runs before the precision was recorded: fp32
 
 
 def test_leaprr_training_speed_table():

@@ -135,3 +135,27 @@ def test_sparse_network_trains_and_transfers_weights():
     s[:, 1:].sum().backward()
     assert sparse.blocks[0].attn.qkv.weight.grad is not None
     assert not torch.allclose(s, dense(x, a))
+
+
+@pytest.mark.parametrize("attention", ["dense", "sparse"])
+def test_softmax_layernorm_and_normalisation_run_in_fp32_under_cpu_autocast(attention, monkeypatch):
+    """CUDA's autocast keeps softmax, LayerNorm and L2 normalisation in float32; CPU's would run them
+    in bf16 after a bf16 matmul. The network keeps them in float32 on both, and fp32 is untouched."""
+    import pillar_rerank.model.sparse_attention as sparse
+
+    net = GraphRerankNetwork(8, embed_dim=16, depth=1, num_heads=2, attention=attention)
+    x, adjacency = torch.randn(3, 5, 16), _adjacency(3, 5)
+    seen = []
+    net.blocks[0].norm2.register_forward_pre_hook(lambda module, args: seen.append(("norm", args[0].dtype)))
+    if attention == "dense":
+        monkeypatch.setattr(torch, "softmax", lambda t, *a, _f=torch.softmax, **k: seen.append(
+            ("softmax", t.dtype)) or _f(t, *a, **k))
+    else:
+        monkeypatch.setattr(sparse, "segment_softmax", lambda t, *a, _f=sparse.segment_softmax: seen.append(
+            ("softmax", t.dtype)) or _f(t, *a))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = net.node_embeddings(x, adjacency)
+    assert sorted(seen) == [("norm", torch.float32), ("softmax", torch.float32)] and z.dtype == torch.float32
+    assert torch.allclose(z.norm(dim=-1), torch.ones(3, 5), atol=1e-5)
+    exact = net.node_embeddings(x, adjacency)
+    assert exact.dtype == torch.float32 and 0 < (z - exact).abs().max() < 0.1
