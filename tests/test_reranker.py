@@ -61,6 +61,7 @@ CFG = LeaPRRConfig(
     batch_size=64,
     eval_every=3,
     seed=0,
+    precision="fp32",  # bit-identical comparisons across caches and budgets (see tests/cli/test_fit_apply)
 )
 
 
