@@ -6,7 +6,10 @@ for ``epochs`` epochs without validation: list gathering, structure-alignment li
 networks' forward and backward passes, the losses and the SGD update. Every forward pass's shape
 is recorded, and :func:`benchmarks.model_reference.training_seconds` then runs the forward and
 backward of just the model's matrix multiplies on those shapes in the same process: the ratio
-``loop / reference`` is what the loop costs beyond the arithmetic it cannot avoid.
+``loop / reference`` is what the loop costs beyond the arithmetic it cannot avoid. With
+``precision="bf16"`` the loop trains under bf16 autocast and is also run in fp32 on the same lists
+in the same process, and the bare matmuls are timed in bf16: the bf16 loop as a ratio to the fp32
+loop and to its bare bf16 matmuls.
 """
 
 from __future__ import annotations
@@ -40,12 +43,13 @@ def run(
     dim: int = 256,
     epochs: int = 1,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Time ``epochs`` epochs of the training loop and the matching bare matmuls; return figures."""
     name = config if isinstance(config, str) else "custom"
     fields = CONFIGS[config] if isinstance(config, str) else dict(config)
     cfg = LeaPRRConfig.from_dict({**fields, "epochs": epochs, "eval_every": 10**9, "seed": seed,
-                                  "device": "cpu", "intra_source": "embeddings"})
+                                  "device": "cpu", "intra_source": "embeddings", "precision": precision})
     data = retrieval_set(n_images, captions_per_image, dim, seed=seed)
 
     start = time.perf_counter()
@@ -60,21 +64,24 @@ def run(
             shapes.append((int(features.shape[0]), int(features.shape[1])))
         return forward(self, features, adjacency)
 
-    trainer = Trainer(cfg, device=torch.device("cpu"), train=source, txt_to_img=data.txt_to_img,
-                      validate=None, verbose=False, fingerprint={})
-    GraphRerankNetwork.forward = recording
-    try:
+    def loop_seconds(run_cfg: LeaPRRConfig) -> float:
+        trainer = Trainer(run_cfg, device=torch.device("cpu"), train=source, txt_to_img=data.txt_to_img,
+                          validate=None, verbose=False, fingerprint={})
         start = time.perf_counter()
         trainer.run(checkpoint_every=10**9)
-        loop_s = time.perf_counter() - start
+        return time.perf_counter() - start
+
+    GraphRerankNetwork.forward = recording
+    try:
+        loop_s = loop_seconds(cfg)
     finally:
         GraphRerankNetwork.forward = forward
     per_step = 4  # i2t, t2i and the two structure-alignment passes
     steps = [shapes[i:i + per_step] for i in range(0, len(shapes), per_step)]
-    reference_s = training_seconds(steps, cfg, seed=seed)
+    reference_s = training_seconds(steps, cfg, seed=seed, precision=precision)
     items = data.n_texts * epochs
     nodes = sum(q * n for q, n in shapes)
-    return {
+    result = {
         "config_name": name,
         "config": {k: getattr(cfg, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "n_pillars",
                                                 "list_len_i2t", "list_len_t2i", "batch_size")},
@@ -87,6 +94,13 @@ def run(
         "items_per_second": round(items / loop_s, 1),
         "reference_items_per_second": round(items / reference_s, 1),
         "ratio_loop_to_reference": round(loop_s / reference_s, 2),
+        "precision": precision,
         "torch_threads": torch.get_num_threads(),
         "load_average_at_end": list(os.getloadavg()),
     }
+    if precision != "fp32":  # the same loop in fp32, same lists, same process
+        fp32_s = loop_seconds(cfg.replace(precision="fp32"))
+        result.update({"fp32_loop_seconds": round(fp32_s, 3),
+                       "fp32_items_per_second": round(items / fp32_s, 1),
+                       "ratio_loop_to_fp32_loop": round(loop_s / fp32_s, 3)})
+    return result

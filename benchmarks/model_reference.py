@@ -65,12 +65,15 @@ def inference_seconds(batches: Iterable[tuple[int, int]], cfg: LeaPRRConfig, *, 
     return total
 
 
-def training_seconds(steps: Iterable[list[tuple[int, int]]], cfg: LeaPRRConfig, *, seed: int = 0) -> float:
+def training_seconds(steps: Iterable[list[tuple[int, int]]], cfg: LeaPRRConfig, *, seed: int = 0,
+                     precision: str = "fp32") -> float:
     """Wall seconds of forward + backward of the matrix multiplies of every training step.
 
     ``steps``: for each step, the ``(n_lists, n_nodes)`` shapes of its forward passes (both
     directions, the structure-alignment lists included); one backward through all of them.
+    ``precision="bf16"``: the forward passes under CPU bf16 autocast, as training runs then.
     """
+    import contextlib
     gen = torch.Generator().manual_seed(seed)
     weights = _weights(cfg, gen, grad=True)
     params = [w for w in weights["embed"]] + [w for block in weights["blocks"] for w in block]
@@ -81,7 +84,10 @@ def training_seconds(steps: Iterable[list[tuple[int, int]]], cfg: LeaPRRConfig, 
             if shape not in inputs:
                 inputs[shape] = torch.randn(*shape, 2 * cfg.n_pillars, generator=gen)
         start = time.perf_counter()
-        loss = sum(matmul_chain(inputs[s], weights, cfg).sum() for s in shapes)
+        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+        with cast:
+            loss = sum(matmul_chain(inputs[s], weights, cfg).float().sum() for s in shapes)
         loss.backward()
         total += time.perf_counter() - start
         for p in params:

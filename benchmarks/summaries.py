@@ -230,10 +230,13 @@ def leaprr_training_speed(runs: Sequence[dict[str, Any]], bench: Any) -> dict[st
             "config": f"{f['config_name']} (D={c['embed_dim']}, depth {c['depth']}, {c['num_heads']} heads, "
                       f"batch {c['batch_size']})",
             "images x texts": f"{f['shape'][0]:,} x {f['shape'][1]:,}",
+            "precision": f.get("precision", "fp32"),
             "steps": f["steps"],
             "items/s": f["items_per_second"],
             "bare matmuls items/s": f["reference_items_per_second"],
             "loop / bare matmuls": f["ratio_loop_to_reference"],
+            "fp32 items/s (same lists)": f.get("fp32_items_per_second"),
+            "loop / fp32 loop": f.get("ratio_loop_to_fp32_loop"),
             "input building s": f["seconds"]["inputs (not in the loop)"],
             "peak RSS MB": r["peak_rss_mb"],
         })
@@ -244,7 +247,9 @@ def leaprr_training_speed(runs: Sequence[dict[str, Any]], bench: Any) -> dict[st
         notes="Training items (captions) per second of the training loop of `rerank fit` (list gathering, "
         "structure-alignment lists, both networks forward and backward, losses, SGD), input building "
         "excluded; bare matmuls: forward and backward of the model's matrix multiplies alone on the "
-        "recorded batch shapes, in the same process (benchmarks/model_reference.py).",
+        "recorded batch shapes, in the same precision, in the same process "
+        "(benchmarks/model_reference.py); a bf16 row also times the fp32 loop on the same lists in "
+        "the same process.",
     )
     return {"tables": [table.to_dict()]}
 

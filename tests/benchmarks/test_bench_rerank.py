@@ -1,4 +1,4 @@
-"""benchmarks.bench_rerank on a tiny set: the bf16 run is timed beside fp32 in the same process."""
+"""benchmarks.bench_rerank and bench_train on tiny sets: bf16 timed beside fp32 in the same process."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ def test_fp32_run_times_one_precision():
         {**SMALL, "precision": "fp32"}))
     assert out["precision"] == "fp32" and list(out["model_seconds_by_precision"]) == ["fp32"]
     assert "fp32_total_seconds" not in out
+
+
+def test_bf16_training_loop_is_timed_against_the_fp32_loop():
+    from benchmarks.bench_train import run as train_run
+
+    config = {"embed_dim": 16, "num_heads": 2, "depth": 1, "batch_size": 32, "n_pillars": 8,
+              "list_len_i2t": 6, "list_len_t2i": 4, "graph_neighbors": 4}
+    out = train_run(config=config, n_images=20, captions_per_image=3, dim=16, precision="bf16")
+    assert out["precision"] == "bf16" and out["fp32_loop_seconds"] > 0
+    loop = out["seconds"]["training loop"]
+    assert abs(out["ratio_loop_to_fp32_loop"] - loop / out["fp32_loop_seconds"]) < 0.01
+    assert "fp32_loop_seconds" not in train_run(config=config, n_images=20, captions_per_image=3, dim=16)
