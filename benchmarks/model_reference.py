@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import torch
 
 from pillar_rerank.config import LeaPRRConfig
+from pillar_rerank.utils.device import autocast
 
 
 def _weights(cfg: LeaPRRConfig, generator: torch.Generator, *, grad: bool) -> dict[str, list[torch.Tensor]]:
@@ -47,15 +48,11 @@ def inference_seconds(batches: Iterable[tuple[int, int]], cfg: LeaPRRConfig, *, 
                       precision: str = "fp32") -> float:
     """Wall seconds of the matrix multiplies of forward passes over ``(n_lists, n_nodes)`` batches
     (``precision="bf16"``: under CPU bf16 autocast, as the model runs then)."""
-    import contextlib
-
     gen = torch.Generator().manual_seed(seed)
     weights = _weights(cfg, gen, grad=False)
     inputs: dict[tuple[int, int], torch.Tensor] = {}
     total = 0.0
-    cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-            else contextlib.nullcontext())
-    with torch.inference_mode(), cast:
+    with torch.inference_mode(), autocast(torch.device("cpu"), precision):
         for shape in batches:
             if shape not in inputs:
                 inputs[shape] = torch.randn(*shape, 2 * cfg.n_pillars, generator=gen)
@@ -73,7 +70,6 @@ def training_seconds(steps: Iterable[list[tuple[int, int]]], cfg: LeaPRRConfig, 
     directions, the structure-alignment lists included); one backward through all of them.
     ``precision="bf16"``: the forward passes under CPU bf16 autocast, as training runs then.
     """
-    import contextlib
     gen = torch.Generator().manual_seed(seed)
     weights = _weights(cfg, gen, grad=True)
     params = [w for w in weights["embed"]] + [w for block in weights["blocks"] for w in block]
@@ -84,9 +80,7 @@ def training_seconds(steps: Iterable[list[tuple[int, int]]], cfg: LeaPRRConfig, 
             if shape not in inputs:
                 inputs[shape] = torch.randn(*shape, 2 * cfg.n_pillars, generator=gen)
         start = time.perf_counter()
-        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
-        with cast:
+        with autocast(torch.device("cpu"), precision):
             loss = sum(matmul_chain(inputs[s], weights, cfg).float().sum() for s in shapes)
         loss.backward()
         total += time.perf_counter() - start
