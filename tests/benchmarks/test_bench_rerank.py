@@ -33,8 +33,7 @@ def test_fp32_run_times_one_precision():
 def test_bf16_training_loop_is_timed_against_the_fp32_loop():
     from benchmarks.bench_train import run as train_run
 
-    config = {"embed_dim": 16, "num_heads": 2, "depth": 1, "batch_size": 32, "n_pillars": 8,
-              "list_len_i2t": 6, "list_len_t2i": 4, "graph_neighbors": 4}
+    config = {**SMALL, "batch_size": 32}
     out = train_run(config=config, n_images=20, captions_per_image=3, dim=16, precision="bf16")
     assert out["precision"] == "bf16" and out["fp32_loop_seconds"] > 0
     loop = out["seconds"]["training loop"]

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from benchmarks import precision
+from benchmarks import BenchmarkSkipped, precision
 from benchmarks.synthetic import retrieval_set
+
+#: A model small enough to train in seconds.
+TINY = {"n_pillars": 8, "list_len_i2t": 6, "list_len_t2i": 4, "graph_neighbors": 4, "embed_dim": 16,
+        "depth": 1, "num_heads": 2, "epochs": 1, "batch_size": 32, "eval_every": 5}
 
 
 def test_fp32_and_bf16_are_both_measured(monkeypatch):
     sets = [retrieval_set(n, 3, 16, seed=s, name=name) for n, s, name in ((40, 0, "train"), (24, 1, "dev"),
                                                                            (30, 2, "test"))]
     monkeypatch.setattr("benchmarks.leaprr_accuracy.protocol_sets", lambda protocol, root: tuple(sets))
-    config = {"n_pillars": 8, "list_len_i2t": 6, "list_len_t2i": 4, "graph_neighbors": 4, "embed_dim": 16,
-              "depth": 1, "num_heads": 2, "epochs": 1, "batch_size": 32, "eval_every": 5}
-    out = precision.run(protocol="a", config=config)
+    out = precision.run(protocol="a", config=TINY)
     assert out["test"] == [30, 90] and out["device"] == "cpu"
     assert out["auto_resolves_to"] == ("bf16" if out["cpu_native_bf16"] else "fp32")
     assert out["bf16_emulated"] is (not out["cpu_native_bf16"])
@@ -30,9 +33,7 @@ def test_f30k_protocol_reports_every_row_per_precision_and_summarises(monkeypatc
         (40, 0, "train"), (24, 1, "dev"), (30, 2, "held"), (20, 3, "other")))
     monkeypatch.setattr("benchmarks.leaprr_f30k.load_sides",
                         lambda **kw: (train, dev, {"f30k_holdout": held, "coco5k_test": other}))
-    config = {"n_pillars": 8, "list_len_i2t": 6, "list_len_t2i": 4, "graph_neighbors": 4, "embed_dim": 16,
-              "depth": 1, "num_heads": 2, "epochs": 1, "batch_size": 32, "eval_every": 5}
-    out = precision.run(protocol="f30k", config=config)
+    out = precision.run(protocol="f30k", config=TINY)
     assert out["train"] == [40, 120] and set(out["fit"]) == {"fp32", "bf16"}
     for name in ("f30k_holdout", "coco5k_test"):
         per = out["tests"][name]
@@ -50,10 +51,6 @@ def test_f30k_protocol_reports_every_row_per_precision_and_summarises(monkeypatc
 
 
 def test_gpu_points_skip_without_cuda(monkeypatch):
-    import pytest
-
-    from benchmarks import BenchmarkSkipped
-
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(BenchmarkSkipped, match="CUDA GPU"):
         precision.run(protocol="f30k", require_cuda=True)
